@@ -1,0 +1,105 @@
+"""The ``cryores`` command line.
+
+Every user mistake ends with one line on stderr (``cryores: error: ...``) and a non-zero exit
+status, never a traceback; SIGINT/SIGTERM stop the run without leaving output or temporary
+files. Set CRYORES_DEBUG=1 to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import CryoResError
+from .predict import predict_file
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other error
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cryores", description="Local resolution of cryo-EM maps from a single map.")
+    parser.add_argument("--version", action="version", version=f"cryores {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = commands.add_parser("predict", help="estimate local resolution from one map",
+                            description="Write a local-resolution map (Å, 0 outside the mask) on the input grid.")
+    p.add_argument("map", help="input MRC map")
+    p.add_argument("-o", "--output", help="output MRC (default: <map stem>_locres.mrc beside the map)")
+    p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
+    p.add_argument("--uncertainty", metavar="STD_OUT",
+                   help=f"also write the MC-dropout standard deviation (Å); implies --samples {10}")
+    p.add_argument("--samples", type=_positive_int, default=None,
+                   help="Monte-Carlo dropout passes (>= 2); the output is their mean")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--voxel-size", type=float, help="voxel size in Å, overriding the header")
+    p.add_argument("--model", help="model card JSON (default: the model installed with cryores)")
+    p.add_argument("--patch-size", type=int, help="patch side in model voxels (default: model card)")
+    p.add_argument("--overlap", type=float, help="patch overlap fraction (default: model card, else 0.5)")
+    p.add_argument("--batch-size", type=int, default=4, help="patches per forward pass (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dropout masks (default 0)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
+    return parser
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    result, output = predict_file(
+        args.map, args.output, mask=args.mask, uncertainty=args.uncertainty,
+        samples=args.samples, voxel_size=args.voxel_size, force=args.force, model=args.model,
+        device=args.device, patch_size=args.patch_size, overlap=args.overlap,
+        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+    print(f"{result.summary.line()} -> {output}")
+    return 0
+
+
+COMMANDS = {"predict": _run_predict}
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return COMMANDS[args.command](args)
+    except CryoResError as error:
+        print(f"cryores: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("cryores: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("cryores: error: out of memory; crop the box or bin the map first", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # a bug: still one line unless debugging
+        if os.environ.get("CRYORES_DEBUG"):
+            raise
+        print(f"cryores: error: unexpected {type(error).__name__}: {error} "
+              "(set CRYORES_DEBUG=1 for a traceback and please report it)", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Reading and writing MRC maps without losing their metadata.
+
+Maps are read with mrcfile into float32 arrays in file order (sections, rows, columns). The
+source header travels with the data so that every output is written on the same grid with the
+same voxel size, origin, nstart, axis order and cell. Outputs are written atomically: to a
+temporary file in the destination folder, then renamed, so an interrupted or failed run never
+leaves a partial file and never replaces an existing one unless ``force`` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from .errors import CryoResError
+
+# Header fields copied verbatim from the source map to every output written on its grid.
+_GRID_FIELDS = ("mx", "my", "mz", "cella", "cellb", "mapc", "mapr", "maps",
+                "nxstart", "nystart", "nzstart", "origin")
+
+
+@dataclass
+class DensityMap:
+    """A 3-D map in file order with its voxel size per array axis and its source header.
+
+    ``voxel_size`` is in Å along array axes (0, 1, 2) = (sections, rows, columns), already
+    permuted from the header's X/Y/Z by the map's axis order.
+    """
+
+    data: np.ndarray
+    voxel_size: tuple[float, float, float]
+    header: np.recarray | None = None
+    path: Path | None = None
+
+
+def axis_order(header: np.recarray) -> tuple[int, int, int]:
+    """(mapc, mapr, maps) of a header, or (1, 2, 3) when the fields are not a permutation."""
+    order = (int(header.mapc), int(header.mapr), int(header.maps))
+    return order if sorted(order) == [1, 2, 3] else (1, 2, 3)
+
+
+def voxel_size_along_array_axes(header: np.recarray, voxel_size_xyz) -> tuple[float, float, float]:
+    """Voxel size for array axes (sections, rows, columns) from the header's X/Y/Z sizes."""
+    mapc, mapr, maps = axis_order(header)
+    xyz = tuple(float(v) for v in voxel_size_xyz)
+    return (xyz[maps - 1], xyz[mapr - 1], xyz[mapc - 1])
+
+
+def _open_strict_or_permissive(path: Path):
+    """Open strictly; fall back to permissive mode only to accept a damaged *label* area.
+
+    Older maps sometimes fail mrcfile's strict checks on cosmetic fields. Permissive mode still
+    reads them, but it also lets truncated files through with ``data=None``; those are refused
+    by the caller with the strict error's message.
+    """
+    try:
+        return mrcfile.open(path, mode="r", permissive=False)
+    except ValueError as strict_error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                mrc = mrcfile.open(path, mode="r", permissive=True)
+            except Exception:
+                raise strict_error from None
+        if mrc.data is None:
+            mrc.close()
+            raise strict_error from None
+        return mrc
+
+
+def read_map(path: str | os.PathLike, *, role: str = "map",
+             voxel_size: float | None = None) -> DensityMap:
+    """Read a 3-D MRC map as float32.
+
+    ``role`` names the file in error messages ("map", "mask", "half map 1"). ``voxel_size``
+    (Å) overrides the header, e.g. for maps whose header says 0.
+
+    Raises CryoResError if the file is missing, unreadable, not an MRC file, truncated, complex,
+    a 2-D image or an image stack, or has a voxel size of 0 and no override.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CryoResError(f"{role} {path}: no such file")
+    if not path.is_file():
+        raise CryoResError(f"{role} {path}: not a regular file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mrc = _open_strict_or_permissive(path)
+    except PermissionError:
+        raise CryoResError(f"{role} {path}: permission denied") from None
+    except (ValueError, OSError, EOFError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CryoResError(f"{role} {path}: not a readable MRC file ({reason})") from None
+    with mrc:
+        data = mrc.data
+        if np.iscomplexobj(data):
+            raise CryoResError(f"{role} {path}: complex-valued MRC (mode {int(mrc.header.mode)}) is not a density map")
+        if data.ndim != 3 or mrc.is_image_stack() or mrc.is_volume_stack():
+            if mrc.is_image_stack():
+                kind = "an image stack"
+            else:
+                kind = "a volume stack" if mrc.is_volume_stack() else f"{data.ndim}-D"
+            raise CryoResError(f"{role} {path}: is {kind} of shape {data.shape}; a 3-D map is needed")
+        header = mrc.header.copy()
+        header_voxel = mrc.voxel_size
+        array = np.array(data, dtype=np.float32)  # copy: detach from the closed file
+    if voxel_size is not None:
+        if not np.isfinite(voxel_size) or voxel_size <= 0:
+            raise CryoResError(f"voxel size override {voxel_size} must be a positive number of Å")
+        sizes = (float(voxel_size),) * 3
+    else:
+        sizes = voxel_size_along_array_axes(header, (header_voxel.x, header_voxel.y, header_voxel.z))
+        if not all(np.isfinite(s) and s > 0 for s in sizes):
+            raise CryoResError(
+                f"{role} {path}: voxel size in the header is {tuple(round(s, 4) for s in sizes)} Å; "
+                "give the real one with --voxel-size")
+    return DensityMap(array, sizes, header, path)
+
+
+def _check_writable(path: Path, force: bool, role: str, protected: tuple[Path, ...]) -> None:
+    for source in protected:
+        if source is not None and path.exists() and Path(source).exists() and path.samefile(source):
+            raise CryoResError(f"{role} {path} is one of the input files; choose another name")
+    if path.exists() and not force:
+        raise CryoResError(f"{role} {path} exists; use --force to overwrite it")
+    if path.exists() and not path.is_file():
+        raise CryoResError(f"{role} {path} exists and is not a regular file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CryoResError(f"{role} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CryoResError(f"{role} {path}: folder {folder} is not writable")
+
+
+def check_output_path(path: str | os.PathLike, *, force: bool, role: str = "output",
+                      protected: tuple[Path, ...] = ()) -> Path:
+    """Fail early (before any computation) if ``path`` cannot or must not be written.
+
+    Refuses an existing file without ``force``, any path that is one of the ``protected``
+    inputs (even with ``force``: never destroy a user's data), a missing or read-only folder.
+    """
+    path = Path(path)
+    try:
+        _check_writable(path, force, role, protected)
+    except OSError as error:  # e.g. a name too long for the file system
+        raise CryoResError(f"{role} {path}: {error.strerror or error}") from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _write_mrc(path: Path, data: np.ndarray, like: DensityMap, label: str) -> None:
+    """Write ``data`` as float32 MRC at ``path`` with ``like``'s grid metadata, fsynced."""
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.asarray(data, dtype=np.float32))
+        if like.header is not None:
+            for field in _GRID_FIELDS:
+                mrc.header[field] = like.header[field]
+        else:
+            z, y, x = like.voxel_size
+            mrc.voxel_size = (x, y, z)
+        mrc.update_header_stats()
+        mrc.add_label(label[:80])
+    with open(path, "rb+") as stream:  # make the bytes durable before the rename
+        os.fsync(stream.fileno())
+
+
+def write_maps(outputs: list[tuple[str | os.PathLike, np.ndarray, str]], like: DensityMap, *,
+               force: bool = False) -> list[Path]:
+    """Write several maps on the grid of ``like``: all or none.
+
+    ``outputs`` holds (path, data, header label) triples. Voxel size, origin, nstart, axis
+    order and cell are copied from ``like``'s header (or set from its voxel size when it came
+    from an array). Every map goes to a temporary file first; the renames happen only after
+    all were written. Raises CryoResError if a shape differs from ``like``'s, a file exists
+    and ``force`` is false, or writing fails; then no output file exists.
+    """
+    paths = [check_output_path(path, force=force) for path, _, _ in outputs]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise CryoResError("two outputs have the same file name")
+    for path, (_, data, _) in zip(paths, outputs):
+        if np.shape(data) != like.data.shape:
+            raise CryoResError(f"internal: output {path} has shape {np.shape(data)}, the map {like.data.shape}")
+    try:
+        with contextlib.ExitStack() as stack:
+            for path, (_, data, label) in zip(paths, outputs):
+                _write_mrc(stack.enter_context(atomic_path(path)), data, like, label)
+    except OSError as error:
+        raise CryoResError(f"cannot write {error.filename or paths[0]}: {error.strerror or error}") from None
+    return paths
+
+
+def write_map(path: str | os.PathLike, data: np.ndarray, like: DensityMap, *,
+              force: bool = False, label: str = "cryores") -> Path:
+    """Write one map on the grid of ``like`` atomically (see :func:`write_maps`)."""
+    return write_maps([(path, data, label)], like, force=force)[0]

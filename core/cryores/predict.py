@@ -1,0 +1,179 @@
+"""Local resolution from one map: the public ``predict`` and ``predict_file`` functions.
+
+Pipeline: check input -> molecular mask (user's or automatic) -> resample to the model's voxel
+size -> normalise -> overlapping patch inference -> back to the input grid -> clip to
+[Nyquist, model's upper bound] inside the mask, exactly 0 outside.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CryoResError
+from .inference import sliding_window_predict
+from .masking import automatic_mask, dilate, mask_from_array
+from .memory import check_fits
+from .model_card import LoadedModel, load_model
+from .mrc_io import DensityMap, check_output_path, read_map, write_maps
+from .normalise import normalise
+from .resample import fourier_resample, linear_resample, shape_for_voxel_size
+from .summary import ResolutionSummary, summarise
+from .validation import as_voxel_size, check_density
+
+DEFAULT_MC_SAMPLES = 10
+ROI_MARGIN_VOXELS = 2  # predict a little beyond the mask so interpolation back is exact at its edge
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`predict`, all arrays on the input grid.
+
+    resolution: Å inside ``mask``, 0 outside. uncertainty: Monte-Carlo dropout standard
+    deviation in Å (None without samples). summary: median and 5-95 % range inside the mask.
+    """
+
+    resolution: np.ndarray
+    mask: np.ndarray
+    uncertainty: np.ndarray | None
+    summary: ResolutionSummary
+    model_name: str
+    voxel_size: tuple[float, float, float]
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from tqdm import tqdm
+    return tqdm(total=0, unit="patch", desc="cryores", leave=False, dynamic_ncols=True)
+
+
+def predict(
+    density: np.ndarray,
+    voxel_size: float | Sequence[float],
+    mask: np.ndarray | None = None,
+    *,
+    model: LoadedModel | str | os.PathLike | None = None,
+    samples: int = 0,
+    device: str = "auto",
+    patch_size: int | None = None,
+    overlap: float | None = None,
+    batch_size: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+    memory_limit: int | None = None,
+) -> Prediction:
+    """Local resolution (Å) of a density map given as a numpy array.
+
+    density: 3-D array (any real dtype). voxel_size: Å, one number or one per array axis.
+    mask: optional array of the same shape, > 0.5 inside; None computes the automatic mask
+    (see :mod:`cryores.masking`). model: a LoadedModel, a model-card path, or None for the
+    installed model. samples: 0 for one deterministic pass, >= 2 for Monte-Carlo dropout (mean
+    and standard deviation). patch_size and overlap default to the model card's. seed fixes the dropout
+    masks without touching the caller's torch random state.
+
+    Raises CryoResError for bad input (shape, NaN/Inf, constant map, bad voxel size or mask),
+    a missing model, or a map too large for memory.
+    """
+    voxel = as_voxel_size(voxel_size)
+    density = check_density(density)
+    mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    nyquist = 2.0 * max(voxel)
+    if nyquist >= loaded.max_resolution:
+        raise CryoResError(f"voxel size {max(voxel):.3g} Å: Nyquist {nyquist:.3g} Å is beyond the "
+                           f"model's range (up to {loaded.max_resolution:g} Å)")
+
+    grid = shape_for_voxel_size(density.shape, voxel, loaded.voxel_size)
+    check_fits(density.size, int(np.prod(grid)), samples > 0, memory_limit)
+    resampled = grid != density.shape
+    work = fourier_resample(density, grid) if resampled else density
+    work_mask = linear_resample(mask, grid) >= 0.5 if resampled else mask
+    if not work_mask.any():  # a mask thinner than a model voxel
+        work_mask = linear_resample(mask, grid) > 0
+    work = normalise(work, work_mask, loaded.card["normalisation"])
+    pad_value = float(np.median(work[~work_mask])) if not work_mask.all() else 0.0
+    roi = dilate(work_mask, (ROI_MARGIN_VOXELS,) * 3)
+
+    with _progress_bar(progress) as bar, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        result = sliding_window_predict(
+            work, loaded.network, patch_size=patch_size or loaded.patch_size,
+            overlap=loaded.overlap if overlap is None else overlap, batch_size=batch_size, roi=roi,
+            transform=loaded.to_angstrom, mc_samples=samples, pad_value=pad_value, device=device,
+            on_total=(lambda n: bar.reset(total=n)) if bar is not None else None,
+            progress=bar.update if bar is not None else None)
+    del work, roi
+
+    resolution, std = result.mean, result.std
+    if resampled:
+        resolution = linear_resample(resolution, density.shape)
+        std = linear_resample(std, density.shape) if std is not None else None
+    np.clip(resolution, nyquist, loaded.max_resolution, out=resolution)
+    resolution[~mask] = 0.0
+    if std is not None:
+        std[~mask] = 0.0
+    return Prediction(resolution, mask, std, summarise(resolution, mask),
+                      str(loaded.card["name"]), voxel)
+
+
+def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:
+    """``<map stem><suffix>.mrc`` beside the map (``.gz``/``.bz2`` stripped first)."""
+    map_path = Path(map_path)
+    name = map_path.name
+    for compressed in (".gz", ".bz2"):
+        if name.endswith(compressed):
+            name = name[: -len(compressed)]
+    return map_path.with_name(f"{Path(name).stem}{suffix}.mrc")
+
+
+def predict_file(
+    map_path: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    mask: str | os.PathLike | None = None,
+    uncertainty: str | os.PathLike | None = None,
+    samples: int | None = None,
+    voxel_size: float | None = None,
+    force: bool = False,
+    **options,
+) -> tuple[Prediction, Path]:
+    """Predict from an MRC file and write the resolution map (and uncertainty) beside it.
+
+    output defaults to ``<map stem>_locres.mrc`` beside the map. uncertainty: path for the
+    Monte-Carlo standard deviation map; it implies ``samples`` = 10 unless given. voxel_size
+    overrides the header. Other options go to :func:`predict`. Outputs keep the input's voxel
+    size, origin, nstart and axis order; they are checked before any work and written
+    atomically. Returns the prediction and the output path.
+    """
+    map_path = Path(map_path)
+    output = Path(output) if output is not None else default_output_path(map_path)
+    protected = tuple(Path(p) for p in (map_path, mask) if p is not None)
+    check_output_path(output, force=force, protected=protected)
+    if uncertainty is not None:
+        check_output_path(uncertainty, force=force, role="uncertainty output", protected=protected)
+        samples = DEFAULT_MC_SAMPLES if samples is None else samples
+        if samples < 2:
+            raise CryoResError("an uncertainty map needs --samples of at least 2")
+    model = options.pop("model", None)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    density_map: DensityMap = read_map(map_path, voxel_size=voxel_size)
+    mask_array = None
+    if mask is not None:
+        mask_map = read_map(mask, role="mask", voxel_size=voxel_size or min(density_map.voxel_size))
+        if mask_map.data.shape != density_map.data.shape:
+            raise CryoResError(f"mask {mask} has shape {mask_map.data.shape} but the map has {density_map.data.shape}")
+        mask_array = mask_map.data
+    result = predict(density_map.data, density_map.voxel_size, mask_array, model=loaded,
+                     samples=samples or 0, **options)
+    outputs = [(output, result.resolution, f"cryores local resolution (A), model {result.model_name}")]
+    if uncertainty is not None:
+        outputs.append((uncertainty, result.uncertainty, "cryores MC-dropout std of resolution (A)"))
+    write_maps(outputs, density_map, force=force)
+    return result, output

@@ -1,0 +1,100 @@
+"""A small 3-D U-Net that maps a normalised density patch to a local-resolution patch.
+
+Sized for CPU inference: a handful of channels per level is enough for a smooth, low-frequency
+target. Two choices matter for patch-wise use:
+
+* BatchNorm (not Instance/GroupNorm): in eval mode it is a fixed affine map, so a voxel's
+  prediction does not depend on which patch it was cut from, which keeps blends seamless.
+* ``output_stride``: local resolution varies over several Å, so the decoder may stop at a
+  coarser level and upsample trilinearly; the full-resolution decoder level is the most
+  expensive part of a U-Net.
+
+Dropout (channel-wise, in the deeper blocks) is off in eval mode and switched on for
+Monte-Carlo dropout uncertainty by :func:`enable_mc_dropout`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3x3 convolutions with BatchNorm and ReLU, optionally followed by dropout."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0):
+        layers: list[nn.Module] = []
+        for c_in in (in_channels, out_channels):
+            layers += [nn.Conv3d(c_in, out_channels, 3, padding=1, bias=False),
+                       nn.BatchNorm3d(out_channels), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout3d(dropout))
+        super().__init__(*layers)
+
+
+class UNet3D(nn.Module):
+    """U-Net with ``len(channels)`` levels; input sides must be multiples of 2**(levels-1).
+
+    ``dropout`` applies to the bottleneck and decoder blocks. ``output_stride`` (a power of 2)
+    stops the decoder early and upsamples the output trilinearly by that factor.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64), dropout: float = 0.1,
+                 output_stride: int = 2, in_channels: int = 1, out_channels: int = 1):
+        super().__init__()
+        levels = len(channels)
+        skip_levels = output_stride.bit_length() - 1
+        if output_stride < 1 or 2 ** skip_levels != output_stride or skip_levels >= levels:
+            raise ValueError(f"output_stride must be a power of 2 below 2**{levels}, got {output_stride}")
+        self.channels = tuple(channels)
+        self.output_stride = output_stride
+        self.encoders = nn.ModuleList()
+        c_prev = in_channels
+        for i, c in enumerate(channels):
+            self.encoders.append(ConvBlock(c_prev, c, dropout if i == levels - 1 else 0.0))
+            c_prev = c
+        self.upsamplers = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for i in range(levels - 2, skip_levels - 1, -1):
+            self.upsamplers.append(nn.ConvTranspose3d(channels[i + 1], channels[i], 2, stride=2))
+            self.decoders.append(ConvBlock(2 * channels[i], channels[i], dropout))
+        self.head = nn.Conv3d(channels[skip_levels], out_channels, 1)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+                # He init keeps activation variance through ReLU layers: a fresh network
+                # already gives spatially varying outputs (tests rely on this too).
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be divisible by this."""
+        return 2 ** (len(self.channels) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, encoder in enumerate(self.encoders):
+            if i:
+                x = functional.max_pool3d(x, 2)
+            x = encoder(x)
+            skips.append(x)
+        skips.pop()
+        for upsample, decoder in zip(self.upsamplers, self.decoders):
+            x = decoder(torch.cat([skips.pop(), upsample(x)], dim=1))
+        x = self.head(x)
+        if self.output_stride > 1:
+            x = functional.interpolate(x, scale_factor=self.output_stride, mode="trilinear",
+                                       align_corners=False)
+        return x
+
+
+def enable_mc_dropout(network: nn.Module) -> None:
+    """Eval mode everywhere except dropout layers, which sample (Monte-Carlo dropout)."""
+    network.eval()
+    for module in network.modules():
+        if isinstance(module, (nn.Dropout, nn.Dropout3d)):
+            module.train()
+
+
+def count_parameters(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())

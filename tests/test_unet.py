@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cryores.unet import UNet3D, count_parameters, enable_mc_dropout
+
+
+@pytest.mark.parametrize("output_stride", [1, 2, 4])
+def test_output_has_input_shape(output_stride):
+    net = UNet3D((4, 8, 16), dropout=0.1, output_stride=output_stride).eval()
+    assert net(torch.zeros(2, 1, 16, 24, 32)).shape == (2, 1, 16, 24, 32)
+
+
+def test_bad_output_stride_is_refused():
+    with pytest.raises(ValueError):
+        UNet3D((4, 8, 16), output_stride=3)
+    with pytest.raises(ValueError):
+        UNet3D((4, 8, 16), output_stride=4 * 2)
+
+
+def test_eval_is_deterministic_and_mc_dropout_is_not():
+    torch.manual_seed(0)
+    net = UNet3D((4, 8, 16), dropout=0.3).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+        enable_mc_dropout(net)
+        assert not torch.equal(net(x), net(x))
+        assert not any(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d))
+
+
+def test_default_model_is_small_for_cpu():
+    assert count_parameters(UNet3D()) < 1_000_000
