@@ -1,0 +1,44 @@
+# Two commands on a fresh machine (see README):
+#   make demo   set up .venv and run cryores on the EMD-5168 map
+#   make test   set up the environments, run ruff and every test
+# torch is pinned by constraints.txt to the CPU wheel on this machine's disk.
+
+PYTHON ?= python3
+VENV := .venv
+OLDEST := .venv-oldest
+PIP_FLAGS := -q --disable-pip-version-check
+
+.PHONY: setup demo test test-core test-oldest lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[test]'
+	touch $@
+
+$(OLDEST)/.installed: pyproject.toml constraints-oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install $(PIP_FLAGS) -c constraints-oldest.txt -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test-core: $(VENV)/.installed
+	$(VENV)/bin/pytest -q tests
+
+# Same tests against Scipion's pins (numpy 1.26.1, scipy 1.10.0, mrcfile 1.4.3).
+test-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/pytest -q -p no:cacheprovider tests
+
+test: lint test-core test-oldest
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/predict_speed.py --big 512
+
+clean:
+	rm -rf $(VENV) $(OLDEST) demo
