@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cryores.unet import UNet3D, count_parameters, enable_mc_dropout
+from cryores.unet import UNet3D, count_parameters, enable_mc_dropout, fold_batchnorm
 
 
 @pytest.mark.parametrize("output_stride", [1, 2, 4])
@@ -32,3 +32,22 @@ def test_eval_is_deterministic_and_mc_dropout_is_not():
 
 def test_default_model_is_small_for_cpu():
     assert count_parameters(UNet3D()) < 1_000_000
+
+
+def test_folding_batchnorm_keeps_the_outputs():
+    torch.manual_seed(0)
+    net = UNet3D((4, 8, 16), dropout=0.2)
+    with torch.no_grad():  # give the norms non-trivial statistics, as after training
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        expected = net(x)
+        folded = fold_batchnorm(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)

@@ -76,6 +76,16 @@ def gaussian_weight(patch: int, sigma_scale: float) -> np.ndarray:
     return np.maximum(weight, 1e-3).astype(np.float32)
 
 
+Region = tuple[slice, ...]
+
+
+def _clipped(corner: tuple[int, ...], patch: int, shape: tuple[int, ...]) -> tuple[Region, Region]:
+    """The part of a patch inside the volume: (slices in the volume, slices in the patch)."""
+    inside = tuple(slice(s, min(s + patch, n)) for s, n in zip(corner, shape))
+    local = tuple(slice(0, min(s + patch, n) - s) for s, n in zip(corner, shape))
+    return inside, local
+
+
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -101,9 +111,9 @@ def sliding_window_predict(
 
     volume: 3-D float array (already normalised). roi: boolean array of the same shape; patches
     without an roi voxel are skipped (None runs every patch). transform maps network output to
-    the unit statistics are taken in. The volume is padded at its far end with ``pad_value``
-    so that patches on a stride that is a multiple of the network's ``size_multiple`` tile it
-    exactly. ``on_total`` receives the number of patches before the first runs and
+    the unit statistics are taken in. Patches reaching past the far end of the volume are
+    filled with ``pad_value``, so that patches on a stride that is a multiple of the network's
+    ``size_multiple`` tile it exactly. ``on_total`` receives the number of patches before the first runs and
     ``progress`` the number finished after each batch. Raises CryoResError for bad knobs.
     """
     if volume.ndim != 3:
@@ -122,27 +132,20 @@ def sliding_window_predict(
 
     shape = volume.shape
     stride = patch_stride(patch_size, overlap, multiple)
-    padded_shape = tuple(tiled_length(n, patch_size, stride) for n in shape)
-    if padded_shape != shape:  # pad at the far end only, so the tiling stays on the pooling grid
-        padded = np.full(padded_shape, pad_value, dtype=np.float32)
-        padded[tuple(slice(0, n) for n in shape)] = volume
-        volume = padded
-        if roi is not None:
-            roi_padded = np.zeros(padded_shape, dtype=bool)
-            roi_padded[tuple(slice(0, n) for n in shape)] = roi
-            roi = roi_padded
-
-    starts = [range(0, n - patch_size + 1, stride) for n in padded_shape]
+    # Patches tile a box padded at the far end, so every start stays on the pooling grid. The
+    # padding is never allocated: each patch is cut from the volume and filled with pad_value.
+    tiled = tuple(tiled_length(n, patch_size, stride) for n in shape)
+    starts = [range(0, n - patch_size + 1, stride) for n in tiled]
     corners = [c for c in itertools.product(*starts)
-               if roi is None or roi[tuple(slice(s, s + patch_size) for s in c)].any()]
+               if roi is None or roi[_clipped(c, patch_size, shape)[0]].any()]
     if on_total:
         on_total(len(corners))
 
     weight = gaussian_weight(patch_size, sigma_scale)
     weight_t = torch.from_numpy(weight).to(torch_device)
-    mean_sum = np.zeros(padded_shape, dtype=np.float32)
-    weight_sum = np.zeros(padded_shape, dtype=np.float32)
-    var_sum = np.zeros(padded_shape, dtype=np.float32) if mc_samples else None
+    mean_sum = np.zeros(shape, dtype=np.float32)
+    weight_sum = np.zeros(shape, dtype=np.float32)
+    var_sum = np.zeros(shape, dtype=np.float32) if mc_samples else None
 
     was_training = network.training
     network.to(torch_device)
@@ -153,8 +156,11 @@ def sliding_window_predict(
     try:
         with torch.inference_mode():
             for batch in _batches(corners, batch_size):
-                regions = [tuple(slice(s, s + patch_size) for s in c) for c in batch]
-                x = torch.from_numpy(np.stack([volume[r] for r in regions])[:, None]).to(torch_device)
+                regions = [_clipped(c, patch_size, shape) for c in batch]
+                patches = np.full((len(batch), 1) + (patch_size,) * 3, pad_value, dtype=np.float32)
+                for patch, (inside, local) in zip(patches, regions):
+                    patch[0][local] = volume[inside]
+                x = torch.from_numpy(patches).to(torch_device)
                 if mc_samples:
                     samples = torch.stack([transform(network(x)) for _ in range(mc_samples)])
                     mean, var = samples.mean(0), samples.var(0, unbiased=True)
@@ -162,24 +168,21 @@ def sliding_window_predict(
                     mean, var = transform(network(x)), None
                 mean = (mean[:, 0] * weight_t).cpu().numpy()
                 var = (var[:, 0] * weight_t).cpu().numpy() if var is not None else None
-                for i, region in enumerate(regions):
-                    mean_sum[region] += mean[i]
-                    weight_sum[region] += weight
+                for i, (inside, local) in enumerate(regions):
+                    mean_sum[inside] += mean[i][local]
+                    weight_sum[inside] += weight[local]
                     if var is not None:
-                        var_sum[region] += var[i]
+                        var_sum[inside] += var[i][local]
                 if progress:
                     progress(len(batch))
     finally:
         network.train(was_training)
 
-    crop = tuple(slice(0, n) for n in shape)
-    mean_sum, weight_sum = mean_sum[crop], weight_sum[crop]
     covered = weight_sum > 0
     np.divide(mean_sum, weight_sum, out=mean_sum, where=covered)
     mean_sum[~covered] = 0.0
     std = None
     if var_sum is not None:
-        var_sum = var_sum[crop]
         np.divide(var_sum, weight_sum, out=var_sum, where=covered)
         var_sum[~covered] = 0.0
         std = np.sqrt(np.maximum(var_sum, 0.0), out=var_sum)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import CryoResError, ModelIntegrityError, NoModelInstalledError
-from .unet import UNet3D
+from .unet import UNet3D, fold_batchnorm
 
 FORMAT_VERSION = 1
 DEFAULT_CARD_NAME = "default.json"
@@ -31,7 +31,7 @@ REQUIRED_FIELDS = ("name", "format_version", "architecture", "voxel_size", "patc
 
 @dataclass
 class LoadedModel:
-    """A network in eval mode with the card that describes it."""
+    """A network in eval mode, BatchNorm folded for inference, with the card that describes it."""
 
     network: UNet3D
     card: dict
@@ -134,7 +134,7 @@ def load_model(card_path: str | os.PathLike | None = None) -> LoadedModel:
     except Exception as error:  # torch raises many types for bad files
         raise CryoResError(f"weights {weights_path}: cannot be loaded ({type(error).__name__})") from None
     network.eval()
-    return LoadedModel(network, card, card_path)
+    return LoadedModel(fold_batchnorm(network), card, card_path)
 
 
 def save_model(network: UNet3D, card: dict, card_path: str | os.PathLike) -> Path:

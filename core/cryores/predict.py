@@ -83,15 +83,15 @@ def predict(
     """
     voxel = as_voxel_size(voxel_size)
     density = check_density(density)
-    mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     nyquist = 2.0 * max(voxel)
     if nyquist >= loaded.max_resolution:
         raise CryoResError(f"voxel size {max(voxel):.3g} Å: Nyquist {nyquist:.3g} Å is beyond the "
                            f"model's range (up to {loaded.max_resolution:g} Å)")
-
     grid = shape_for_voxel_size(density.shape, voxel, loaded.voxel_size)
     check_fits(density.size, int(np.prod(grid)), samples > 0, memory_limit)
+    mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
+
     resampled = grid != density.shape
     work = fourier_resample(density, grid) if resampled else density
     work_mask = linear_resample(mask, grid) >= 0.5 if resampled else mask
