@@ -10,9 +10,9 @@ PIP_FLAGS := -q --disable-pip-version-check
 
 .PHONY: setup demo test test-core test-oldest lint bench clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml training/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[test]'
+	$(VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[test]' -e training
 	touch $@
 
 $(OLDEST)/.installed: pyproject.toml constraints-oldest.txt
@@ -31,9 +31,9 @@ lint: $(VENV)/.installed
 test-core: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests
 
-# Same tests against Scipion's pins (numpy 1.26.1, scipy 1.10.0, mrcfile 1.4.3).
+# The core's tests against Scipion's pins (numpy 1.26.1, scipy 1.10.0, mrcfile 1.4.3).
 test-oldest: $(OLDEST)/.installed
-	$(OLDEST)/bin/pytest -q -p no:cacheprovider tests
+	$(OLDEST)/bin/pytest -q -p no:cacheprovider tests --ignore=tests/training
 
 test: lint test-core test-oldest
 

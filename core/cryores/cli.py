@@ -11,7 +11,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from .errors import CryoResError
@@ -22,8 +22,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like every other error
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage errors on one line (exit 2), like every other error."""
+
+    def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
@@ -35,9 +37,9 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cryores", description="Local resolution of cryo-EM maps from a single map.")
+    parser = OneLineParser(prog="cryores", description="Local resolution of cryo-EM maps from a single map.")
     parser.add_argument("--version", action="version", version=f"cryores {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = commands.add_parser("predict", help="estimate local resolution from one map",
                             description="Write a local-resolution map (Å, 0 outside the mask) on the input grid.")
@@ -57,7 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the dropout masks (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
+    f = commands.add_parser("localfsc", help="local resolution from two half maps (FSC = 0.143)",
+                            description="Blocres-style local FSC in a soft spherical window; same output "
+                                        "conventions as predict.")
+    f.add_argument("half1", help="half map 1 (MRC)")
+    f.add_argument("half2", help="half map 2 (MRC), same grid")
+    f.add_argument("-o", "--output", help="output MRC (default: <half1 stem>_localfsc.mrc beside half map 1)")
+    f.add_argument("--mask", help="mask MRC on the half maps' grid (> 0.5 is inside); default: automatic")
+    f.add_argument("--window", type=float, default=30.0, help="window diameter in Å (default 30)")
+    f.add_argument("--step", type=float, help="spacing of window centres in Å (default window/5)")
+    f.add_argument("--whiten", choices=("halves", "noise", "none"), default="halves",
+                   help="spectral flattening before the FSC (default: by the half maps' mean power)")
+    f.add_argument("--voxel-size", type=float, help="voxel size in Å, overriding the headers")
+    f.add_argument("--force", action="store_true", help="overwrite an existing output")
+    f.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
     return parser
+
+
+def _run_localfsc(args: argparse.Namespace) -> int:
+    from .localfsc import local_fsc_file
+
+    result, output = local_fsc_file(
+        args.half1, args.half2, args.output, mask=args.mask, voxel_size=args.voxel_size, force=args.force,
+        window=args.window, step=args.step, whiten=args.whiten, progress=not args.quiet)
+    print(f"{result.summary.line()} -> {output}")
+    return 0
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -70,35 +96,45 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"predict": _run_predict}
+COMMANDS = {"predict": _run_predict, "localfsc": _run_localfsc}
 
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_guarded(prog: str, action: Callable[[], int]) -> int:
+    """Run ``action`` under the error contract shared by every cryores command line.
+
+    CryoResError -> its message on one line, exit 1; Ctrl-C or SIGTERM -> exit 130 (atomic
+    writers have removed their temporary files by then); any other exception is a bug, still
+    reported on one line unless CRYORES_DEBUG is set.
+    """
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return COMMANDS[args.command](args)
+        return int(action() or 0)
     except CryoResError as error:
-        print(f"cryores: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("cryores: interrupted; no output written", file=sys.stderr)
+        print(f"{prog}: interrupted; no partial output written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MemoryError:
-        print("cryores: error: out of memory; crop the box or bin the map first", file=sys.stderr)
+        print(f"{prog}: error: out of memory; crop the box or bin the map first", file=sys.stderr)
         return EXIT_ERROR
     except Exception as error:  # a bug: still one line unless debugging
         if os.environ.get("CRYORES_DEBUG"):
             raise
-        print(f"cryores: error: unexpected {type(error).__name__}: {error} "
+        print(f"{prog}: error: unexpected {type(error).__name__}: {error} "
               "(set CRYORES_DEBUG=1 for a traceback and please report it)", file=sys.stderr)
         return EXIT_ERROR
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded("cryores", lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

@@ -126,6 +126,17 @@ def read_map(path: str | os.PathLike, *, role: str = "map",
     return DensityMap(array, sizes, header, path)
 
 
+def read_mask(path: str | os.PathLike, like: DensityMap) -> np.ndarray:
+    """Read a mask that must lie on the grid of ``like`` (its voxel size is not needed).
+
+    Raises CryoResError for an unreadable file or a shape different from ``like``'s.
+    """
+    mask = read_map(path, role="mask", voxel_size=min(like.voxel_size))
+    if mask.data.shape != like.data.shape:
+        raise CryoResError(f"mask {path} has shape {mask.data.shape} but the map has {like.data.shape}")
+    return mask.data
+
+
 def _check_writable(path: Path, force: bool, role: str, protected: tuple[Path, ...]) -> None:
     for source in protected:
         if source is not None and path.exists() and Path(source).exists() and path.samefile(source):
@@ -181,7 +192,7 @@ def _write_mrc(path: Path, data: np.ndarray, like: DensityMap, label: str) -> No
             z, y, x = like.voxel_size
             mrc.voxel_size = (x, y, z)
         mrc.update_header_stats()
-        mrc.add_label(label[:80])
+        mrc.add_label(label.replace("Å", "A").encode("ascii", "replace").decode()[:80])
     with open(path, "rb+") as stream:  # make the bytes durable before the rename
         os.fsync(stream.fileno())
 

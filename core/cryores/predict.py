@@ -21,7 +21,7 @@ from .inference import sliding_window_predict
 from .masking import automatic_mask, dilate, mask_from_array
 from .memory import check_fits
 from .model_card import LoadedModel, load_model
-from .mrc_io import DensityMap, check_output_path, read_map, write_maps
+from .mrc_io import DensityMap, check_output_path, read_map, read_mask, write_maps
 from .normalise import normalise
 from .resample import fourier_resample, linear_resample, shape_for_voxel_size
 from .summary import ResolutionSummary, summarise
@@ -164,12 +164,7 @@ def predict_file(
     model = options.pop("model", None)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     density_map: DensityMap = read_map(map_path, voxel_size=voxel_size)
-    mask_array = None
-    if mask is not None:
-        mask_map = read_map(mask, role="mask", voxel_size=voxel_size or min(density_map.voxel_size))
-        if mask_map.data.shape != density_map.data.shape:
-            raise CryoResError(f"mask {mask} has shape {mask_map.data.shape} but the map has {density_map.data.shape}")
-        mask_array = mask_map.data
+    mask_array = read_mask(mask, density_map) if mask is not None else None
     result = predict(density_map.data, density_map.voxel_size, mask_array, model=loaded,
                      samples=samples or 0, **options)
     outputs = [(output, result.resolution, f"cryores local resolution (A), model {result.model_name}")]

@@ -1,0 +1,7 @@
+"""``python -m cryores_train`` runs the command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
