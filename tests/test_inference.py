@@ -90,3 +90,14 @@ def test_cuda_without_gpu_is_a_clear_error(model):
         pytest.skip("a GPU is present")
     with pytest.raises(CryoResError, match="no CUDA GPU"):
         sliding_window_predict(np.zeros((32, 32, 32), np.float32), model.network, patch_size=32, device="cuda")
+
+
+def test_roi_margin_runs_patches_next_to_the_roi():
+    volume = np.zeros((64, 64, 64), np.float32)
+    roi = np.zeros_like(volume, dtype=bool)
+    roi[31, 10, 10] = True  # last voxel of the first patch along axis 0
+    plain, grown = CountingIdentity(), CountingIdentity()
+    sliding_window_predict(volume, plain, patch_size=32, overlap=0.0, roi=roi)
+    result = sliding_window_predict(volume, grown, patch_size=32, overlap=0.0, roi=roi, roi_margin=2)
+    assert plain.patches == 1 and grown.patches == 2
+    assert result.covered[33, 10, 10]

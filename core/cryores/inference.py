@@ -86,6 +86,12 @@ def _clipped(corner: tuple[int, ...], patch: int, shape: tuple[int, ...]) -> tup
     return inside, local
 
 
+def _touches(roi: np.ndarray, corner: tuple[int, ...], patch: int, margin: int) -> bool:
+    """Whether the patch, grown by ``margin`` voxels on every side, holds an roi voxel."""
+    region = tuple(slice(max(0, s - margin), min(s + patch + margin, n)) for s, n in zip(corner, roi.shape))
+    return bool(roi[region].any())
+
+
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -99,6 +105,7 @@ def sliding_window_predict(
     overlap: float = 0.5,
     batch_size: int = 4,
     roi: np.ndarray | None = None,
+    roi_margin: int = 0,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     mc_samples: int = 0,
     sigma_scale: float = 0.125,
@@ -110,7 +117,8 @@ def sliding_window_predict(
     """Predict a whole volume with ``network`` in overlapping, Gaussian-blended patches.
 
     volume: 3-D float array (already normalised). roi: boolean array of the same shape; patches
-    without an roi voxel are skipped (None runs every patch). transform maps network output to
+    with no roi voxel within ``roi_margin`` voxels of them are skipped (None runs every patch),
+    so every voxel within the margin of the roi gets a prediction. transform maps network output to
     the unit statistics are taken in. Patches reaching past the far end of the volume are
     filled with ``pad_value``, so that patches on a stride that is a multiple of the network's
     ``size_multiple`` tile it exactly. ``on_total`` receives the number of patches before the first runs and
@@ -137,7 +145,7 @@ def sliding_window_predict(
     tiled = tuple(tiled_length(n, patch_size, stride) for n in shape)
     starts = [range(0, n - patch_size + 1, stride) for n in tiled]
     corners = [c for c in itertools.product(*starts)
-               if roi is None or roi[_clipped(c, patch_size, shape)[0]].any()]
+               if roi is None or _touches(roi, c, patch_size, roi_margin)]
     if on_total:
         on_total(len(corners))
 

@@ -18,7 +18,7 @@ import torch
 
 from .errors import CryoResError
 from .inference import sliding_window_predict
-from .masking import automatic_mask, dilate, mask_from_array
+from .masking import automatic_mask, mask_from_array
 from .memory import check_fits
 from .model_card import LoadedModel, load_model
 from .mrc_io import DensityMap, check_output_path, read_map, read_mask, write_maps
@@ -99,17 +99,17 @@ def predict(
         work_mask = linear_resample(mask, grid) > 0
     work = normalise(work, work_mask, loaded.card["normalisation"])
     pad_value = float(np.median(work[~work_mask])) if not work_mask.all() else 0.0
-    roi = dilate(work_mask, (ROI_MARGIN_VOXELS,) * 3)
 
     with _progress_bar(progress) as bar, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         result = sliding_window_predict(
             work, loaded.network, patch_size=patch_size or loaded.patch_size,
-            overlap=loaded.overlap if overlap is None else overlap, batch_size=batch_size, roi=roi,
+            overlap=loaded.overlap if overlap is None else overlap, batch_size=batch_size, roi=work_mask,
+            roi_margin=ROI_MARGIN_VOXELS,
             transform=loaded.to_angstrom, mc_samples=samples, pad_value=pad_value, device=device,
             on_total=(lambda n: bar.reset(total=n)) if bar is not None else None,
             progress=bar.update if bar is not None else None)
-    del work, roi
+    del work
 
     resolution, std = result.mean, result.std
     if resampled:
