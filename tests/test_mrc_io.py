@@ -137,3 +137,22 @@ def test_output_name_too_long_is_a_clear_error(tmp_path, density):
     like = read_map(write_mrc(tmp_path / "in.mrc", density))
     with pytest.raises(CryoResError, match="too long"):
         write_map(tmp_path / ("x" * 300 + ".mrc"), density, like)
+
+
+def test_outputs_get_the_usual_permissions_not_the_temp_files(tmp_path, density):
+    like = read_map(write_mrc(tmp_path / "in.mrc", density))
+    old = os.umask(0o022)
+    try:
+        out = write_map(tmp_path / "out.mrc", density, like)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_compact_data_types_on_request(tmp_path, density):
+    like = read_map(write_mrc(tmp_path / "in.mrc", density))
+    half, flag = write_maps([(tmp_path / "h.mrc", density, "h"), (tmp_path / "m.mrc", density > 0.5, "m")], like,
+                            dtypes={"h.mrc": np.float16, "m.mrc": np.int8})
+    with mrcfile.open(half) as a, mrcfile.open(flag) as b:
+        assert a.data.dtype == np.float16 and b.data.dtype == np.int8
+        np.testing.assert_allclose(a.data, density, atol=2e-3)

@@ -181,10 +181,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _write_mrc(path: Path, data: np.ndarray, like: DensityMap, label: str) -> None:
-    """Write ``data`` as float32 MRC at ``path`` with ``like``'s grid metadata, fsynced."""
+def _default_file_mode() -> int:
+    """0o666 less the process umask: what a plain ``open(path, "w")`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _write_mrc(path: Path, data: np.ndarray, like: DensityMap, label: str, dtype=np.float32) -> None:
+    """Write ``data`` as MRC (float32 unless said) at ``path`` with ``like``'s grid metadata, fsynced.
+
+    The temporary file from mkstemp is private (0600); it gets the usual permissions here.
+    """
     with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(np.asarray(data, dtype=np.float32))
+        mrc.set_data(np.asarray(data, dtype=dtype))
         if like.header is not None:
             for field in _GRID_FIELDS:
                 mrc.header[field] = like.header[field]
@@ -195,15 +205,17 @@ def _write_mrc(path: Path, data: np.ndarray, like: DensityMap, label: str) -> No
         mrc.add_label(label.replace("Å", "A").encode("ascii", "replace").decode()[:80])
     with open(path, "rb+") as stream:  # make the bytes durable before the rename
         os.fsync(stream.fileno())
+    os.chmod(path, _default_file_mode())
 
 
 def write_maps(outputs: list[tuple[str | os.PathLike, np.ndarray, str]], like: DensityMap, *,
-               force: bool = False) -> list[Path]:
+               force: bool = False, dtypes: dict[str, type] | None = None) -> list[Path]:
     """Write several maps on the grid of ``like``: all or none.
 
     ``outputs`` holds (path, data, header label) triples. Voxel size, origin, nstart, axis
     order and cell are copied from ``like``'s header (or set from its voxel size when it came
-    from an array). Every map goes to a temporary file first; the renames happen only after
+    from an array). ``dtypes`` maps file names to another MRC data type than float32 (e.g.
+    float16 or int8 for compact training data). Every map goes to a temporary file first; the renames happen only after
     all were written. Raises CryoResError if a shape differs from ``like``'s, a file exists
     and ``force`` is false, or writing fails; then no output file exists.
     """
@@ -216,7 +228,8 @@ def write_maps(outputs: list[tuple[str | os.PathLike, np.ndarray, str]], like: D
     try:
         with contextlib.ExitStack() as stack:
             for path, (_, data, label) in zip(paths, outputs):
-                _write_mrc(stack.enter_context(atomic_path(path)), data, like, label)
+                dtype = (dtypes or {}).get(path.name, np.float32)
+                _write_mrc(stack.enter_context(atomic_path(path)), data, like, label, dtype)
     except OSError as error:
         raise CryoResError(f"cannot write {error.filename or paths[0]}: {error.strerror or error}") from None
     return paths
