@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import synthetic_map, write_mrc
 from cryores.errors import CryoResError
+from cryores.masking import automatic_mask
 from cryores.normalise import masked_zscore
 from cryores_train.cli import main
 from cryores_train.dataset import SPLITS, build_dataset, cut_patch, patch_starts, split_by_structure
@@ -182,7 +183,11 @@ def test_patches_are_raw_map_regions_with_the_maps_normalisation(built, samples)
         region = tuple(slice(o, o + PATCH) for o in origin)
         np.testing.assert_array_equal(group["density"][i], full[region])
         np.testing.assert_array_equal(group["mask"][i], full_mask[region])
-        expected = masked_zscore(full, full_mask)[region]
+        try:  # normalised like inference without a user mask: with the automatic mask
+            norm_mask = automatic_mask(full, (1.0, 1.0, 1.0))
+        except CryoResError:
+            norm_mask = full_mask
+        expected = masked_zscore(full, norm_mask)[region]
         mean, std = group["norm_mean"][i], group["norm_std"][i]
         np.testing.assert_allclose((group["density"][i] - mean) / std, expected, atol=1e-4)
         label, mask = group["label"][i], group["mask"][i].astype(bool)
@@ -216,9 +221,9 @@ def test_overlapping_stride_and_padding_at_the_far_end(tmp_path):
         assert origins.max() == 16 and set(np.unique(origins)) <= {0, 8, 16}
         last = int(np.argmax(origins.sum(axis=1)))
         assert np.all(h5["train/mask"][last][14:] == 0) and np.all(h5["train/label"][last][14:] == 0)
-        with mrcfile.open(tmp_path / "s" / "one" / "map.mrc") as mrc, \
-                mrcfile.open(tmp_path / "s" / "one" / "mask.mrc") as mask:
-            solvent = float(np.median(mrc.data[mask.data <= 0.5]))
+        with mrcfile.open(tmp_path / "s" / "one" / "map.mrc") as mrc:
+            density = np.array(mrc.data)
+        solvent = float(np.median(density[~automatic_mask(density, (1.0, 1.0, 1.0))]))
         np.testing.assert_allclose(h5["train/density"][last][14:], solvent)  # padded like inference
     assert summary.patches["train"] == 27
 

@@ -47,6 +47,7 @@ import numpy as np
 import cryores
 import cryores_train
 from cryores.errors import CryoResError
+from cryores.masking import automatic_mask
 from cryores.mrc_io import atomic_path, check_output_path
 from cryores.normalise import METHOD as NORMALISATION
 from cryores.resample import fourier_resample, linear_resample, shape_for_voxel_size
@@ -209,8 +210,13 @@ def prepare_map(loaded: LoadedLabelledMap, resample_to: float | None) -> Prepare
             label = resample_label(label, new_mask, grid)
             voxel = tuple(n * v / m for n, v, m in zip(density.shape, voxel, grid))
             density, mask = fourier_resample(density, grid), new_mask
-    mean, std = masked_stats(density, mask)
-    pad_value = float(np.median(density[~mask])) if not mask.all() else mean
+    # Normalise as inference does without a user mask: with the automatic mask's statistics.
+    try:
+        norm_mask = automatic_mask(density, (float(np.mean(voxel)),) * 3)
+    except CryoResError:
+        norm_mask = mask
+    mean, std = masked_stats(density, norm_mask)
+    pad_value = float(np.median(density[~norm_mask])) if not norm_mask.all() else mean
     return PreparedMap(density, label, mask, float(np.mean(voxel)), mean, std, pad_value)
 
 

@@ -4,16 +4,21 @@ Physics of the design. Two half maps share a signal and carry independent noise,
 local window the half-map FSC per shell k is ``S(k) / (S(k) + N(k))`` and crosses 0.143 where
 the signal-to-noise ratio S/N is 1/6. We make that happen at the designed resolution d(x):
 
-* Noise is stationary, as in a reconstruction, with power ``n(k) = n0 * c(k)`` per Fourier
-  coefficient: ``n0`` sets the level and ``c(k) = exp(gamma * (k / k_Nyquist)^2)`` the colour.
-* ``p(k)`` is the power of the model's density at a small reference B-factor divided by the
-  protein fraction of the box (the power of "pure protein"). A window around a point holds a
-  protein fraction ``f`` (the molecular mask averaged over a 30 Å ball: the surface has less
-  signal), so with an extra B-factor B its SNR is ``f p(k) exp(-B k^2 / 2) / n(k)``: high at
-  low frequency, as in real maps, and equal to 1/6 at k = 1/d when
+* Noise is stationary, as in a reconstruction, with power ``n(k) = n0 * c(k) * w(k)`` per
+  Fourier coefficient: ``n0`` sets the level, ``c(k) = exp(gamma * (k / k_Nyquist)^2)`` the
+  colour, and ``w(k) <= 1`` follows the wiggles of the protein spectrum (below).
+* ``p(k)`` is the monotone upper envelope of the power of the model's density at a small
+  reference B-factor, divided by the protein fraction of the box (the power of "pure
+  protein"); ``w(k)`` is the actual power over that envelope. Without ``w`` the SNR would dip
+  below 1/6 near 5-7 Å, where protein spectra have a minimum, and FSC would cross there first.
+* A window around a point holds a protein fraction ``f`` (the molecular mask averaged over a
+  30 Å local-FSC window: the surface has less signal), so with an extra B-factor B its SNR
+  is ``f p(k) exp(-B k^2 / 2) / n(k)``: high at low frequency, as in real maps, falling
+  monotonically, and equal to 1/6 at k = 1/d when
   ``B = 2 d^2 ln(f p(1/d) / (n(1/d) / 6))``. Every atom gets that B from d and f at its position.
-* ``n0`` is drawn below the largest value that keeps B >= 0 for 98 % of atoms (the other 2 %,
-  lone surface atoms, keep B = 0 and are slightly sharper than designed).
+* ``n0`` is drawn below the largest value that gives B >= 8 d^2 for 98 % of atoms, so that the
+  SNR falls at least 10x between 1.4 d and d and the FSC crosses 0.143 cleanly (a flat SNR
+  near 1/6 lets estimator noise cross early); lone surface atoms (2 %) may get less.
 
 The designed field d(x) looks like real maps: a better core and worse periphery (radial
 power law), optionally a flexible domain (one chain or file blurred by 1-4 Å more) and a few
@@ -42,6 +47,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from cryores.errors import CryoResError
+from cryores.localfsc import spherical_window
 from cryores.masking import dilate
 from cryores.mrc_io import DensityMap, write_maps
 
@@ -50,6 +56,7 @@ from .structures import AtomModel, discover, load_model
 FSC_WINDOW_A = 30.0
 SNR_AT_THRESHOLD = 1.0 / 6.0  # FSC = SNR / (1 + SNR) = 0.143
 MAX_RESOLUTION_A = 12.0
+STEEPNESS = 8.0  # minimum extra B-factor in units of d^2 (see simulate())
 MAX_BOX = 256
 FILES = ("map.mrc", "half1.mrc", "half2.mrc", "truth.mrc", "mask.mrc")
 
@@ -175,13 +182,18 @@ def molecular_mask(positions: np.ndarray, n: int, voxel: float) -> np.ndarray:
 
 
 def window_fraction(mask: np.ndarray, voxel: float, diameter: float = FSC_WINDOW_A) -> np.ndarray:
-    """Fraction of a ``diameter`` ball around each voxel that lies in ``mask`` (periodic FFT)."""
+    """Protein fraction seen by a local-FSC window around each voxel (periodic FFT convolution).
+
+    Weighted by the square of local FSC's own taper (:func:`cryores.localfsc.spherical_window`),
+    since the FSC sums powers: this is the fraction of the window's signal power that is protein.
+    """
     n = mask.shape[0]
-    r = np.minimum(np.arange(n), n - np.arange(n)) * voxel
-    distance = np.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2)
-    ball = (distance <= diameter / 2.0).astype(np.float32)
-    ball /= ball.sum()
-    product = scipy.fft.rfftn(mask.astype(np.float32)) * scipy.fft.rfftn(ball)
+    size = min(n - (n % 2), int(np.ceil(diameter / voxel)) + int(np.ceil(diameter / voxel)) % 2)
+    taper = spherical_window(size, size / 2.0, max(2.0, 0.15 * size)) ** 2
+    kernel = np.zeros(mask.shape, np.float32)
+    kernel[:size, :size, :size] = taper / taper.sum()
+    kernel = np.roll(kernel, shift=(-(size // 2),) * 3, axis=(0, 1, 2))  # centre at the origin
+    product = scipy.fft.rfftn(mask.astype(np.float32)) * scipy.fft.rfftn(kernel)
     return np.clip(scipy.fft.irfftn(product, s=mask.shape), 0.0, 1.0).astype(np.float32)
 
 
@@ -243,17 +255,25 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     shell, power = radial_power(reference, voxel)
     f_box = float(envelope.mean())
 
-    def protein_power(k):  # |F|^2 per coefficient of a box full of protein, at frequency k (1/Å)
-        return np.interp(k * n * voxel, np.arange(len(power)), power) / f_box
+    # The protein spectrum dips near 5-7 Å (between secondary-structure and backbone peaks); with
+    # plain noise the local SNR would dip below 1/6 there first and FSC would cross early. The
+    # noise follows those dips (power / envelope <= 1), so the SNR falls monotonically.
+    envelope_power = np.maximum.accumulate(power[::-1])[::-1]
 
-    # B >= 0 needs n0 <= f p(1/d) / (SNR* c(1/d)) at every atom; 98 % of atoms must allow it.
+    def protein_power(k):  # |F|^2 per coefficient of a box full of protein (monotone envelope), 1/Å
+        return np.interp(k * n * voxel, np.arange(len(power)), envelope_power) / f_box
+
+    # B = 2 d^2 ln(A / n0) with A = f p(1/d) / (SNR* c(1/d)). B >= STEEPNESS d^2 (SNR falling
+    # >= 10x between 1.4 d and d, so FSC crosses cleanly) needs n0 <= A exp(-STEEPNESS / 2);
+    # 98 % of atoms must allow it.
     allowed = f_atom * protein_power(1.0 / d_atom) / (SNR_AT_THRESHOLD * colour(1.0 / d_atom))
-    n0 = float(np.percentile(allowed, 2)) / params["noise_factor"]
+    n0 = float(np.percentile(allowed, 2)) * math.exp(-STEEPNESS / 2.0) / params["noise_factor"]
     b_extra = np.maximum(2.0 * d_atom ** 2 * np.log(allowed / n0), 0.0)
     signal = _density(model, b_reference + b_extra, n, voxel)
 
     k = _frequency(signal.shape, voxel)
-    noise_gain = np.sqrt(n0 * colour(k) / signal.size)
+    dips = power[shell] / np.maximum(envelope_power[shell], 1e-30)
+    noise_gain = np.sqrt(n0 * colour(k) * dips / signal.size)
     halves = [signal + _filter(rng.standard_normal(signal.shape, dtype=np.float32), noise_gain) for _ in range(2)]
 
     if params["global_b"]:
