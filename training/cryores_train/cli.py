@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from cryores.cli import OneLineParser, run_guarded
 
-MODULES = ("cryores_train.simulate", "cryores_train.label", "cryores_train.dataset")
+MODULES = ("cryores_train.simulate", "cryores_train.label", "cryores_train.dataset", "cryores_train.fit",
+           "cryores_train.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,87 @@
+"""A one-page picture of a local-resolution map: slices, colour bar in Å, histogram, facts.
+
+Central slices in the three orientations show the density in grey with the local resolution
+overlaid inside the mask (perceptually uniform colour map, best = dark), on physical axes in Å;
+a histogram of the masked values marks the median and quartiles; a text block gives voxel
+size, box and mask fraction. Needs matplotlib (an optional dependency: ``pip install
+matplotlib``); raises CryoResError when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CryoResError
+from .mrc_io import DensityMap, atomic_path, check_output_path
+from .predict import Prediction
+
+COLOUR_MAP = "viridis"
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise CryoResError("the report needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report_png(path: str | os.PathLike, density: DensityMap, result: Prediction, *,
+                     force: bool = True, title: str | None = None) -> Path:
+    """Draw the report for ``result`` (on ``density``'s grid) into a PNG, atomically."""
+    plt = _pyplot()
+    path = check_output_path(path, force=force, role="report")
+    data, resolution, mask = density.data, result.resolution, result.mask
+    values = resolution[mask]
+    low, high = np.percentile(values, [1, 99])
+    voxel = density.voxel_size
+    centre = [int(c) for c in np.round(np.argwhere(mask).mean(axis=0))]
+    views = [("XY (z = %.0f Å)" % (centre[0] * voxel[0]), data[centre[0]], resolution[centre[0]], mask[centre[0]],
+              (voxel[2], voxel[1]), ("x (Å)", "y (Å)")),
+             ("XZ (y = %.0f Å)" % (centre[1] * voxel[1]), data[:, centre[1]], resolution[:, centre[1]],
+              mask[:, centre[1]], (voxel[2], voxel[0]), ("x (Å)", "z (Å)")),
+             ("YZ (x = %.0f Å)" % (centre[2] * voxel[2]), data[:, :, centre[2]], resolution[:, :, centre[2]],
+              mask[:, :, centre[2]], (voxel[1], voxel[0]), ("y (Å)", "z (Å)"))]
+    fig = plt.figure(figsize=(13, 7.5))
+    grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 0.06], height_ratios=[1, 0.8])
+    image = None
+    for i, (name, dens, res, inside, (step_x, step_y), (label_x, label_y)) in enumerate(views):
+        ax = fig.add_subplot(grid[0, i])
+        extent = (0, dens.shape[1] * step_x, 0, dens.shape[0] * step_y)
+        lo, hi = np.percentile(dens, [1, 99.5])
+        ax.imshow(dens, cmap="gray", origin="lower", extent=extent, vmin=lo, vmax=hi)
+        image = ax.imshow(np.ma.masked_where(~inside, res), cmap=COLOUR_MAP, origin="lower", extent=extent,
+                          vmin=low, vmax=high, alpha=0.85)
+        ax.set(title=name, xlabel=label_x, ylabel=label_y)
+    bar = fig.colorbar(image, cax=fig.add_subplot(grid[0, 3]))
+    bar.set_label("local resolution (Å)")
+    hist = fig.add_subplot(grid[1, :2])
+    hist.hist(values, bins=60, color="0.4")
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    for q, style in ((q1, ":"), (median, "-"), (q3, ":")):
+        hist.axvline(q, color="C1", ls=style)
+    hist.set(xlabel="local resolution inside the mask (Å)", ylabel="voxels",
+             title=f"median {median:.2f} Å, quartiles {q1:.2f}-{q3:.2f} Å")
+    text = fig.add_subplot(grid[1, 2:])
+    text.axis("off")
+    s = result.summary
+    facts = [title or (density.path.name if density.path else "map"),
+             f"voxel size {voxel[2]:.3f} x {voxel[1]:.3f} x {voxel[0]:.3f} Å",
+             f"box {data.shape[2]} x {data.shape[1]} x {data.shape[0]} voxels",
+             f"mask {100 * s.mask_fraction:.1f} % of the box ({s.n_voxels} voxels)",
+             f"median {s.median:.2f} Å, 5-95 % {s.p5:.2f}-{s.p95:.2f} Å",
+             f"estimator: {result.model_name}"]
+    if result.uncertainty is not None:
+        facts.append(f"MC-dropout std: median {np.median(result.uncertainty[mask]):.2f} Å")
+    text.text(0.0, 0.95, "\n".join(facts), va="top", family="monospace", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
