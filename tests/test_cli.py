@@ -150,3 +150,18 @@ def test_usage_errors_are_one_line(map_file):
     proc = run("predict", map_file, "--samples", "many")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert run().returncode == 2
+
+
+def test_predict_with_report_and_the_report_command(map_file, model_card, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "r.png"
+    proc = run("predict", map_file, "--model", model_card, "--quiet", "--report", png)
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    locres = map_file.with_name("map_locres.mrc")
+    proc = run("report", map_file, locres, "-o", tmp_path / "again.png")
+    assert proc.returncode == 0 and (tmp_path / "again.png").stat().st_size > 20_000
+    proc = run("report", map_file, locres, "-o", tmp_path / "again.png")
+    assert_clean_failure(proc, "--force")
+    empty = write_mrc(tmp_path / "zeros.mrc", np.zeros((40, 40, 40), np.float32))
+    assert_clean_failure(run("report", map_file, empty, "-o", tmp_path / "z.png"), "no value above 0")

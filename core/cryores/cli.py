@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the dropout masks (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
+    p.add_argument("--report", metavar="PNG", help="also draw a picture report (needs matplotlib)")
     f = commands.add_parser("localfsc", help="local resolution from two half maps (FSC = 0.143)",
                             description="Blocres-style local FSC in a soft spherical window; same output "
                                         "conventions as predict.")
@@ -73,7 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--voxel-size", type=float, help="voxel size in Å, overriding the headers")
     f.add_argument("--force", action="store_true", help="overwrite an existing output")
     f.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
+    r = commands.add_parser("report", help="draw a PNG report of a local-resolution map",
+                            description="Slices with the local resolution overlaid, a histogram and the facts.")
+    r.add_argument("map", help="the density map (MRC)")
+    r.add_argument("locres", help="its local-resolution map (MRC, Å, 0 = outside the mask), from any tool")
+    r.add_argument("-o", "--output", help="PNG (default: <locres stem>_report.png beside it)")
+    r.add_argument("--uncertainty", metavar="STD", help="MC-dropout standard deviation map (MRC)")
+    r.add_argument("--force", action="store_true", help="overwrite an existing PNG")
     return parser
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .mrc_io import read_map
+    from .report import report_for_files
+
+    output = Path(args.output) if args.output else Path(args.locres).with_name(Path(args.locres).stem + "_report.png")
+    std = read_map(args.uncertainty, role="uncertainty map") if args.uncertainty else None
+    path = report_for_files(read_map(args.map), read_map(args.locres, role="local-resolution map"), output,
+                            uncertainty=std, force=args.force)
+    print(f"report -> {path}")
+    return 0
 
 
 def _run_localfsc(args: argparse.Namespace) -> int:
@@ -91,12 +113,12 @@ def _run_predict(args: argparse.Namespace) -> int:
         args.map, args.output, mask=args.mask, uncertainty=args.uncertainty,
         samples=args.samples, voxel_size=args.voxel_size, force=args.force, model=args.model,
         device=args.device, patch_size=args.patch_size, overlap=args.overlap,
-        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet, report=args.report)
     print(f"{result.summary.line()} -> {output}")
     return 0
 
 
-COMMANDS = {"predict": _run_predict, "localfsc": _run_localfsc}
+COMMANDS = {"predict": _run_predict, "localfsc": _run_localfsc, "report": _run_report}
 
 
 def _terminate(signum, frame):

@@ -142,13 +142,15 @@ def predict_file(
     samples: int | None = None,
     voxel_size: float | None = None,
     force: bool = False,
+    report: str | os.PathLike | None = None,
     **options,
 ) -> tuple[Prediction, Path]:
     """Predict from an MRC file and write the resolution map (and uncertainty) beside it.
 
     output defaults to ``<map stem>_locres.mrc`` beside the map. uncertainty: path for the
     Monte-Carlo standard deviation map; it implies ``samples`` = 10 unless given. voxel_size
-    overrides the header. Other options go to :func:`predict`. Outputs keep the input's voxel
+    overrides the header. report: path of a PNG report (needs matplotlib). Other options go to
+    :func:`predict`. Outputs keep the input's voxel
     size, origin, nstart and axis order; they are checked before any work and written
     atomically. Returns the prediction and the output path.
     """
@@ -156,6 +158,8 @@ def predict_file(
     output = Path(output) if output is not None else default_output_path(map_path)
     protected = tuple(Path(p) for p in (map_path, mask) if p is not None)
     check_output_path(output, force=force, protected=protected)
+    if report is not None:
+        check_output_path(report, force=force, role="report", protected=protected)
     if uncertainty is not None:
         check_output_path(uncertainty, force=force, role="uncertainty output", protected=protected)
         samples = DEFAULT_MC_SAMPLES if samples is None else samples
@@ -171,4 +175,8 @@ def predict_file(
     if uncertainty is not None:
         outputs.append((uncertainty, result.uncertainty, "cryores MC-dropout std of resolution (A)"))
     write_maps(outputs, density_map, force=force)
+    if report is not None:
+        from .report import write_report_png
+
+        write_report_png(report, density_map, result, force=force)
     return result, output

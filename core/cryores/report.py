@@ -17,6 +17,7 @@ import numpy as np
 from .errors import CryoResError
 from .mrc_io import DensityMap, atomic_path, check_output_path
 from .predict import Prediction
+from .summary import summarise
 
 COLOUR_MAP = "viridis"
 
@@ -85,3 +86,22 @@ def write_report_png(path: str | os.PathLike, density: DensityMap, result: Predi
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
+
+
+def report_for_files(density: DensityMap, locres: DensityMap, output: str | os.PathLike, *,
+                     uncertainty: DensityMap | None = None, force: bool = False) -> Path:
+    """Report for a local-resolution map from any tool (voxels > 0 are inside its mask).
+
+    Raises CryoResError when the maps differ in shape or the resolution map has no value > 0.
+    """
+    for other, role in ((locres, "local-resolution map"), (uncertainty, "uncertainty map")):
+        if other is not None and other.data.shape != density.data.shape:
+            raise CryoResError(f"{role} has shape {other.data.shape} but the map has {density.data.shape}")
+    check_output_path(output, force=force, role="report")
+    mask = locres.data > 0
+    if not mask.any():
+        raise CryoResError("the local-resolution map has no value above 0")
+    result = Prediction(locres.data, mask, uncertainty.data if uncertainty is not None else None,
+                        summarise(locres.data, mask), locres.path.name if locres.path else "local resolution",
+                        density.voxel_size)
+    return write_report_png(output, density, result, force=force)
