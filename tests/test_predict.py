@@ -143,3 +143,10 @@ def test_predict_file_with_mask_file(tmp_path, map_file, model_card, density):
     with pytest.raises(CryoResError, match="shape"):
         predict_file(map_file, tmp_path / "o2.mrc", mask=bad, model=model_card)
     assert not (tmp_path / "o2.mrc").exists()
+
+
+def test_progress_callback_sees_every_patch(big_density, model):
+    calls = []
+    predict(big_density, 1.0, model=model, progress=lambda done, total: calls.append((done, total)))
+    assert calls[0][0] == 0 and calls[-1][0] == calls[-1][1] > 0
+    assert all(b[0] > a[0] for a, b in zip(calls[1:], calls[2:]))

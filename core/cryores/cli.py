@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .chimerax_script import add_chimerax_parser, run_chimerax
 from .errors import CryoResError
 from .predict import predict_file
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="PNG (default: <locres stem>_report.png beside it)")
     r.add_argument("--uncertainty", metavar="STD", help="MC-dropout standard deviation map (MRC)")
     r.add_argument("--force", action="store_true", help="overwrite an existing PNG")
+    add_chimerax_parser(commands)
     return parser
 
 
@@ -118,7 +120,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"predict": _run_predict, "localfsc": _run_localfsc, "report": _run_report}
+COMMANDS = {"predict": _run_predict, "localfsc": _run_localfsc, "report": _run_report,
+            "chimerax": run_chimerax}
 
 
 def _terminate(signum, frame):

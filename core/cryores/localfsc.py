@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from .errors import CryoResError
 from .masking import automatic_mask, dilate, mask_from_array
 from .mrc_io import check_output_path, read_map, read_mask, write_maps
 from .predict import Prediction, default_output_path
+from .progress import ProgressArg, progress_reporter
 from .summary import summarise
 from .validation import as_voxel_size, check_density
 
@@ -151,7 +151,7 @@ def local_fsc(
     whiten: str = "halves",
     max_resolution: float = DEFAULT_MAX_RESOLUTION_A,
     batch_size: int = 512,
-    progress: bool = False,
+    progress: ProgressArg = False,
 ) -> Prediction:
     """Local resolution (Å) from two half maps by windowed FSC.
 
@@ -205,7 +205,7 @@ def local_fsc(
     shells, shell_freq = _shell_matrix(size, voxel)
 
     freqs = np.empty(len(centres))
-    with _bar(progress, len(centres)) as bar:
+    with progress_reporter(progress, len(centres), "window", "local FSC") as bar:
         for start in range(0, len(centres), batch_size):
             idx = tuple(centres[start:start + batch_size].T)
             spectra = []
@@ -240,13 +240,6 @@ def local_fsc(
     resolution[~mask] = 0.0
     return Prediction(resolution.astype(np.float32), mask, None, summarise(resolution, mask),
                       f"local FSC {threshold:g}, {window:g} Å window", voxel)
-
-
-def _bar(enabled: bool, total: int):
-    if not enabled:
-        return nullcontext(None)
-    from tqdm import tqdm
-    return tqdm(total=total, unit="window", desc="local FSC", leave=False, dynamic_ncols=True)
 
 
 def local_fsc_file(

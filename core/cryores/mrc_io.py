@@ -181,7 +181,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _default_file_mode() -> int:
+def default_file_mode() -> int:
     """0o666 less the process umask: what a plain ``open(path, "w")`` would give."""
     umask = os.umask(0)
     os.umask(umask)
@@ -205,7 +205,7 @@ def _write_mrc(path: Path, data: np.ndarray, like: DensityMap, label: str, dtype
         mrc.add_label(label.replace("Å", "A").encode("ascii", "replace").decode()[:80])
     with open(path, "rb+") as stream:  # make the bytes durable before the rename
         os.fsync(stream.fileno())
-    os.chmod(path, _default_file_mode())
+    os.chmod(path, default_file_mode())
 
 
 def write_maps(outputs: list[tuple[str | os.PathLike, np.ndarray, str]], like: DensityMap, *,

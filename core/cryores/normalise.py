@@ -16,8 +16,8 @@ from .errors import CryoResError
 METHOD = "masked-zscore"
 
 
-def masked_zscore(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Return ``(volume - mean) / std`` with mean and std taken over ``mask`` voxels (float32).
+def masked_statistics(volume: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of ``volume`` over ``mask`` voxels (float64 accumulation).
 
     Raises CryoResError if the mask is empty or the density inside it is constant.
     """
@@ -28,6 +28,15 @@ def masked_zscore(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     std = float(inside.std(dtype=np.float64))
     if not np.isfinite(std) or std <= 1e-12 * max(1.0, abs(mean)):
         raise CryoResError("the density inside the mask is constant; nothing to estimate")
+    return mean, std
+
+
+def masked_zscore(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return ``(volume - mean) / std`` with mean and std taken over ``mask`` voxels (float32).
+
+    Raises CryoResError if the mask is empty or the density inside it is constant.
+    """
+    mean, std = masked_statistics(volume, mask)
     out = np.asarray(volume, dtype=np.float32) - np.float32(mean)
     out /= np.float32(std)
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from .memory import check_fits
 from .model_card import LoadedModel, load_model
 from .mrc_io import DensityMap, check_output_path, read_map, read_mask, write_maps
 from .normalise import normalise
+from .progress import ProgressArg, progress_reporter
 from .resample import fourier_resample, linear_resample, shape_for_voxel_size
 from .summary import ResolutionSummary, summarise
 from .validation import as_voxel_size, check_density
@@ -47,13 +47,6 @@ class Prediction:
     voxel_size: tuple[float, float, float]
 
 
-def _progress_bar(enabled: bool):
-    if not enabled:
-        return nullcontext(None)
-    from tqdm import tqdm
-    return tqdm(total=0, unit="patch", desc="cryores", leave=False, dynamic_ncols=True)
-
-
 def predict(
     density: np.ndarray,
     voxel_size: float | Sequence[float],
@@ -66,7 +59,7 @@ def predict(
     overlap: float | None = None,
     batch_size: int = 4,
     seed: int = 0,
-    progress: bool = False,
+    progress: ProgressArg = False,
     memory_limit: int | None = None,
 ) -> Prediction:
     """Local resolution (Å) of a density map given as a numpy array.
@@ -76,7 +69,8 @@ def predict(
     (see :mod:`cryores.masking`). model: a LoadedModel, a model-card path, or None for the
     installed model. samples: 0 for one deterministic pass, >= 2 for Monte-Carlo dropout (mean
     and standard deviation). patch_size and overlap default to the model card's. seed fixes the dropout
-    masks without touching the caller's torch random state.
+    masks without touching the caller's torch random state. progress: True for a terminal bar
+    or a callable ``(done, total)`` called after each batch of patches.
 
     Raises CryoResError for bad input (shape, NaN/Inf, constant map, bad voxel size or mask),
     a missing model, or a map too large for memory.
@@ -100,7 +94,7 @@ def predict(
     work = normalise(work, work_mask, loaded.card["normalisation"])
     pad_value = float(np.median(work[~work_mask])) if not work_mask.all() else 0.0
 
-    with _progress_bar(progress) as bar, torch.random.fork_rng(devices=[]):
+    with progress_reporter(progress, 0, "patch", "cryores") as bar, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         result = sliding_window_predict(
             work, loaded.network, patch_size=patch_size or loaded.patch_size,

@@ -50,6 +50,7 @@ from cryores.errors import CryoResError
 from cryores.masking import automatic_mask
 from cryores.mrc_io import atomic_path, check_output_path
 from cryores.normalise import METHOD as NORMALISATION
+from cryores.normalise import masked_statistics
 from cryores.resample import fourier_resample, linear_resample, shape_for_voxel_size
 
 from .labels import (
@@ -169,21 +170,6 @@ class PreparedMap:
     pad_value: float
 
 
-def masked_stats(volume: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Mean and std of ``volume`` inside ``mask``, as :func:`cryores.normalise.masked_zscore` takes them.
-
-    Raises CryoResError for an empty mask or constant density inside it.
-    """
-    inside = np.asarray(volume, dtype=np.float32)[mask]
-    if inside.size == 0:
-        raise CryoResError("the mask contains no voxel")
-    mean = float(inside.mean(dtype=np.float64))
-    std = float(inside.std(dtype=np.float64))
-    if not np.isfinite(std) or std <= 1e-12 * max(1.0, abs(mean)):
-        raise CryoResError("the density inside the mask is constant")
-    return mean, std
-
-
 def resample_label(label: np.ndarray, mask: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Trilinear resampling that keeps 'no value' out of the average and 0 outside ``mask``.
 
@@ -215,7 +201,7 @@ def prepare_map(loaded: LoadedLabelledMap, resample_to: float | None) -> Prepare
         norm_mask = automatic_mask(density, (float(np.mean(voxel)),) * 3)
     except CryoResError:
         norm_mask = mask
-    mean, std = masked_stats(density, norm_mask)
+    mean, std = masked_statistics(density, norm_mask)
     pad_value = float(np.median(density[~norm_mask])) if not norm_mask.all() else mean
     return PreparedMap(density, label, mask, float(np.mean(voxel)), mean, std, pad_value)
 

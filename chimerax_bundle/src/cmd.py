@@ -1,0 +1,224 @@
+"""ChimeraX commands ``cryores predict``, ``cryores color`` and ``cryores localfsc``.
+
+This is the thin layer that touches ChimeraX: it parses arguments, reads volumes' matrices
+and grids, calls cryores, opens results as new volumes, and runs built-in commands. Grid
+order conversion, palettes, colour ranges and command text live in the plain, tested modules
+``cryores.volume_grid`` and ``cryores.chimerax_script``. Every user mistake, a missing model
+and a missing torch/cryores installation become a ChimeraX ``UserError`` (a message in the
+log, no traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+from chimerax.core.commands import (
+    BoolArg,
+    CmdDesc,
+    EnumOf,
+    FloatArg,
+    IntArg,
+    OpenFileNameArg,
+    Or,
+    StringArg,
+    TupleOf,
+    run,
+)
+from chimerax.core.errors import UserError
+from chimerax.map import MapArg
+
+from .progress import StatusProgress, accepts_progress_callback
+
+DEFAULT_PALETTE = "turbo"  # same default as cryores.chimerax_script.DEFAULT_PALETTE
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+INSTALL_HINT = ("install it into ChimeraX's own Python (see 'help cryores'), e.g. in a terminal: "
+                f"ChimeraX -m pip install --user torch --index-url {TORCH_CPU_INDEX}, then "
+                "ChimeraX -m pip install --user /path/to/cryores")
+
+
+def import_cryores():
+    """Import cryores or raise a UserError that says what is missing and how to install it."""
+    try:
+        import cryores
+        import cryores.chimerax_script  # noqa: F401  (submodules used below)
+        import cryores.volume_grid  # noqa: F401
+    except ImportError as error:
+        missing = getattr(error, "name", None) or "cryores"
+        what = "PyTorch (torch)" if missing.split(".")[0] == "torch" else f"the Python package {missing!r}"
+        raise UserError(f"cryores cannot run: {what} is not installed in ChimeraX's Python; {INSTALL_HINT}") from None
+    return cryores
+
+
+@contextlib.contextmanager
+def user_errors(cryores):
+    """cryores' one-line errors (bad input, no model) and out-of-memory become ChimeraX UserErrors."""
+    try:
+        yield
+    except cryores.CryoResError as error:
+        raise UserError(str(error)) from None
+    except MemoryError:
+        raise UserError("out of memory; crop the box (e.g. 'volume copy' of a subregion) or bin the map first") \
+            from None
+
+
+def _grid(cryores, volume, role: str):
+    """(matrix z,y,x as float32, GridGeometry) of a volume's full-resolution, full-region data."""
+    matrix = volume.full_matrix()
+    data = volume.data
+    geometry = cryores.volume_grid.grid_geometry(matrix, data.step, data.origin, f"{role} {volume.atomspec}")
+    return cryores.volume_grid.density_array(matrix), geometry
+
+
+def open_result(session, array, like, geometry, name: str):
+    """Open ``array`` as a new volume on ``like``'s grid, placed where ``like`` is in the scene."""
+    from chimerax.map import volume_from_grid_data
+    from chimerax.map_data import ArrayGridData
+
+    data = like.data
+    grid = ArrayGridData(array, cell_angles=data.cell_angles, rotation=data.rotation, name=name,
+                         **geometry.grid_data_arguments())
+    volume = volume_from_grid_data(grid, session)
+    volume.position = like.scene_position
+    return volume
+
+
+def _progress(function, session, label: str, unit: str):
+    """A status-line callback when ``function`` accepts one, else False (no terminal bar)."""
+    if not accepts_progress_callback(function):
+        return False
+    return StatusProgress(lambda text: session.logger.status(text), label, unit)
+
+
+def _color_by(session, cryores, surface, locres, palette: str, color_range, key: bool, values=None, summary=None):
+    """Show ``surface`` as a surface and colour it by ``locres`` with built-in commands."""
+    script = cryores.chimerax_script
+    colors = script.palette_colors(palette)
+    if color_range in (None, "auto") and summary is not None:
+        chosen = script.range_from_summary(summary)
+    else:
+        chosen = script.resolve_range(color_range, values if values is not None else locres.full_matrix())
+    commands = [script.surface_command(surface.atomspec)]
+    commands += script.coloring_commands(surface.atomspec, locres.atomspec, colors, chosen, key=key)
+    for command in commands:
+        run(session, command)
+    return chosen
+
+
+def cryores_predict(session, volume, mask=None, samples: int = 0, device: str = "auto",
+                    palette: str = DEFAULT_PALETTE, range=None, key: bool = True, model: str | None = None):
+    """Predict local resolution of ``volume``, open it (hidden) on the same grid, colour the surface."""
+    cryores = import_cryores()
+    with user_errors(cryores):
+        cryores.chimerax_script.palette_colors(palette)  # fail before a long run, not after
+        if range is not None and not isinstance(range, str):
+            cryores.chimerax_script.check_range(range)
+        if samples < 0 or samples == 1:
+            raise cryores.CryoResError(f"samples must be 0 or at least 2, got {samples}")
+        density, geometry = _grid(cryores, volume, "map")
+        mask_array = None
+        if mask is not None:
+            mask_array, mask_geometry = _grid(cryores, mask, "mask")
+            cryores.volume_grid.check_same_grid(geometry, mask_geometry, f"mask {mask.atomspec}",
+                                                f"map {volume.atomspec}")
+        nz, ny, nx = geometry.shape_zyx
+        session.logger.status(f"cryores: local resolution of {volume.atomspec} ({nx}x{ny}x{nz} voxels, "
+                              f"device {device}, {samples or 1} pass(es))...", log=True)
+        start = time.monotonic()
+        result = cryores.predict(density, geometry.voxel_size_zyx, mask_array, model=model, samples=samples,
+                                 device=device,
+                                 progress=_progress(cryores.predict, session, f"cryores {volume.atomspec}", "patches"))
+        elapsed = time.monotonic() - start
+        locres = open_result(session, result.resolution, volume, geometry, f"{volume.name} local resolution")
+        opened = [locres]
+        if result.uncertainty is not None:
+            opened.append(open_result(session, result.uncertainty, volume, geometry, f"{volume.name} uncertainty"))
+            run(session, cryores.chimerax_script.hide_command(opened[-1].atomspec))
+        chosen = _color_by(session, cryores, volume, locres, palette, range, key, values=result.resolution,
+                           summary=result.summary)
+    session.logger.info(f"cryores {volume.atomspec}: {result.summary.line()}; colours {chosen[0]:g}-{chosen[1]:g} Å; "
+                        f"model {result.model_name}; {elapsed:.1f} s; opened "
+                        + " and ".join(f"{v.atomspec} ({v.name})" for v in opened))
+    session.logger.status("")
+    return locres
+
+
+def cryores_color(session, volume, resolution=None, palette: str = DEFAULT_PALETTE, range=None, key: bool = True):
+    """Colour ``volume``'s surface by a local-resolution map from any tool."""
+    if resolution is None:
+        raise UserError("give the local-resolution map, e.g. 'cryores color #1 resolution #2'")
+    if resolution is volume:
+        raise UserError(f"{volume.atomspec} cannot be coloured by itself; give its local-resolution map")
+    cryores = import_cryores()
+    with user_errors(cryores):
+        values = resolution.full_matrix()
+        defined = cryores.chimerax_script.resolution_values(values)
+        chosen = _color_by(session, cryores, volume, resolution, palette, range, key, values=values)
+    p5, median, p95 = np.percentile(defined, [5, 50, 95])
+    session.logger.info(f"cryores color {volume.atomspec} by {resolution.atomspec}: median {median:.2f} Å, "
+                        f"5-95 % {p5:.2f}-{p95:.2f} Å over {defined.size} voxels; "
+                        f"colours {chosen[0]:g}-{chosen[1]:g} Å")
+
+
+def cryores_localfsc(session, half1, half2, mask=None, window: float | None = None, color=None,
+                     palette: str = DEFAULT_PALETTE, range=None, key: bool = True):
+    """Local FSC of two open half maps; the result opens hidden on half map 1's grid."""
+    if half1 is half2:
+        raise UserError("give two different half maps")
+    cryores = import_cryores()
+    with user_errors(cryores):
+        cryores.chimerax_script.palette_colors(palette)
+        first, geometry = _grid(cryores, half1, "half map 1")
+        second, geometry2 = _grid(cryores, half2, "half map 2")
+        cryores.volume_grid.check_same_grid(geometry, geometry2, f"half map 2 {half2.atomspec}",
+                                            f"half map 1 {half1.atomspec}")
+        mask_array = None
+        if mask is not None:
+            mask_array, mask_geometry = _grid(cryores, mask, "mask")
+            cryores.volume_grid.check_same_grid(geometry, mask_geometry, f"mask {mask.atomspec}",
+                                                f"half map 1 {half1.atomspec}")
+        options = {} if window is None else {"window": window}
+        session.logger.status(f"cryores: local FSC of {half1.atomspec} and {half2.atomspec}...", log=True)
+        start = time.monotonic()
+        result = cryores.local_fsc(first, second, geometry.voxel_size_zyx, mask_array,
+                                   progress=_progress(cryores.local_fsc, session, "cryores local FSC", "windows"),
+                                   **options)
+        elapsed = time.monotonic() - start
+        locres = open_result(session, result.resolution, half1, geometry, f"{half1.name} local FSC")
+        if color is not None:
+            _color_by(session, cryores, color, locres, palette, range, key, values=result.resolution,
+                      summary=result.summary if range is None else None)
+        else:
+            run(session, cryores.chimerax_script.hide_command(locres.atomspec))
+    session.logger.info(f"cryores local FSC {half1.atomspec} {half2.atomspec}: {result.summary.line()}; "
+                        f"{elapsed:.1f} s; opened {locres.atomspec} ({locres.name})")
+    session.logger.status("")
+    return locres
+
+
+_RANGE = Or(EnumOf(("auto", "full")), TupleOf(FloatArg, 2))
+_COLORING = [("palette", StringArg), ("range", _RANGE), ("key", BoolArg)]
+
+predict_desc = CmdDesc(
+    required=[("volume", MapArg)],
+    keyword=[("mask", MapArg), ("samples", IntArg), ("device", EnumOf(("auto", "cpu", "cuda"))),
+             ("model", OpenFileNameArg)] + _COLORING,
+    synopsis="estimate local resolution of a map with cryores and colour its surface")
+
+color_desc = CmdDesc(
+    required=[("volume", MapArg)],
+    keyword=[("resolution", MapArg)] + _COLORING,
+    required_arguments=["resolution"],
+    synopsis="colour a map's surface by a local-resolution map")
+
+localfsc_desc = CmdDesc(
+    required=[("half1", MapArg), ("half2", MapArg)],
+    keyword=[("mask", MapArg), ("window", FloatArg), ("color", MapArg)] + _COLORING,
+    synopsis="local resolution from two half maps (local FSC) with cryores")
+
+COMMANDS = {
+    "cryores predict": (cryores_predict, predict_desc),
+    "cryores color": (cryores_color, color_desc),
+    "cryores localfsc": (cryores_localfsc, localfsc_desc),
+}
