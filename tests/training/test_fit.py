@@ -29,7 +29,7 @@ def _config(dataset, output, steps=6):
     return {"name": "tiny", "dataset": str(dataset), "output": str(output), "seed": 0,
             "architecture": {"channels": [4, 8], "dropout": 0.1, "output_stride": 2},
             "batch_size": 2, "steps": steps, "learning_rate": 0.01, "weight_decay": 0.0, "warmup_steps": 2,
-            "loss": "huber", "huber_delta": 0.5, "augment": {"rotate": True, "norm_jitter": 0.05},
+            "loss": "huber", "huber_delta": 0.5, "augment": {"crop": 8, "rotate": True, "norm_jitter": 0.05},
             "validate_every": 3, "validation_patches": 4, "checkpoint_every": 1,
             "inference": {"patch_size": 16, "overlap": 0.5}, "resolution_range": [2.0, 15.0]}
 
