@@ -14,8 +14,9 @@ print(f"{sys.argv[1]}: {m.data.shape} voxels of {m.voxel_size[0]:.3f} Å; "
       f"automatic mask {100 * mask.mean():.1f} % of the box")
 PY
 if python -c "from cryores.model_card import installed_card_path as p; raise SystemExit(p() is None)"; then
-    cryores predict "$MAP" -o demo/emd_5168_locres.mrc --force
-    echo "wrote demo/emd_5168_locres.mrc"
+    cryores predict "$MAP" -o demo/emd_5168_locres.mrc --report demo/emd_5168_report.png --force
+    cryores chimerax "$MAP" demo/emd_5168_locres.mrc -o demo/emd_5168_locres.cxc --force
+    echo "wrote demo/emd_5168_locres.mrc, demo/emd_5168_report.png and demo/emd_5168_locres.cxc"
 else
     echo "demo stops here: no trained model is installed in this cryores yet (the v1 model ships"
     echo "with the training issue); 'cryores predict' says so too:"
