@@ -1,0 +1,30 @@
+"""Evaluation helpers: error tables by resolution bin, and installing only intact models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_random_model
+from cryores.errors import CryoResError
+from cryores_train.evaluate import error_table, install
+
+
+def test_error_table_pools_and_bins():
+    truth = np.array([2.5, 2.5, 4.5, 4.5, 9.0] * 20)
+    estimate = truth + np.array([0.5, -0.5, 1.0, 1.0, -2.0] * 20)
+    table = error_table(truth, estimate)
+    assert table["mae"] == pytest.approx(1.0) and table["bias"] == pytest.approx(0.0)
+    assert table["bins"]["2-3"]["mae"] == pytest.approx(0.5) and table["bins"]["2-3"]["bias"] == pytest.approx(0.0)
+    assert table["bins"]["4-5"]["bias"] == pytest.approx(1.0) and table["bins"]["8-10"]["bias"] == pytest.approx(-2.0)
+    assert "5-6" not in table["bins"]
+
+
+def test_install_refuses_weights_that_do_not_match_the_card(tmp_path):
+    card = make_random_model(tmp_path)
+    weights = tmp_path / json.loads(card.read_text())["weights"]
+    weights.write_bytes(weights.read_bytes() + b"x")
+    with pytest.raises(CryoResError, match="sha256"):
+        install(card)
