@@ -65,3 +65,10 @@ def test_schedule_and_orientations():
     a, b = random_orientation([cube, cube * 2], np.random.default_rng(3))
     np.testing.assert_array_equal(b, a * 2)  # one orientation for all arrays of a sample
     assert sorted(a.ravel()) == list(range(27))
+
+
+def test_export_now_records_where_training_stopped(dataset, tmp_path):
+    config = _config(dataset, tmp_path / "c")
+    train(config, progress=False, max_steps=2)
+    card = json.loads(train(config, progress=False, export_now=True).read_text())
+    assert card["training"]["steps"] == 2 and card["training"]["scheduled_steps"] == 6

@@ -170,11 +170,12 @@ def plot_curves(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def train(config: dict, progress: bool = True, max_steps: int | None = None) -> Path:
+def train(config: dict, progress: bool = True, max_steps: int | None = None, export_now: bool = False) -> Path:
     """Run (or resume) training as configured; returns the exported model card path.
 
     ``max_steps`` stops early (after a checkpoint) without finishing the schedule, e.g. to
-    spread a run over several sessions.
+    spread a run over several sessions. ``export_now`` exports the checkpoint as it is (the
+    card records the step it stopped at).
     """
     output = Path(config["output"])
     output.mkdir(parents=True, exist_ok=True)
@@ -202,6 +203,8 @@ def train(config: dict, progress: bool = True, max_steps: int | None = None) -> 
     from tqdm import tqdm
 
     stop = min(config["steps"], max_steps) if max_steps else config["steps"]
+    if export_now:
+        stop = step
     bar = tqdm(total=config["steps"], initial=step, unit="step", desc="fit", disable=not progress)
     network.train()
     running = None
@@ -230,14 +233,14 @@ def train(config: dict, progress: bool = True, max_steps: int | None = None) -> 
         bar.update()
     bar.close()
     (output / "history.json").write_text(json.dumps(history) + "\n")
-    if step < config["steps"]:
+    if step < config["steps"] and not export_now:
         print(f"stopped at step {step} of {config['steps']}; run again to resume")
         return checkpoint_path
-    return export(network, config, mean, std, train_set, history, time.perf_counter() - started)
+    return export(network, config, mean, std, train_set, history, time.perf_counter() - started, step)
 
 
 def export(network: UNet3D, config: dict, mean: float, std: float, train_set: Patches, history: dict,
-           seconds: float) -> Path:
+           seconds: float, step: int) -> Path:
     """Write weights + model card into ``<output>/model/``."""
     attrs = dict(train_set.file.attrs)
     resampled_to = float(attrs.get("resample_to", float("nan")))
@@ -260,7 +263,8 @@ def export(network: UNet3D, config: dict, mean: float, std: float, train_set: Pa
             "patches": {s: int(train_set.file[s]["density"].shape[0]) for s in ("train", "val", "test")},
             "structures": {s: len(v) for s, v in structures.items()},
             "test_structures": structures["test"],
-            "steps": config["steps"],
+            "steps": step,
+            "scheduled_steps": config["steps"],
             "cpu_seconds_last_leg": round(seconds),
             "final_validation_mae_A": history["val"][-1][1] if history["val"] else None,
         },
@@ -277,11 +281,13 @@ def register(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("config", type=Path, help="training config JSON (e.g. training/configs/v1.json)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
+    p.add_argument("--export-now", action="store_true", help="export the current checkpoint without training")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
 
 
 def _run(args) -> int:
-    card = train(load_config(args.config), progress=not args.quiet, max_steps=args.max_steps)
+    card = train(load_config(args.config), progress=not args.quiet, max_steps=args.max_steps,
+                 export_now=args.export_now)
     print(f"-> {card}")
     return 0
