@@ -52,7 +52,9 @@ def error_table(truth: np.ndarray, estimate: np.ndarray) -> dict:
     return table
 
 
-def evaluate(config: dict, samples_root: Path, docs: Path, limit: int = 30, card: Path | None = None) -> dict:
+def evaluate(config: dict, samples_root: Path, docs: Path, limit: int = 15, card: Path | None = None,
+             resmap_maps: int = 5, consistency_maps: int = 3, uncertainty_maps: int = 3) -> dict:
+    """Evaluate on up to ``limit`` test maps; the slower checks use the first few of them."""
     card_path = card or Path(config["output"]) / "model" / "default.json"
     model = load_model(card_path)
     test_structures = model.card["training"]["test_structures"]
@@ -78,7 +80,7 @@ def evaluate(config: dict, samples_root: Path, docs: Path, limit: int = 30, card
         for name, estimate in (("cryores", ours), ("localfsc", fsc)):
             pooled[name][0].append(truth[mask]), pooled[name][1].append(estimate[mask])
             row[name] = _map_scores(truth[mask], estimate[mask])
-        if resmap is not None and i < 10:
+        if resmap is not None and i < resmap_maps:
             start = time.perf_counter()
             rm = resmap(density.data, voxel, mask, half_maps=tuple(halves))
             seconds["resmap"].append(time.perf_counter() - start)
@@ -93,8 +95,8 @@ def evaluate(config: dict, samples_root: Path, docs: Path, limit: int = 30, card
             results[name] = error_table(np.concatenate(t), np.concatenate(e))
             results[name]["pearson_median"] = float(np.median([r[name]["pearson"] for r in per_map if name in r]))
             results[name]["spearman_median"] = float(np.median([r[name]["spearman"] for r in per_map if name in r]))
-    results["consistency"] = consistency(model, folders[:5])
-    results["uncertainty"] = uncertainty_check(model, folders[:4])
+    results["consistency"] = consistency(model, folders[:consistency_maps])
+    results["uncertainty"] = uncertainty_check(model, folders[:uncertainty_maps])
     results["emd_5168"] = real_map(model, docs)
     _write_report(results, docs, card_path)
     _store_metrics(card_path, results)
@@ -230,7 +232,7 @@ def register(subparsers) -> None:
     p.add_argument("config", type=Path)
     p.add_argument("--samples", type=Path, required=True, help="sample folders the dataset was built from")
     p.add_argument("--docs", type=Path, default=Path("docs"))
-    p.add_argument("--limit", type=int, default=30, help="test maps to evaluate (default 30)")
+    p.add_argument("--limit", type=int, default=15, help="test maps to evaluate (default 15)")
     p.add_argument("--model", type=Path, help="model card (default: <output>/model/default.json)")
     p.set_defaults(run=_run_evaluate)
     q = subparsers.add_parser("install", help="install a model card + weights into the cryores package")
