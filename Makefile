@@ -43,13 +43,15 @@ bench: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) $(OLDEST) demo
 
-# The shipped model, reproducibly (about 1.5 h on 2 CPU cores; every step resumes if stopped):
-# simulate one sample per BM5 complex -> HDF5 patches at 1 Å -> train -> evaluate -> install.
+# The shipped model, reproducibly (about 1 h on 2 CPU cores; every step resumes if stopped):
+# simulate one sample per BM5 complex (two for the first ten, as the v1 run had) -> HDF5 patches
+# at 1 Å -> train -> evaluate -> install. Samples are seeded per (seed, structure, index).
 SIMS := training/data/sims
 model: $(VENV)/.installed
+	$(VENV)/bin/cryores-train simulate ../shared/data/structures/bm5 -o $(SIMS) --per-structure 2 --limit 10 --seed 0
 	$(VENV)/bin/cryores-train simulate ../shared/data/structures/bm5 -o $(SIMS) --per-structure 1 --seed 0
 	test -f training/data/v1.h5 || $(VENV)/bin/cryores-train dataset --samples $(SIMS) --label truth \
 		--voxel-size 1.0 --patch-size 64 --stride 32 --seed 0 -o training/data/v1.h5
 	$(VENV)/bin/cryores-train fit training/configs/v1.json
-	$(VENV)/bin/cryores-train evaluate training/configs/v1.json --samples $(SIMS) --docs docs
+	$(VENV)/bin/cryores-train evaluate training/configs/v1.json --samples $(SIMS) --docs docs --limit 12
 	$(VENV)/bin/cryores-train install training/runs/v1/model/default.json
