@@ -6,9 +6,10 @@
 PYTHON ?= python3
 VENV := .venv
 OLDEST := .venv-oldest
+SCIPION := .venv-scipion
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: setup demo test test-core test-oldest lint bench clean
+.PHONY: setup demo test test-core test-oldest test-scipion lint bench clean
 
 $(VENV)/.installed: pyproject.toml training/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,14 @@ $(VENV)/.installed: pyproject.toml training/pyproject.toml constraints.txt
 $(OLDEST)/.installed: pyproject.toml constraints-oldest.txt
 	$(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install $(PIP_FLAGS) -c constraints-oldest.txt -e '.[test]'
+	touch $@
+
+# The Scipion plugin in its own venv: Scipion pins old numpy/scipy/mrcfile (constraints-oldest.txt
+# holds the same pins) and the Scipion release it is tested with (constraints-scipion.txt).
+$(SCIPION)/.installed: pyproject.toml scipion_plugin/pyproject.toml constraints-oldest.txt constraints-scipion.txt
+	$(PYTHON) -m venv $(SCIPION)
+	$(SCIPION)/bin/pip install $(PIP_FLAGS) -c constraints-oldest.txt -c constraints-scipion.txt \
+		scipion-pyworkflow scipion-em -e . -e 'scipion_plugin[test]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -35,13 +44,17 @@ test-core: $(VENV)/.installed
 test-oldest: $(OLDEST)/.installed
 	$(OLDEST)/bin/pytest -q -p no:cacheprovider tests --ignore=tests/training
 
-test: lint test-core test-oldest
+# The plugin's protocol and viewer in a real, headless Scipion project.
+test-scipion: $(SCIPION)/.installed
+	$(SCIPION)/bin/pytest -q -p no:cacheprovider scipion_plugin/tests
+
+test: lint test-core test-oldest test-scipion
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/predict_speed.py --big 512
 
 clean:
-	rm -rf $(VENV) $(OLDEST) demo
+	rm -rf $(VENV) $(OLDEST) $(SCIPION) demo
 
 # The shipped model, reproducibly (about 1 h on 2 CPU cores; every step resumes if stopped):
 # simulate one sample per BM5 complex (two for the first ten, as the v1 run had) -> HDF5 patches

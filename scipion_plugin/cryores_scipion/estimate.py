@@ -1,0 +1,85 @@
+"""Plain functions between the protocol and the cryores core (testable without Scipion).
+
+They only translate Scipion's file names and choices into calls of the core's Python API
+(``cryores.predict_file`` and ``cryores.local_fsc_file``): there is no second implementation.
+``cryores`` is imported inside the functions because it imports torch, which would slow every
+Scipion start (Scipion imports all plugins' protocol modules to build its menu).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING
+
+from .constants import MRC_SUFFIXES
+
+if TYPE_CHECKING:
+    from cryores import Prediction
+
+_FORMAT_SUFFIX = re.compile(r":(mrc|mrcs|map|ccp4)$")
+
+
+def plain_path(file_name: str) -> str:
+    """A Scipion file name without its ``:mrc``-style format suffix."""
+    return _FORMAT_SUFFIX.sub("", file_name)
+
+
+def is_mrc_path(file_name: str) -> bool:
+    """True when the core can read the file (it reads MRC/CCP4 only)."""
+    return plain_path(file_name).lower().endswith(MRC_SUFFIXES)
+
+
+def core_problem() -> str | None:
+    """Why the cryores core cannot be used in this Python, or None when it can."""
+    try:
+        import cryores  # noqa: F401
+    except ImportError as error:
+        return (f"the cryores package cannot be imported in Scipion's Python ({error}); install it there "
+                "first: scipion3 python -m pip install /path/to/cryores")
+    return None
+
+
+def model_problem(model_card: str | None) -> str | None:
+    """Why the deep-learning method has no model to run, or None when it has one.
+
+    An empty ``model_card`` means the model installed in cryores; a given one must exist.
+    Checked in ``_validate`` so a missing model stops the run before it is launched.
+    """
+    if model_card:
+        return None if os.path.isfile(model_card) else f"model card {model_card} does not exist"
+    from cryores.model_card import installed_card_path
+
+    if installed_card_path() is None:
+        return ("no trained cryores model is installed: give a model card (advanced parameter "
+                "'Model card') or use the 'local FSC' method with half maps")
+    return None
+
+
+def run_deep_learning(map_file: str, output: str, *, voxel_size: float, mask_file: str | None = None,
+                      samples: int = 0, uncertainty: str | None = None, device: str = "auto",
+                      model_card: str | None = None) -> Prediction:
+    """Local resolution of one map with the network; writes ``output`` (and ``uncertainty``).
+
+    voxel_size is Scipion's sampling rate, which wins over the file header (as in every
+    Scipion protocol). samples >= 2 writes the MC-dropout standard deviation to ``uncertainty``.
+    """
+    import cryores
+
+    result, _ = cryores.predict_file(
+        plain_path(map_file), output, mask=plain_path(mask_file) if mask_file else None,
+        uncertainty=uncertainty if samples else None, samples=samples or None, voxel_size=voxel_size,
+        model=model_card or None, device=device, force=True)
+    return result
+
+
+def run_local_fsc(half1_file: str, half2_file: str, output: str, *, voxel_size: float,
+                  mask_file: str | None = None, window: float | None = None) -> Prediction:
+    """Half-map local FSC (FSC = 0.143 in a soft window); writes ``output`` on half map 1's grid."""
+    import cryores
+
+    options = {} if window is None else {"window": window}
+    result, _ = cryores.local_fsc_file(
+        plain_path(half1_file), plain_path(half2_file), output,
+        mask=plain_path(mask_file) if mask_file else None, voxel_size=voxel_size, force=True, **options)
+    return result

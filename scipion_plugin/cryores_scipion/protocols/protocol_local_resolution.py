@@ -1,0 +1,246 @@
+"""The cryores local-resolution protocol: deep learning on one map, or half-map local FSC.
+
+All the computing is the cryores core's (through :mod:`cryores_scipion.estimate`); this module
+only maps Scipion's inputs, outputs, validation and reports onto it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import pyworkflow.protocol.params as params
+from pwem.objects import Transform, Volume
+from pwem.protocols import ProtAnalysis3D
+from pyworkflow.object import Float, String
+
+from .. import estimate
+from ..constants import (
+    DEVICE_CHOICES,
+    METHOD_CHOICES,
+    METHOD_DEEP_LEARNING,
+    METHOD_LOCAL_FSC,
+    OUTPUT_RESOLUTION,
+    OUTPUT_UNCERTAINTY,
+    RESOLUTION_FILE,
+    UNCERTAINTY_FILE,
+)
+
+DEEP = f"estimationMethod == {METHOD_DEEP_LEARNING}"
+FSC = f"estimationMethod == {METHOD_LOCAL_FSC}"
+
+
+class CryoResOutputs(enum.Enum):
+    """Outputs the protocol may define (Scipion shows them before the run and in workflows)."""
+
+    resolution_Volume = Volume
+    uncertainty_Volume = Volume
+
+
+class ProtCryoResLocalResolution(ProtAnalysis3D):
+    """Local resolution (Å per voxel) of a cryo-EM map with cryores.
+
+    *deep learning*: a small 3-D U-Net estimates it from the map alone, optionally with a
+    Monte-Carlo-dropout uncertainty map. *local FSC*: FSC = 0.143 between two half maps in a
+    soft spherical window (blocres-style). The output is in Å inside the mask, 0 outside.
+    """
+
+    _label = "local resolution"
+    _possibleOutputs = CryoResOutputs
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Stored by the estimate step so that _summary and _methods need not read the map.
+        self.resolutionMedian = Float()
+        self.resolutionP5 = Float()
+        self.resolutionP95 = Float()
+        self.estimatorName = String()
+
+    # --------------------------------------------------------------------------- form
+    def _defineParams(self, form) -> None:
+        form.addSection(label="Input")
+        form.addParam("inputVolume", params.PointerParam, pointerClass="Volume", important=True,
+                      label="Input map",
+                      help="The map to analyse (MRC). The output has its grid, sampling rate and origin.")
+        form.addParam("estimationMethod", params.EnumParam, choices=METHOD_CHOICES,
+                      default=METHOD_DEEP_LEARNING, display=params.EnumParam.DISPLAY_HLIST, label="Method",
+                      help="deep learning: from the map alone, with the trained cryores network.\n"
+                           "local FSC: from two half maps, FSC = 0.143 in a soft spherical window.")
+        form.addParam("inputHalf1", params.PointerParam, pointerClass="Volume", allowsNull=True,
+                      condition=FSC, label="Half map 1",
+                      help="Leave both half maps empty to use the half maps associated with the input map.")
+        form.addParam("inputHalf2", params.PointerParam, pointerClass="Volume", allowsNull=True,
+                      condition=FSC, label="Half map 2",
+                      help="Leave both half maps empty to use the half maps associated with the input map.")
+        form.addParam("fscWindow", params.FloatParam, default=30.0, condition=FSC,
+                      expertLevel=params.LEVEL_ADVANCED, label="Window diameter (Å)",
+                      help="Diameter of the soft spherical window of the local FSC (at least 12 voxels).")
+        form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask", allowsNull=True,
+                      label="Mask",
+                      help="Voxels > 0.5 are inside. Empty: cryores computes its automatic molecular mask.")
+        form.addParam("mcSamples", params.IntParam, default=0, condition=DEEP,
+                      label="MC-dropout samples",
+                      help="0: one deterministic pass, no uncertainty map. N >= 2: the output is the mean "
+                           "of N passes with dropout, and an uncertainty map (standard deviation, Å) is "
+                           "written too (10 is a good start).")
+        form.addParam("computeDevice", params.EnumParam, choices=DEVICE_CHOICES, default=0, condition=DEEP,
+                      label="Device", help="auto: a CUDA GPU when PyTorch sees one, else the CPU.")
+        form.addParam("modelCard", params.PathParam, default="", condition=DEEP,
+                      expertLevel=params.LEVEL_ADVANCED, label="Model card (.json)",
+                      help="A cryores model card. Empty: the model installed in cryores.")
+
+    # --------------------------------------------------------------------------- steps
+    def _insertAllSteps(self) -> None:
+        self._insertFunctionStep(self.estimateStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def estimateStep(self) -> None:
+        """Run the core on the input files and keep the summary numbers."""
+        volume = self.inputVolume.get()
+        sampling = volume.getSamplingRate()
+        mask = self.inputMask.get().getFileName() if self.inputMask.hasValue() else None
+        if self._isLocalFsc():
+            half1, half2 = self._halfMapFiles()
+            result = estimate.run_local_fsc(half1, half2, self._getExtraPath(RESOLUTION_FILE),
+                                            voxel_size=sampling, mask_file=mask, window=self.fscWindow.get())
+        else:
+            result = estimate.run_deep_learning(
+                volume.getFileName(), self._getExtraPath(RESOLUTION_FILE), voxel_size=sampling, mask_file=mask,
+                samples=self.mcSamples.get(), uncertainty=self._getExtraPath(UNCERTAINTY_FILE),
+                device=self.getEnumText("computeDevice"), model_card=self.modelCard.get() or None)
+        self.info(result.summary.line())
+        self.resolutionMedian.set(result.summary.median)
+        self.resolutionP5.set(result.summary.p5)
+        self.resolutionP95.set(result.summary.p95)
+        self.estimatorName.set(result.model_name)
+        self._store(self.resolutionMedian, self.resolutionP5, self.resolutionP95, self.estimatorName)
+
+    def createOutputStep(self) -> None:
+        """Register the maps as Volumes on the input's sampling rate and origin."""
+        volume = self.inputVolume.get()
+        outputs = {OUTPUT_RESOLUTION: _volume_like(self._getExtraPath(RESOLUTION_FILE), volume)}
+        if self._wantsUncertainty():
+            outputs[OUTPUT_UNCERTAINTY] = _volume_like(self._getExtraPath(UNCERTAINTY_FILE), volume)
+        self._defineOutputs(**outputs)
+        sources = [self.inputVolume]
+        if self._isLocalFsc() and self.inputHalf1.hasValue() and self.inputHalf2.hasValue():
+            sources += [self.inputHalf1, self.inputHalf2]
+        for output in outputs.values():
+            for source in sources:
+                self._defineSourceRelation(source, output)
+
+    # --------------------------------------------------------------------------- helpers
+    def _isLocalFsc(self) -> bool:
+        return self.estimationMethod.get() == METHOD_LOCAL_FSC
+
+    def _wantsUncertainty(self) -> bool:
+        return not self._isLocalFsc() and self.mcSamples.get() > 0
+
+    def _halfMapFiles(self) -> list[str]:
+        """The two half-map pointers when both are set, else the input map's own half maps."""
+        if self.inputHalf1.hasValue() and self.inputHalf2.hasValue():
+            return [self.inputHalf1.get().getFileName(), self.inputHalf2.get().getFileName()]
+        volume = self.inputVolume.get()
+        if volume is not None and volume.hasHalfMaps():
+            return [str(name) for name in volume.getHalfMaps(asList=True)]
+        return []
+
+    # --------------------------------------------------------------------------- info
+    def _validate(self) -> list[str]:
+        problem = estimate.core_problem()
+        if problem:
+            return [problem]
+        volume = self.inputVolume.get()
+        if volume is None:
+            return ["select an input map"]
+        errors = _file_errors("input map", volume.getFileName(), None)
+        shape = _dims(volume.getFileName())
+        if self.inputMask.hasValue():
+            errors += _file_errors("mask", self.inputMask.get().getFileName(), shape)
+        if self._isLocalFsc():
+            errors += self._validateHalfMaps(volume, shape)
+        else:
+            errors += self._validateDeepLearning()
+        return errors
+
+    def _validateHalfMaps(self, volume: Volume, shape: tuple | None) -> list[str]:
+        if self.inputHalf1.hasValue() != self.inputHalf2.hasValue():
+            return ["local FSC: select both half maps, or neither to use the input map's own half maps"]
+        halves = self._halfMapFiles()
+        if len(halves) != 2:
+            return ["local FSC needs two half maps: the input map has none associated; select Half map 1 "
+                    "and Half map 2, or use the deep-learning method"]
+        errors = []
+        for index, name in enumerate(halves, start=1):
+            errors += _file_errors(f"half map {index}", name, shape)
+        sampling = volume.getSamplingRate()
+        for index, pointer in enumerate((self.inputHalf1, self.inputHalf2), start=1):
+            half = pointer.get()
+            if half is not None and abs(half.getSamplingRate() - sampling) > 1e-3 * sampling:
+                errors.append(f"half map {index} has sampling rate {half.getSamplingRate():g} Å/px, the input map "
+                              f"{sampling:g} Å/px")
+        return errors
+
+    def _validateDeepLearning(self) -> list[str]:
+        errors = []
+        samples = self.mcSamples.get()
+        if samples is None or samples < 0 or samples == 1:
+            errors.append(f"MC-dropout samples must be 0 (no uncertainty map) or at least 2, not {samples}")
+        problem = estimate.model_problem(self.modelCard.get() or None)
+        if problem:
+            errors.append(problem)
+        return errors
+
+    def _summary(self) -> list[str]:
+        lines = [f"Method: {self.getEnumText('estimationMethod')}"]
+        if not self.resolutionMedian.hasValue():
+            return lines + ["Local resolution not computed yet."]
+        lines.append(f"Local resolution inside the mask: median {self.resolutionMedian.get():.2f} Å, "
+                     f"5-95 % range {self.resolutionP5.get():.2f}-{self.resolutionP95.get():.2f} Å")
+        if self.hasAttribute(OUTPUT_UNCERTAINTY):
+            lines.append(f"Uncertainty map from {self.mcSamples.get()} MC-dropout samples.")
+        return lines
+
+    def _methods(self) -> list[str]:
+        if not self.resolutionMedian.hasValue():
+            return []
+        how = ("from the map alone with the cryores network" if not self._isLocalFsc()
+               else "from two half maps by local FSC (threshold 0.143)")
+        return [f"The local resolution of {self.getObjectTag('inputVolume')} was estimated {how} "
+                f"[cryores] ({self.estimatorName.get()}): median {self.resolutionMedian.get():.2f} Å, "
+                f"5-95 % of the voxels inside the mask between {self.resolutionP5.get():.2f} and "
+                f"{self.resolutionP95.get():.2f} Å."]
+
+    def _citations(self) -> list[str]:
+        return ["cryores", "Cardone2013"] if self._isLocalFsc() else ["cryores"]
+
+
+def _volume_like(path: str, like: Volume) -> Volume:
+    """A Volume for ``path`` with the sampling rate and (copied) origin of ``like``."""
+    output = Volume()
+    output.setFileName(path)
+    output.setSamplingRate(like.getSamplingRate())
+    origin = Transform()
+    origin.setShifts(*like.getOrigin(force=True).getShifts())
+    output.setOrigin(origin)
+    return output
+
+
+def _dims(file_name: str) -> tuple | None:
+    """(x, y, z) of a map file through pwem, or None when it is missing."""
+    return Volume(location=file_name).getDim()
+
+
+def _file_errors(role: str, file_name: str, shape: tuple | None) -> list[str]:
+    """Refuse files the core cannot read and maps whose box differs from ``shape``."""
+    if not estimate.is_mrc_path(file_name):
+        return [f"{role} {file_name}: cryores reads MRC/CCP4 maps only (.mrc, .map, .ccp4)"]
+    dims = _dims(file_name)
+    if dims is None:
+        return [f"{role} {file_name} does not exist"]
+    if shape is not None and tuple(dims) != tuple(shape):
+        return [f"{role} {file_name} is {_box(dims)}, the input map {_box(shape)}: they must be on the same grid"]
+    return []
+
+
+def _box(dims) -> str:
+    return " x ".join(str(int(d)) for d in dims)
