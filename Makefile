@@ -65,6 +65,6 @@ model: $(VENV)/.installed
 	$(VENV)/bin/cryores-train simulate ../shared/data/structures/bm5 -o $(SIMS) --per-structure 1 --seed 0
 	test -f training/data/v1.h5 || $(VENV)/bin/cryores-train dataset --samples $(SIMS) --label truth \
 		--voxel-size 1.0 --patch-size 64 --stride 32 --seed 0 -o training/data/v1.h5
-	$(VENV)/bin/cryores-train fit training/configs/v1.json
-	$(VENV)/bin/cryores-train evaluate training/configs/v1.json --samples $(SIMS) --docs docs --limit 12
-	$(VENV)/bin/cryores-train install training/runs/v1/model/default.json
+	$(VENV)/bin/cryores-train fit training/configs/v2.json
+	$(VENV)/bin/cryores-train evaluate training/configs/v2.json --samples $(SIMS) --docs docs --limit 12
+	$(VENV)/bin/cryores-train install training/runs/v2/model/default.json

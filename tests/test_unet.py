@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from cryores.unet import UNet3D, count_parameters, enable_mc_dropout, fold_batchnorm
+from cryores.model_card import load_model, save_model
+from cryores.unet import SpectralFrontEnd, UNet3D, count_parameters, enable_mc_dropout, fold_batchnorm
 
 
 @pytest.mark.parametrize("output_stride", [1, 2, 4])
@@ -51,3 +54,33 @@ def test_folding_batchnorm_keeps_the_outputs():
         folded = fold_batchnorm(net)
         assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
         torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_spectral_frontend_band_power_follows_the_wavelength():
+    """Plane waves: the strongest band and the coarse/fine power ratio move with the period."""
+    frontend = SpectralFrontEnd(resolutions=(2.5, 3.5, 5.0, 7.0, 10.0), smoothing=3.0)
+    z = torch.arange(48, dtype=torch.float32)
+    strongest, ratios = [], []
+    for period in (3.0, 4.0, 6.0, 8.0):
+        wave = torch.cos(2 * math.pi * z / period).view(1, 1, 48, 1, 1).expand(1, 1, 48, 48, 48).contiguous()
+        out = frontend(wave)
+        assert out.shape == (1, 6, 48, 48, 48)
+        torch.testing.assert_close(out[:, :1], wave)
+        centre = out[0, 1:, 24, 24, 24]  # log power: > 2.5 Å, 2.5-3.5, 3.5-5, 5-7, 7-10 Å
+        strongest.append(int(torch.argmax(centre)))
+        ratios.append(float(centre[4] - centre[0]))
+    assert strongest[0] == 0 and strongest[-1] == 4 and strongest == sorted(strongest)
+    assert ratios == sorted(ratios) and ratios[-1] - ratios[0] > 5
+
+
+def test_network_with_frontend_keeps_shapes_and_survives_the_card(tmp_path):
+    torch.manual_seed(0)
+    net = UNet3D((4, 8, 16), dropout=0.1, output_stride=2, frontend={"resolutions": [3.0, 6.0], "smoothing": 2.0})
+    assert net.encoders[0][0].in_channels == 3
+    card = {"name": "t", "voxel_size": 1.0, "patch_size": 32, "normalisation": "masked-zscore",
+            "target": {"transform": "log", "mean": 1.6, "std": 0.3}, "resolution_range": [2.0, 15.0]}
+    loaded = load_model(save_model(net.eval(), card, tmp_path / "card.json"))
+    assert loaded.card["architecture"]["frontend"] == {"resolutions": [3.0, 6.0], "smoothing": 2.0}
+    x = torch.randn(1, 1, 16, 24, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.network(x), net(x), rtol=1e-4, atol=1e-5)

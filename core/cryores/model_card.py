@@ -80,7 +80,7 @@ def build_network(architecture: dict) -> UNet3D:
     if architecture.get("type") != "UNet3D":
         raise CryoResError(f"model card names unknown architecture {architecture.get('type')!r}")
     return UNet3D(channels=tuple(architecture["channels"]), dropout=float(architecture["dropout"]),
-                  output_stride=int(architecture.get("output_stride", 1)))
+                  output_stride=int(architecture.get("output_stride", 1)), frontend=architecture.get("frontend"))
 
 
 def _check_card(card: dict, path: Path) -> None:
@@ -152,7 +152,8 @@ def save_model(network: UNet3D, card: dict, card_path: str | os.PathLike) -> Pat
         weights=weights_name,
         sha256=sha256_of(weights_path),
         architecture={"type": "UNet3D", "channels": list(network.channels),
-                      "dropout": _dropout_of(network), "output_stride": network.output_stride},
+                      "dropout": _dropout_of(network), "output_stride": network.output_stride,
+                      "frontend": network.frontend.config() if network.frontend is not None else None},
     )
     _check_card(card, card_path)
     card_path.write_text(json.dumps(card, indent=2) + "\n")

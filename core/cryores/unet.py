@@ -12,9 +12,17 @@ target. Two choices matter for patch-wise use:
 
 Dropout (channel-wise, in the deeper blocks) is off in eval mode and switched on for
 Monte-Carlo dropout uncertainty by :func:`enable_mc_dropout`.
+
+An optional fixed :class:`SpectralFrontEnd` gives the network the local power of the map in
+resolution bands next to the density. Local resolution is where the signal's power spectrum
+sinks into the noise's, so these are the features every classic estimator looks at; a small
+network trained from the density alone for a few thousand CPU steps did not find them (its
+validation error stayed at the constant predictor's, 1.27 Å), with them it trains.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -34,6 +42,63 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps, radius 3 sigma (at least 1)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    taps = torch.exp(-0.5 * (x / sigma) ** 2)
+    return taps / taps.sum()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of every channel of (B, C, Z, Y, X), edges replicated."""
+    taps = gaussian_kernel(sigma).to(x)
+    radius = taps.numel() // 2
+    channels = x.shape[1]
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = taps.numel()
+        weight = taps.view(1, 1, *shape).expand(channels, 1, *shape)
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        x = functional.conv3d(functional.pad(x, pad, mode="replicate"), weight, groups=channels)
+    return x
+
+
+class SpectralFrontEnd(nn.Module):
+    """Fixed (not trained) band powers: log of the locally averaged power in resolution bands.
+
+    ``resolutions`` (in voxels, decreasing frequency order irrelevant) are cut-offs; a Gaussian
+    of sigma = 0.225 d attenuates frequency 1/d by e^-1, so differences of Gaussians at
+    consecutive cut-offs are band-passes between them, plus one band above the finest cut-off
+    (near Nyquist: mostly noise, which tells the network the noise level). Each band is squared
+    and averaged in a Gaussian of ``smoothing`` voxels, then log-compressed. Output channels:
+    the density itself followed by ``len(resolutions)`` log band powers.
+    """
+
+    def __init__(self, resolutions: tuple[float, ...] = (2.5, 3.5, 5.0, 7.0, 10.0), smoothing: float = 3.0):
+        super().__init__()
+        self.resolutions = tuple(sorted(float(r) for r in resolutions))
+        self.smoothing = float(smoothing)
+
+    @property
+    def out_channels(self) -> int:
+        return 1 + len(self.resolutions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        previous = x
+        bands = []
+        for resolution in self.resolutions:
+            blurred = gaussian_blur(x, 0.225 * resolution)
+            bands.append(previous - blurred)
+            previous = blurred
+        power = gaussian_blur(torch.cat(bands, dim=1) ** 2, self.smoothing)
+        return torch.cat([x, torch.log(power + 1e-4)], dim=1)
+
+    def config(self) -> dict:
+        return {"resolutions": list(self.resolutions), "smoothing": self.smoothing}
+
+
 class UNet3D(nn.Module):
     """U-Net with ``len(channels)`` levels; input sides must be multiples of 2**(levels-1).
 
@@ -42,8 +107,12 @@ class UNet3D(nn.Module):
     """
 
     def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64), dropout: float = 0.1,
-                 output_stride: int = 4, in_channels: int = 1, out_channels: int = 1):
+                 output_stride: int = 4, in_channels: int = 1, out_channels: int = 1,
+                 frontend: dict | None = None):
         super().__init__()
+        self.frontend = SpectralFrontEnd(**frontend) if frontend is not None else None
+        if self.frontend is not None:
+            in_channels = in_channels - 1 + self.frontend.out_channels
         levels = len(channels)
         skip_levels = output_stride.bit_length() - 1
         if output_stride < 1 or 2 ** skip_levels != output_stride or skip_levels >= levels:
@@ -73,6 +142,8 @@ class UNet3D(nn.Module):
         return 2 ** (len(self.channels) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frontend is not None:
+            x = self.frontend(x)
         skips = []
         for i, encoder in enumerate(self.encoders):
             if i:

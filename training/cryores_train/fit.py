@@ -184,7 +184,8 @@ def train(config: dict, progress: bool = True, max_steps: int | None = None, exp
     checkpoint_path = output / "checkpoint.pt"
     torch.manual_seed(config["seed"])
     arch = config["architecture"]
-    network = UNet3D(tuple(arch["channels"]), dropout=arch["dropout"], output_stride=arch["output_stride"])
+    network = UNet3D(tuple(arch["channels"]), dropout=arch["dropout"], output_stride=arch["output_stride"],
+                     frontend=arch.get("frontend"))
     optimizer = torch.optim.AdamW(network.parameters(), lr=config["learning_rate"],
                                   weight_decay=config["weight_decay"])
     rng = np.random.default_rng(config["seed"])
@@ -257,7 +258,7 @@ def export(network: UNet3D, config: dict, mean: float, std: float, train_set: Pa
         "weights": f"{config['name']}.pt",
         "parameters": count_parameters(network),
         "training": {
-            "command": "make model  (cryores-train simulate/label/dataset/fit with training/configs/v1.json)",
+            "command": "make model  (cryores-train simulate -> dataset -> fit -> evaluate -> install; see Makefile)",
             "config": {k: v for k, v in config.items() if k not in ("dataset", "output")},
             "data": "simulated maps from BM5 complexes (cryores-train simulate), designed-truth labels",
             "patches": {s: int(train_set.file[s]["density"].shape[0]) for s in ("train", "val", "test")},
