@@ -82,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="PNG (default: <locres stem>_report.png beside it)")
     r.add_argument("--uncertainty", metavar="STD", help="MC-dropout standard deviation map (MRC)")
     r.add_argument("--force", action="store_true", help="overwrite an existing PNG")
+    lf = commands.add_parser("filter", help="low-pass filter each region at its local resolution",
+                             description="Blend a ladder of low-pass filtered maps voxel by voxel so every region "
+                                         "is filtered at its own local resolution; optional global B-factor.")
+    lf.add_argument("map", help="the density map to filter (MRC)")
+    lf.add_argument("--locres", required=True,
+                    help="its local-resolution map (MRC, Å; <= 0 = no estimate), e.g. from predict or localfsc")
+    lf.add_argument("-o", "--output", help="output MRC (default: <map stem>_locfilt.mrc beside the map)")
+    lf.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: voxels where locres > 0")
+    lf.add_argument("--bfactor", type=float, metavar="B",
+                    help="global B-factor in Å², amplitudes x exp(-B s²/4): negative sharpens (as RELION)")
+    lf.add_argument("--voxel-size", type=float, help="voxel size in Å, overriding both headers")
+    lf.add_argument("--force", action="store_true", help="overwrite an existing output")
+    lf.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
     add_chimerax_parser(commands)
     return parser
 
@@ -110,6 +123,15 @@ def _run_localfsc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_filter(args: argparse.Namespace) -> int:
+    from .local_filter import filter_file
+
+    result, output = filter_file(args.map, args.locres, args.output, mask=args.mask, bfactor=args.bfactor,
+                                 voxel_size=args.voxel_size, force=args.force, progress=not args.quiet)
+    print(f"{result.line()} -> {output}")
+    return 0
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     result, output = predict_file(
         args.map, args.output, mask=args.mask, uncertainty=args.uncertainty,
@@ -121,7 +143,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"predict": _run_predict, "localfsc": _run_localfsc, "report": _run_report,
-            "chimerax": run_chimerax}
+            "filter": _run_filter, "chimerax": run_chimerax}
 
 
 def _terminate(signum, frame):

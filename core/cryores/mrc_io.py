@@ -13,11 +13,13 @@ import contextlib
 import os
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import mrcfile
+import mrcfile.utils
 import numpy as np
 
 from .errors import CryoResError
@@ -76,28 +78,13 @@ def _open_strict_or_permissive(path: Path):
         return mrc
 
 
-def read_map(path: str | os.PathLike, *, role: str = "map",
-             voxel_size: float | None = None) -> DensityMap:
-    """Read a 3-D MRC map as float32.
-
-    ``role`` names the file in error messages ("map", "mask", "half map 1"). ``voxel_size``
-    (Å) overrides the header, e.g. for maps whose header says 0.
-
-    Raises CryoResError if the file is missing, unreadable, not an MRC file, truncated, complex,
-    a 2-D image or an image stack, or has a voxel size of 0 and no override.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CryoResError(f"{role} {path}: no such file")
-    if not path.is_file():
-        raise CryoResError(f"{role} {path}: not a regular file")
+def _read_checked(path: Path, role: str) -> tuple[np.ndarray, np.recarray, np.recarray]:
+    """(float32 copy of the data, header copy, header voxel size) of a 3-D real MRC map."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mrc = _open_strict_or_permissive(path)
+        mrc = _open_strict_or_permissive(path)
     except PermissionError:
         raise CryoResError(f"{role} {path}: permission denied") from None
-    except (ValueError, OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError, zlib.error) as error:  # zlib: a damaged .gz
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CryoResError(f"{role} {path}: not a readable MRC file ({reason})") from None
     with mrc:
@@ -113,6 +100,27 @@ def read_map(path: str | os.PathLike, *, role: str = "map",
         header = mrc.header.copy()
         header_voxel = mrc.voxel_size
         array = np.array(data, dtype=np.float32)  # copy: detach from the closed file
+    return array, header, header_voxel
+
+
+def read_map(path: str | os.PathLike, *, role: str = "map",
+             voxel_size: float | None = None) -> DensityMap:
+    """Read a 3-D MRC map as float32.
+
+    ``role`` names the file in error messages ("map", "mask", "half map 1"). ``voxel_size``
+    (Å) overrides the header, e.g. for maps whose header says 0.
+
+    Raises CryoResError if the file is missing, unreadable, not an MRC file, truncated, complex,
+    a 2-D image or an image stack, or has a voxel size of 0 and no override.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CryoResError(f"{role} {path}: no such file")
+    if not path.is_file():
+        raise CryoResError(f"{role} {path}: not a regular file")
+    with warnings.catch_warnings():  # mrcfile warns on damaged headers (e.g. mx = 0): keep stderr one line
+        warnings.simplefilter("ignore")
+        array, header, header_voxel = _read_checked(path, role)
     if voxel_size is not None:
         if not np.isfinite(voxel_size) or voxel_size <= 0:
             raise CryoResError(f"voxel size override {voxel_size} must be a positive number of Å")
@@ -124,6 +132,38 @@ def read_map(path: str | os.PathLike, *, role: str = "map",
                 f"{role} {path}: voxel size in the header is {tuple(round(s, 4) for s in sizes)} Å; "
                 "give the real one with --voxel-size")
     return DensityMap(array, sizes, header, path)
+
+
+def peek_grid(path: str | os.PathLike, voxel_size: float | None = None
+              ) -> tuple[tuple[int, int, int], tuple[float, float, float]] | None:
+    """(array shape, voxel size per array axis) from the header alone, without reading data.
+
+    For memory checks before a map is read. Returns None whenever the answer is not certain
+    (unreadable header, voxel size 0, a data block shorter than the header claims): then
+    :func:`read_map` reports the real problem.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, mode="r", header_only=True) as mrc:
+                header = mrc.header.copy()
+                header_voxel = mrc.voxel_size
+        shape = (int(header.nz), int(header.ny), int(header.nx))
+        itemsize = mrcfile.utils.data_dtype_from_header(header).itemsize
+        expected = 1024 + int(header.nsymbt) + itemsize * int(np.prod(shape, dtype=np.int64))
+        compressed = path.suffix in (".gz", ".bz2")
+        if min(shape) < 1 or (not compressed and path.stat().st_size < expected):
+            return None
+        if voxel_size is not None:
+            sizes = (float(voxel_size),) * 3
+        else:
+            sizes = voxel_size_along_array_axes(header, (header_voxel.x, header_voxel.y, header_voxel.z))
+    except Exception:  # any problem: let read_map find and explain it
+        return None
+    if not all(np.isfinite(s) and s > 0 for s in sizes):
+        return None
+    return shape, sizes
 
 
 def read_mask(path: str | os.PathLike, like: DensityMap) -> np.ndarray:

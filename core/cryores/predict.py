@@ -7,6 +7,7 @@ size -> normalise -> overlapping patch inference -> back to the input grid -> cl
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from .inference import sliding_window_predict
 from .masking import automatic_mask, mask_from_array
 from .memory import check_fits
 from .model_card import LoadedModel, load_model
-from .mrc_io import DensityMap, check_output_path, read_map, read_mask, write_maps
+from .mrc_io import DensityMap, check_output_path, peek_grid, read_map, read_mask, write_maps
 from .normalise import normalise
 from .progress import ProgressArg, progress_reporter
 from .resample import fourier_resample, linear_resample, shape_for_voxel_size
@@ -161,6 +162,11 @@ def predict_file(
             raise CryoResError("an uncertainty map needs --samples of at least 2")
     model = options.pop("model", None)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    peek = peek_grid(map_path, voxel_size)
+    if peek is not None:  # before reading: a map too large must not be read into swap first
+        shape, voxel = peek
+        check_fits(math.prod(shape), math.prod(shape_for_voxel_size(shape, voxel, loaded.voxel_size)),
+                   bool(samples), options.get("memory_limit"))
     density_map: DensityMap = read_map(map_path, voxel_size=voxel_size)
     mask_array = read_mask(mask, density_map) if mask is not None else None
     result = predict(density_map.data, density_map.voxel_size, mask_array, model=loaded,
