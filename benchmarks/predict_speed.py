@@ -8,8 +8,10 @@ Each measurement runs in its own process so peak memory is its own.
 
     python benchmarks/predict_speed.py [--sizes 128 256] [--big 512] [--repeats 3]
 
-Random weights: speed does not depend on them. Not a test: the machines are shared and noisy,
-so it reports medians of repeated runs measured side by side.
+cryores runs the installed model (its card's architecture, patch size and overlap) when one is
+installed, else a randomly initialised network of the default architecture; speed does not
+depend on the weights. Not a test: the machines are shared and noisy, so it reports medians of
+repeated runs measured side by side.
 """
 
 from __future__ import annotations
@@ -51,21 +53,25 @@ def worker_cryores(n: int, patch: int, overlap: float, full_mask: bool) -> dict:
     import torch
 
     from cryores import load_model, predict
-    from cryores.model_card import save_model
+    from cryores.model_card import installed_card_path, save_model
     from cryores.unet import UNet3D
 
     density = blob_map(n)
-    with tempfile.TemporaryDirectory() as folder:
-        torch.manual_seed(0)
-        card = {"name": "benchmark-random", "voxel_size": 1.0, "patch_size": patch, "overlap": overlap,
-                "normalisation": "masked-zscore", "target": {"transform": "log", "mean": 1.5, "std": 0.3},
-                "resolution_range": [1.0, 20.0]}
-        model = load_model(save_model(UNet3D(), card, Path(folder) / "card.json"))
+    if installed_card_path() is not None:
+        model = load_model()
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            torch.manual_seed(0)
+            card = {"name": "benchmark-random", "voxel_size": 1.0, "patch_size": patch, "overlap": overlap,
+                    "normalisation": "masked-zscore", "target": {"transform": "log", "mean": 1.5, "std": 0.3},
+                    "resolution_range": [1.0, 20.0]}
+            model = load_model(save_model(UNet3D(), card, Path(folder) / "card.json"))
     mask = np.ones(density.shape, bool) if full_mask else None
     start = time.perf_counter()
     result = predict(density, 1.0, mask, model=model, device="cpu")
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "mask_fraction": result.summary.mask_fraction}
+    return {"wall_s": wall, "mask_fraction": result.summary.mask_fraction, "model": model.card["name"],
+            "patch": model.patch_size, "overlap": model.overlap}
 
 
 def worker_original(n: int, max_cubes: int) -> dict:
@@ -121,8 +127,7 @@ def main() -> None:
         return
 
     import torch
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cryores patch {args.patch}, "
-          f"overlap {args.overlap:.3f}; median of {args.repeats} runs")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} runs")
     print(f"{'map':>6} {'what':<28} {'wall s':>8} {'Mvoxel/s':>9} {'peak GiB':>9}  notes")
     for n in args.sizes:
         voxels = n ** 3
@@ -131,6 +136,7 @@ def main() -> None:
         full = [run_worker("cryores", n=n, patch=args.patch, overlap=args.overlap, full_mask=True)
                 for _ in range(args.repeats)]
         original = run_worker("original", n=n, max_cubes=args.original_max_cubes)
+        print(f"cryores model {ours[0]['model']}, patch {ours[0]['patch']}, overlap {ours[0]['overlap']:.3f}")
         t_ours = statistics.median(r["wall_s"] for r in ours)
         t_full = statistics.median(r["wall_s"] for r in full)
         rows = [("cryores (auto mask)", t_ours, max(r["peak_rss_gib"] for r in ours),
