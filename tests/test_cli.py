@@ -63,13 +63,14 @@ def test_console_script_and_version(map_file):
     assert proc.returncode == 0 and proc.stdout.startswith("cryores ")
 
 
-def test_no_installed_model_is_said_plainly(map_file):
-    from cryores.model_card import installed_card_path
+def test_no_installed_model_is_said_plainly(map_file, monkeypatch, capsys):
+    """In-process, with the package's model hidden, so it runs whether or not one is installed."""
+    from cryores import cli, model_card
 
-    if installed_card_path() is not None:
-        pytest.skip("a trained model is installed")
-    proc = run("predict", map_file, "--quiet")
-    assert_clean_failure(proc, "no trained model is installed")
+    monkeypatch.setattr(model_card, "installed_card_path", lambda: None)
+    assert cli.main(["predict", str(map_file), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cryores: error:") and "no trained model is installed" in err[0]
     assert only_inputs_left(map_file.parent, {"map.mrc"})
 
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import make_random_model
 from cryores.errors import CryoResError, ModelIntegrityError, NoModelInstalledError
-from cryores.model_card import installed_card_path, load_model
+from cryores.model_card import load_model
 
 
 def test_saved_model_loads_with_identical_weights(tmp_path):
@@ -51,8 +51,9 @@ def test_incomplete_card_and_missing_weights(tmp_path):
         load_model(tmp_path / "absent.json")
 
 
-def test_without_installed_model_the_error_says_so():
-    if installed_card_path() is not None:
-        pytest.skip("a trained model is installed")
+def test_without_installed_model_the_error_says_so(monkeypatch):
+    from cryores import model_card
+
+    monkeypatch.setattr(model_card, "installed_card_path", lambda: None)
     with pytest.raises(NoModelInstalledError, match="no trained model is installed"):
         load_model()
