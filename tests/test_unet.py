@@ -84,3 +84,21 @@ def test_network_with_frontend_keeps_shapes_and_survives_the_card(tmp_path):
     x = torch.randn(1, 1, 16, 24, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded.network(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_gaussian_blur_is_a_separable_filter_with_replicated_edges():
+    """Against scipy's 1-D correlation with mode='nearest' (edge replication) along each axis."""
+    import numpy as np
+    from scipy import ndimage
+
+    from cryores.unet import gaussian_blur, gaussian_kernel
+
+    rng = np.random.default_rng(0)
+    volume = rng.standard_normal((2, 3, 12, 17, 9)).astype(np.float32)
+    sigma = 1.7
+    taps = gaussian_kernel(sigma).numpy()
+    expected = volume
+    for axis in (2, 3, 4):
+        expected = ndimage.correlate1d(expected, taps, axis=axis, mode="nearest")
+    got = gaussian_blur(torch.from_numpy(volume), sigma).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -188,7 +188,7 @@ def _write_report(results: dict, docs: Path, card_path: Path) -> None:
              f"Model card `{card_path.name}`; {results['maps']} simulated maps of "
              f"{results['test_structures']} held-out BM5 structures (test split), designed truth inside "
              "each sample's mask. Same maps for every method. Reproduce: `make model` (or "
-             "`cryores-train evaluate training/configs/v1.json --samples training/data/sims --docs docs`).",
+             "`cryores-train evaluate training/configs/v2.json --samples training/data/sims --docs docs --limit 12`).",
              ""] + _fmt_table(results)
     c = results["consistency"]
     lines += ["", "Same map at other voxel sizes (median |Δ| to the 1.0 Å prediction, voxels whose truth is "
