@@ -24,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CryoResError
-from .mrc_io import atomic_path, check_output_path, default_file_mode, read_map
+from .mrc_io import atomic_path, check_output_path, check_same_grid, default_file_mode, read_map
 from .predict import default_output_path
 from .summary import ResolutionSummary, summarise
 
@@ -327,12 +327,7 @@ def write_chimerax_script(map_path: str | os.PathLike, locres_path: str | os.Pat
         raise CryoResError(f"level must be a finite number, got {level}")
     density = read_map(map_path)
     locres = read_map(locres_path, role="local-resolution map")
-    if locres.data.shape != density.data.shape:
-        raise CryoResError(f"local-resolution map {locres_path} has shape {locres.data.shape} but the map has "
-                           f"{density.data.shape}")
-    if not np.allclose(locres.voxel_size, density.voxel_size, rtol=1e-3):
-        raise CryoResError(f"local-resolution map {locres_path} has voxel size {locres.voxel_size} Å but the map "
-                           f"has {density.voxel_size} Å")
+    check_same_grid(locres, density, locres_path)
     resolution_values(locres.data)  # refuses a map with no defined value, with a clear message
     chosen_range = resolve_range(color_range, locres.data)
     chosen_level = level if level is not None else choose_level(density.data, locres.data)

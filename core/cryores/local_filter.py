@@ -36,7 +36,7 @@ from scipy import ndimage
 from .errors import CryoResError
 from .masking import mask_from_array
 from .memory import check_bytes
-from .mrc_io import check_output_path, peek_grid, read_map, read_mask, write_maps
+from .mrc_io import check_output_path, check_same_grid, peek_grid, read_map, read_mask, write_maps
 from .predict import default_output_path
 from .progress import ProgressArg, progress_reporter
 from .validation import as_voxel_size, check_density
@@ -261,12 +261,7 @@ def filter_file(
         check_bytes(math.prod(peek[0]) * BYTES_PER_VOXEL, options.get("memory_limit"))
     density = read_map(map_path, voxel_size=voxel_size)
     locres = read_map(locres_path, role="local-resolution map", voxel_size=voxel_size)
-    if locres.data.shape != density.data.shape:
-        raise CryoResError(f"local-resolution map {locres_path} has shape {locres.data.shape} but the map "
-                           f"has {density.data.shape}")
-    if not np.allclose(locres.voxel_size, density.voxel_size, rtol=1e-3):
-        raise CryoResError(f"local-resolution map {locres_path} has voxel size {locres.voxel_size} Å but the "
-                           f"map has {density.voxel_size} Å")
+    check_same_grid(locres, density, locres_path)
     mask_array = read_mask(mask, density) if mask is not None else None
     result = filter_map(density.data, locres.data, density.voxel_size, mask_array, **options)
     label = f"cryores local filter {result.levels[0]:.2f}-{result.levels[-1]:.2f} A"

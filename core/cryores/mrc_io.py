@@ -166,6 +166,15 @@ def peek_grid(path: str | os.PathLike, voxel_size: float | None = None
     return shape, sizes
 
 
+def check_same_grid(other: DensityMap, like: DensityMap, path: str | os.PathLike,
+                    role: str = "local-resolution map") -> None:
+    """Raise CryoResError unless ``other`` (read from ``path``) has ``like``'s shape and voxel size."""
+    if other.data.shape != like.data.shape:
+        raise CryoResError(f"{role} {path} has shape {other.data.shape} but the map has {like.data.shape}")
+    if not np.allclose(other.voxel_size, like.voxel_size, rtol=1e-3):
+        raise CryoResError(f"{role} {path} has voxel size {other.voxel_size} Å but the map has {like.voxel_size} Å")
+
+
 def read_mask(path: str | os.PathLike, like: DensityMap) -> np.ndarray:
     """Read a mask that must lie on the grid of ``like`` (its voxel size is not needed).
 
