@@ -25,7 +25,8 @@ import scipy.fft
 from scipy import ndimage
 
 from cryores import filter_map
-from cryores.local_filter import BYTES_PER_VOXEL, spatial_frequency
+from cryores.fourier import spatial_frequency
+from cryores.local_filter import BYTES_PER_VOXEL
 
 
 def top_hat(volume: np.ndarray, resolution: float) -> np.ndarray:

@@ -13,7 +13,8 @@ from scipy import ndimage
 
 from conftest import write_mrc
 from cryores import CryoResError, filter_map
-from cryores.local_filter import raised_cosine, spatial_frequency
+from cryores.fourier import spatial_frequency
+from cryores.local_filter import raised_cosine
 from cryores.mrc_io import read_map
 
 N = 64

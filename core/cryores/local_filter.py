@@ -34,6 +34,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import CryoResError
+from .fourier import spatial_frequency
 from .masking import mask_from_array
 from .memory import check_bytes
 from .mrc_io import check_output_path, check_same_grid, peek_grid, read_map, read_mask, write_maps
@@ -86,16 +87,6 @@ def raised_cosine(frequency: np.ndarray, cutoff: float, edge: float, out: np.nda
     out *= np.float32(0.5)
     out += np.float32(0.5)
     return out
-
-
-def spatial_frequency(shape: tuple[int, ...], voxel_size: tuple[float, float, float]) -> np.ndarray:
-    """|s| in 1/Å on the rfftn grid of ``shape`` (float32), for any voxel size per axis."""
-    freqs = [np.fft.fftfreq(shape[0], voxel_size[0]), np.fft.fftfreq(shape[1], voxel_size[1]),
-             np.fft.rfftfreq(shape[2], voxel_size[2])]
-    s0, s1, s2 = (f.astype(np.float32) ** 2 for f in freqs)
-    squared = s0[:, None, None] + s1[None, :, None]
-    squared = squared + s2[None, None, :]
-    return np.sqrt(squared, out=squared)
 
 
 def _check_locres(locres: np.ndarray, shape: tuple[int, ...], mask: np.ndarray | None) -> np.ndarray:

@@ -69,6 +69,7 @@ import scipy.fft
 from scipy import ndimage, stats
 
 from cryores.errors import CryoResError
+from cryores.fourier import spatial_frequency
 from cryores.masking import automatic_mask, dilate, mask_from_array
 from cryores.progress import ProgressArg, progress_reporter
 from cryores.validation import as_voxel_size, check_density
@@ -152,9 +153,7 @@ def _kernel_spectrum(kernel: np.ndarray, offsets: list[np.ndarray], shape: tuple
 
 def _radial_shells(shape: tuple[int, ...], voxel: tuple[float, float, float]) -> np.ndarray:
     """rfft-shaped shell index of each frequency, shells one Fourier pixel of the longest box side wide."""
-    freqs = [np.fft.fftfreq(shape[0], voxel[0]), np.fft.fftfreq(shape[1], voxel[1]),
-             np.fft.rfftfreq(shape[2], voxel[2])]
-    radius = np.sqrt(freqs[0][:, None, None] ** 2 + freqs[1][None, :, None] ** 2 + freqs[2][None, None, :] ** 2)
+    radius = spatial_frequency(shape, voxel, dtype=np.float64)
     spacing = 1.0 / max(n * v for n, v in zip(shape, voxel))
     return np.rint(radius / spacing).astype(np.int32)
 

@@ -47,6 +47,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from cryores.errors import CryoResError
+from cryores.fourier import spatial_frequency
 from cryores.localfsc import spherical_window
 from cryores.masking import dilate
 from cryores.mrc_io import DensityMap, write_maps
@@ -114,10 +115,8 @@ def draw_parameters(rng: np.random.Generator, ranges: Ranges = Ranges()) -> dict
 
 
 def _frequency(shape: tuple[int, int, int], voxel: float) -> np.ndarray:
-    """|k| in 1/Å on an rfft grid (sparse broadcasting arrays combined)."""
-    freqs = [np.fft.fftfreq(shape[0], voxel), np.fft.fftfreq(shape[1], voxel), np.fft.rfftfreq(shape[2], voxel)]
-    grids = np.meshgrid(*freqs, indexing="ij", sparse=True)
-    return np.sqrt(sum(g ** 2 for g in grids))
+    """|k| in 1/Å on an rfft grid, in float64 (the simulator's spectra are float64)."""
+    return spatial_frequency(shape, (voxel,) * 3, dtype=np.float64)
 
 
 def radial_power(volume: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
