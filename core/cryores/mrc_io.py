@@ -5,6 +5,15 @@ source header travels with the data so that every output is written on the same 
 same voxel size, origin, nstart, axis order and cell. Outputs are written atomically: to a
 temporary file in the destination folder, then renamed, so an interrupted or failed run never
 leaves a partial file and never replaces an existing one unless ``force`` is given.
+
+What counts as a volume (:func:`volume_of`): any real-valued MRC file whose data are 3-D with
+more than one section is a map, whatever its space group (ISPG) says. EMDB entries and older
+programs write ISPG 0 for volumes, which mrcfile calls an image stack; ChimeraX, Chimera and
+RELION open them as volumes, and so does cryores. A volume stack (ISPG 401-630) holding a single
+volume is that volume. Refused, with one line: complex data, a single 2-D image, a stack of
+several volumes, and a real stack of 2-D images, which MRC2014 (and mrcfile's
+``set_image_stack``) mark with ISPG 0 and mz = 1, and RELION with the ``.mrcs`` suffix. Maps
+are always written as volumes (ISPG 1).
 """
 
 from __future__ import annotations
@@ -88,19 +97,36 @@ def _read_checked(path: Path, role: str) -> tuple[np.ndarray, np.recarray, np.re
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CryoResError(f"{role} {path}: not a readable MRC file ({reason})") from None
     with mrc:
-        data = mrc.data
-        if np.iscomplexobj(data):
-            raise CryoResError(f"{role} {path}: complex-valued MRC (mode {int(mrc.header.mode)}) is not a density map")
-        if data.ndim != 3 or mrc.is_image_stack() or mrc.is_volume_stack():
-            if mrc.is_image_stack():
-                kind = "an image stack"
-            else:
-                kind = "a volume stack" if mrc.is_volume_stack() else f"{data.ndim}-D"
-            raise CryoResError(f"{role} {path}: is {kind} of shape {data.shape}; a 3-D map is needed")
+        volume = volume_of(mrc.data, mrc.header, path, role)
         header = mrc.header.copy()
         header_voxel = mrc.voxel_size
-        array = np.array(data, dtype=np.float32)  # copy: detach from the closed file
+        array = np.array(volume, dtype=np.float32)  # copy: detach from the closed file
     return array, header, header_voxel
+
+
+def volume_of(data: np.ndarray, header: np.recarray, path: Path, role: str = "map") -> np.ndarray:
+    """The 3-D volume held by an MRC file's data, by the rule in this module's docstring.
+
+    Raises CryoResError for complex data, a 2-D image, a stack of 2-D images (ISPG 0 with
+    mz = 1, or a ``.mrcs`` file) or a stack of several volumes.
+    """
+    if np.iscomplexobj(data):
+        raise CryoResError(f"{role} {path}: complex-valued MRC (mode {int(header.mode)}) is not a density map")
+    if data.ndim == 4 and data.shape[0] == 1:  # ISPG 401-630 with a single volume
+        data = data[0]
+    stacked = 401 <= int(header.ispg) <= 630
+    if stacked and (int(header.mz) < 1 or int(header.nz) % int(header.mz)):
+        raise CryoResError(f"{role} {path}: ISPG {int(header.ispg)} says a volume stack, but mz = {int(header.mz)} "
+                           f"does not divide its {int(header.nz)} sections; fix the header (ISPG 1 for one volume)")
+    if data.ndim == 4:
+        raise CryoResError(f"{role} {path}: is a stack of {data.shape[0]} volumes of shape {data.shape[1:]}; "
+                           "one 3-D map is needed (split the stack first)")
+    if data.ndim != 3 or data.shape[0] == 1:
+        raise CryoResError(f"{role} {path}: is a 2-D image of shape {data.shape[-2:]}; a 3-D map is needed")
+    if int(header.ispg) == 0 and (int(header.mz) == 1 or Path(path).name.lower().endswith(".mrcs")):
+        raise CryoResError(f"{role} {path}: is an image stack of {data.shape[0]} 2-D images "
+                           f"(ISPG 0, mz {int(header.mz)}); a 3-D map is needed")
+    return data
 
 
 def read_map(path: str | os.PathLike, *, role: str = "map",
@@ -111,7 +137,8 @@ def read_map(path: str | os.PathLike, *, role: str = "map",
     (Å) overrides the header, e.g. for maps whose header says 0.
 
     Raises CryoResError if the file is missing, unreadable, not an MRC file, truncated, complex,
-    a 2-D image or an image stack, or has a voxel size of 0 and no override.
+    a 2-D image, a stack of images or of several volumes (see :func:`volume_of`), or has a voxel
+    size of 0 and no override.
     """
     path = Path(path)
     if not path.exists():
@@ -250,6 +277,7 @@ def _write_mrc(path: Path, data: np.ndarray, like: DensityMap, label: str, dtype
         else:
             z, y, x = like.voxel_size
             mrc.voxel_size = (x, y, z)
+        mrc.header.ispg = 1  # a volume, even when the input said ISPG 0 or 401 (see volume_of)
         mrc.update_header_stats()
         mrc.add_label(label.replace("Å", "A").encode("ascii", "replace").decode()[:80])
     with open(path, "rb+") as stream:  # make the bytes durable before the rename

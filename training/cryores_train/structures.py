@@ -14,8 +14,10 @@ from pathlib import Path
 
 import gemmi
 import numpy as np
+from scipy.spatial import cKDTree
 
 from cryores.errors import CryoResError
+from cryores.mrc_io import DensityMap, axis_order
 
 _BM5 = re.compile(r"^(?P<id>[0-9A-Za-z]+)_(?P<part>[rl])_[ub]-matched\.pdb(\.gz)?$")
 _SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
@@ -102,3 +104,29 @@ def load_model(structure_id: str, paths: list[Path]) -> AtomModel:
                     group.append(n_group)
             n_group += 1
     return AtomModel(structure_id, structures, np.asarray(positions, dtype=np.float64), np.asarray(group))
+
+
+def near_atoms(positions: np.ndarray, density_map: DensityMap, radius: float = 2.5) -> np.ndarray:
+    """Voxels of ``density_map`` within ``radius`` Å of any atom (positions x/y/z in Å).
+
+    Places the grid in the model's frame from the header (origin, nstart, axis order), the way
+    ChimeraX does, so a model fitted to a deposited map lands on its density. Used to measure
+    masks against fitted models.
+    """
+    header = density_map.header
+    order = axis_order(header) if header is not None else (1, 2, 3)
+    start = dict(zip(order, (int(header.nxstart), int(header.nystart), int(header.nzstart)))) if header is not None \
+        else {1: 0, 2: 0, 3: 0}
+    origin = (float(header.origin.x), float(header.origin.y), float(header.origin.z)) if header is not None \
+        else (0.0, 0.0, 0.0)
+    array_axes = (order[2], order[1], order[0])  # sections, rows, columns along X/Y/Z = 1/2/3
+    coordinates = [(np.arange(n) + start[axis]) * size + origin[axis - 1]
+                   for n, axis, size in zip(density_map.data.shape, array_axes, density_map.voxel_size)]
+    tree = cKDTree(positions[:, [axis - 1 for axis in array_axes]])
+    near = np.zeros(density_map.data.shape, dtype=bool)
+    grid_rows = np.stack(np.meshgrid(coordinates[1], coordinates[2], indexing="ij"), axis=-1).reshape(-1, 2)
+    for i, section in enumerate(coordinates[0]):  # one section at a time: small memory at any box size
+        points = np.column_stack([np.full(len(grid_rows), section), grid_rows])
+        distance, _ = tree.query(points, distance_upper_bound=radius)
+        near[i] = (distance <= radius).reshape(near.shape[1:])
+    return near
