@@ -18,6 +18,8 @@ from .chimerax_script import add_chimerax_parser, run_chimerax
 from .errors import CryoResError
 from .predict import predict_file
 
+SUMMARY_NAME = "cryores_batch.csv"  # cryores.batch.SUMMARY_NAME, without importing Dask's side here
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -37,15 +39,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="cryores", description="Local resolution of cryo-EM maps from a single map.")
     parser.add_argument("--version", action="version", version=f"cryores {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    p = commands.add_parser("predict", help="estimate local resolution from one map",
-                            description="Write a local-resolution map (Å, 0 outside the mask) on the input grid.")
-    p.add_argument("map", help="input MRC map")
-    p.add_argument("-o", "--output", help="output MRC (default: <map stem>_locres.mrc beside the map)")
+    p = commands.add_parser("predict", help="estimate local resolution from one map or many",
+                            description="Write a local-resolution map (Å, 0 outside the mask) on the input grid. "
+                                        "Several maps (or --list, --out-dir, --scheduler) run as a batch on Dask.")
+    p.add_argument("map", nargs="*", metavar="MAP", help="input MRC map(s)")
+    p.add_argument("-o", "--output", help="output MRC (default: <map stem>_locres.mrc beside the map); one map only")
+    batch = p.add_argument_group("many maps (needs cryores[distributed]; see docs/scale.md)")
+    batch.add_argument("--list", metavar="FILE", dest="map_list",
+                       help="file with one map path per line (# comments and blank lines ignored)")
+    batch.add_argument("--out-dir", metavar="DIR",
+                       help="write every <map stem>_locres.mrc here (default: beside each map)")
+    batch.add_argument("--scheduler", metavar="ADDRESS",
+                       help="existing Dask scheduler (e.g. tcp://head:8786); default: a local cluster on this machine")
+    batch.add_argument("--workers", type=_at_least_one, metavar="N",
+                       help="local cluster: worker processes (default: one per core, at most one per map)")
+    batch.add_argument("--torch-threads", type=_at_least_one, metavar="N",
+                       help="torch threads per map (default: cores / workers, so workers x threads <= cores)")
+    batch.add_argument("--summary", metavar="CSV",
+                       help=f"summary table, one row per map (default: {SUMMARY_NAME} in --out-dir, else here)")
     p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
     p.add_argument("--uncertainty", metavar="STD_OUT",
                    help=f"also write the MC-dropout standard deviation (Å); implies --samples {10}")
@@ -132,7 +155,63 @@ def _run_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_batch(args: argparse.Namespace) -> bool:
+    """Several maps or any batch option: a Dask batch. One MAP alone runs in-process, as always."""
+    return (len(args.map) != 1 or args.map_list is not None or args.out_dir is not None
+            or args.scheduler is not None or args.workers is not None or args.torch_threads is not None
+            or args.summary is not None)
+
+
+def predict_usage_error(args: argparse.Namespace) -> str | None:
+    """The usage mistake in a predict command line, or None."""
+    if not args.map and args.map_list is None:
+        return "predict needs a MAP (or several, or --list FILE)"
+    if not _is_batch(args):
+        return None
+    single = [name for name, value in (("-o/--output", args.output), ("--mask", args.mask),
+                                       ("--uncertainty", args.uncertainty), ("--report", args.report))
+              if value is not None]
+    if single:
+        return f"{', '.join(single)} name(s) one file and work with one map only; several maps use --out-dir"
+    if args.scheduler is not None and args.workers is not None:
+        return "--workers sizes a local cluster; with --scheduler the cluster decides"
+    return None
+
+
+def _run_predict_batch(args: argparse.Namespace) -> int:
+    """Many maps on Dask: a progress bar counting maps, a summary CSV, exit 1 if any map failed."""
+    from pathlib import Path
+
+    from .batch import BatchOptions, MapRow, count_line, plan_outputs, read_map_list, run_batch, write_summary
+    from .mrc_io import check_output_path
+
+    maps = [Path(m) for m in args.map] + (read_map_list(args.map_list) if args.map_list is not None else [])
+    pairs = plan_outputs(maps, args.out_dir)
+    summary = Path(args.summary) if args.summary else Path(args.out_dir or ".") / SUMMARY_NAME
+    check_output_path(summary, force=True, role="summary", protected=tuple(m for m, _ in pairs))
+    options = BatchOptions(model=args.model, force=args.force, samples=args.samples, voxel_size=args.voxel_size,
+                           device=args.device, patch_size=args.patch_size, overlap=args.overlap,
+                           batch_size=args.batch_size, seed=args.seed, torch_threads=args.torch_threads)
+    finished: dict[str, MapRow] = {}
+    try:
+        rows = run_batch([m for m, _ in pairs], args.out_dir, options, scheduler=args.scheduler,
+                         workers=args.workers, progress=not args.quiet,
+                         on_row=lambda row: finished.__setitem__(row.input, row))
+    except KeyboardInterrupt:  # keep what finished in the summary; the rerun resumes from the disk
+        write_summary([finished.get(str(m)) or MapRow(str(m), str(o)) for m, o in pairs], summary)
+        raise
+    write_summary(rows, summary)
+    for row in rows:
+        if not row.ok:
+            print(f"cryores: error: {row.error}", file=sys.stderr)
+    print(f"{count_line(rows)} -> {summary}")
+    return 0 if all(row.ok for row in rows) else EXIT_ERROR
+
+
 def _run_predict(args: argparse.Namespace) -> int:
+    if _is_batch(args):
+        return _run_predict_batch(args)
+    args.map = args.map[0]
     result, output = predict_file(
         args.map, args.output, mask=args.mask, uncertainty=args.uncertainty,
         samples=args.samples, voxel_size=args.voxel_size, force=args.force, model=args.model,
@@ -180,7 +259,10 @@ def run_guarded(prog: str, action: Callable[[], int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "predict" and (problem := predict_usage_error(args)):
+        parser.exit(EXIT_USAGE, f"cryores predict: error: {problem}\n")
     return run_guarded("cryores", lambda: COMMANDS[args.command](args))
 
 
