@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import CryoResError, ModelIntegrityError, NoModelInstalledError
+from .spectral_net import SpectralNet
 from .unet import UNet3D, fold_batchnorm
 
 FORMAT_VERSION = 1
@@ -33,9 +34,19 @@ REQUIRED_FIELDS = ("name", "format_version", "architecture", "voxel_size", "patc
 class LoadedModel:
     """A network in eval mode, BatchNorm folded for inference, with the card that describes it."""
 
-    network: UNet3D
+    network: UNet3D | SpectralNet
     card: dict
     card_path: Path | None
+
+    @property
+    def spectral(self) -> bool:
+        """True for v3 models, which read spectral features on the map's own grid (no patches)."""
+        return isinstance(self.network, SpectralNet)
+
+    @property
+    def interval_scale(self) -> float:
+        """Calibration factor of the 5-95 % interval, measured on held-out maps (1 if absent)."""
+        return float(self.card.get("uncertainty", {}).get("interval_scale", 1.0))
 
     @property
     def voxel_size(self) -> float:
@@ -76,7 +87,10 @@ def installed_card_path() -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
-def build_network(architecture: dict) -> UNet3D:
+def build_network(architecture: dict) -> UNet3D | SpectralNet:
+    if architecture.get("type") == "SpectralNet":
+        return SpectralNet(int(architecture["n_features"]), tuple(architecture["hidden"]),
+                           float(architecture.get("dropout", 0.0)))
     if architecture.get("type") != "UNet3D":
         raise CryoResError(f"model card names unknown architecture {architecture.get('type')!r}")
     return UNet3D(channels=tuple(architecture["channels"]), dropout=float(architecture["dropout"]),
@@ -134,10 +148,10 @@ def load_model(card_path: str | os.PathLike | None = None) -> LoadedModel:
     except Exception as error:  # torch raises many types for bad files
         raise CryoResError(f"weights {weights_path}: cannot be loaded ({type(error).__name__})") from None
     network.eval()
-    return LoadedModel(fold_batchnorm(network), card, card_path)
+    return LoadedModel(fold_batchnorm(network) if isinstance(network, UNet3D) else network, card, card_path)
 
 
-def save_model(network: UNet3D, card: dict, card_path: str | os.PathLike) -> Path:
+def save_model(network: UNet3D | SpectralNet, card: dict, card_path: str | os.PathLike) -> Path:
     """Save weights beside ``card_path`` and write the card with their sha256 and architecture.
 
     Used by training (and by tests, which save small randomly initialised networks).
@@ -151,9 +165,10 @@ def save_model(network: UNet3D, card: dict, card_path: str | os.PathLike) -> Pat
         format_version=FORMAT_VERSION,
         weights=weights_name,
         sha256=sha256_of(weights_path),
-        architecture={"type": "UNet3D", "channels": list(network.channels),
-                      "dropout": _dropout_of(network), "output_stride": network.output_stride,
-                      "frontend": network.frontend.config() if network.frontend is not None else None},
+        architecture=network.config() if isinstance(network, SpectralNet) else {
+            "type": "UNet3D", "channels": list(network.channels), "dropout": _dropout_of(network),
+            "output_stride": network.output_stride,
+            "frontend": network.frontend.config() if network.frontend is not None else None},
     )
     _check_card(card, card_path)
     card_path.write_text(json.dumps(card, indent=2) + "\n")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import CryoResError
-from .inference import sliding_window_predict
+from .inference import resolve_device, sliding_window_predict
 from .masking import automatic_mask, mask_from_array
 from .memory import check_fits
 from .model_card import LoadedModel, load_model
@@ -25,6 +25,8 @@ from .mrc_io import DensityMap, check_output_path, peek_grid, read_map, read_mas
 from .normalise import normalise
 from .progress import ProgressArg, progress_reporter
 from .resample import fourier_resample, linear_resample, shape_for_voxel_size
+from .spectral import feature_grid
+from .spectral_inference import spectral_predict
 from .summary import ResolutionSummary, summarise
 from .validation import as_voxel_size, check_density
 
@@ -83,6 +85,8 @@ def predict(
     if nyquist >= loaded.max_resolution:
         raise CryoResError(f"voxel size {max(voxel):.3g} Å: Nyquist {nyquist:.3g} Å is beyond the "
                            f"model's range (up to {loaded.max_resolution:g} Å)")
+    if loaded.spectral:
+        return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit)
     grid = shape_for_voxel_size(density.shape, voxel, loaded.voxel_size)
     check_fits(density.size, int(np.prod(grid)), samples > 0, memory_limit)
     mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
@@ -116,6 +120,31 @@ def predict(
         std[~mask] = 0.0
     return Prediction(resolution, mask, std, summarise(resolution, mask),
                       str(loaded.card["name"]), voxel)
+
+
+def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], mask: np.ndarray | None,
+                      loaded: LoadedModel, device: str, progress: ProgressArg, memory_limit: int | None) -> Prediction:
+    """v3 models: mask -> spectral features on the map's own grid -> network -> floor -> grid.
+
+    The uncertainty (from the predicted 5-95 % interval, calibrated) is always returned.
+    """
+    check_fits(density.size, math.prod(feature_grid(density.shape, voxel)[0]), False, memory_limit)
+    mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
+    with progress_reporter(progress, 0, "voxel", "cryores") as bar:
+        reported = [0]
+
+        def on_progress(done: int, total: int) -> None:
+            if bar is not None:
+                if reported[0] == 0:
+                    bar.reset(total=total)
+                bar.update(done - reported[0])
+                reported[0] = done
+
+        resolution, std = spectral_predict(density, voxel, mask, loaded, resolve_device(device), on_progress)
+    np.clip(resolution, 2.0 * max(voxel), loaded.max_resolution, out=resolution)
+    resolution[~mask] = 0.0
+    std[~mask] = 0.0
+    return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel)
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:

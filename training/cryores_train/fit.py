@@ -288,7 +288,13 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    card = train(load_config(args.config), progress=not args.quiet, max_steps=args.max_steps,
-                 export_now=args.export_now)
+    config = load_config(args.config)
+    if config.get("kind") == "spectral":  # cryores-v3: rows -> SpectralNet
+        from .fit_spectral import train as train_spectral
+
+        card = train_spectral(config, progress=not args.quiet, max_steps=args.max_steps)
+        print(f"-> {card}")
+        return 0
+    card = train(config, progress=not args.quiet, max_steps=args.max_steps, export_now=args.export_now)
     print(f"-> {card}")
     return 0

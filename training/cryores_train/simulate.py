@@ -84,6 +84,30 @@ class Ranges:
     log10_scale: tuple[float, float] = (-2.0, 2.0)
 
 
+# cryores-v3: what users hold. Voxel sizes 0.5-4 Å (drawn after the core resolution, so the
+# map can hold it: 2.2-5 voxels per core resolution), local resolution 1.8-20 Å, smaller boxes.
+RANGES_V3 = Ranges(core_resolution=(1.8, 9.0), periphery_extra=(0.5, 10.0), bump_extra=(0.5, 4.0),
+                   global_b=(-60.0, 60.0))
+V3_RESOLUTION_A = (1.8, 20.0)
+V3_VOXEL_A = (0.5, 4.0)
+V3_MAX_BOX = 128
+
+
+def draw_parameters_v3(rng: np.random.Generator, family: str) -> dict:
+    """v3 choices: :data:`RANGES_V3`, a voxel size that suits the core resolution, a family.
+
+    ``family`` is ``"bfactor"`` (per-atom B-factors plus noise, :func:`simulate`) or
+    ``"lowpass"`` (regional low-pass plus noise, :func:`simulate_regional_lowpass`).
+    """
+    params = draw_parameters(rng, RANGES_V3)
+    core = params["core_resolution"]
+    low, high = max(V3_VOXEL_A[0], core / 5.0), min(V3_VOXEL_A[1], core / 2.2)
+    params.update(voxel_size=float(np.exp(rng.uniform(np.log(low), np.log(max(high, low))))),
+                  family=family, max_box=V3_MAX_BOX, resolution_clip=list(V3_RESOLUTION_A),
+                  field_sigma=float(rng.uniform(10.0, 25.0)), noise_snr=float(rng.uniform(0.4, 3.0)))
+    return params
+
+
 def sample_seed(seed: int, structure_id: str, index: int) -> int:
     """A seed for one sample that does not depend on the order samples are made in."""
     return int.from_bytes(np.random.SeedSequence([seed, index, *structure_id.encode()]).generate_state(2).tobytes()[:8],
@@ -156,7 +180,7 @@ def _place(model: AtomModel, params: dict) -> tuple[np.ndarray, int, float]:
     rotated = Rotation.from_quat(params["rotation"]).apply(centred)
     diameter = 2.0 * float(np.linalg.norm(rotated, axis=1).max()) + 8.0
     side = diameter * params["padding"]
-    voxel = max(params["voxel_size"], side / MAX_BOX)
+    voxel = max(params["voxel_size"], side / params.get("max_box", MAX_BOX))
     n = int(math.ceil(side / voxel / 2.0)) * 2
     positions = rotated + n * voxel / 2.0
     for atom, xyz in zip(model.atoms(), positions):
@@ -219,7 +243,8 @@ def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: 
         sigma = params["bump_sigma"][i]
         distance2 = (x - where[0]) ** 2 + (y - where[1]) ** 2 + (z - where[2]) ** 2
         field = field + params["bump_extra"][i] * np.exp(-0.5 * distance2 / sigma ** 2)
-    return np.clip(field, max(2.0, 2.2 * voxel), MAX_RESOLUTION_A).astype(np.float32)
+    low, high = params.get("resolution_clip", (2.0, MAX_RESOLUTION_A))
+    return np.clip(field, max(low, 2.2 * voxel), high).astype(np.float32)
 
 
 def _filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -288,6 +313,56 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     params.update(noise_power=n0, f_box=f_box, b_reference=b_reference,
                   b_extra_percentiles=np.percentile(b_extra, [5, 50, 95]).round(1).tolist(),
                   n_atoms=int(len(positions)))
+    return {"map": 0.5 * (halves[0] + halves[1]), "half1": halves[0], "half2": halves[1],
+            "truth": truth, "mask": mask.astype(np.float32)}
+
+
+def random_field(n: int, voxel: float, params: dict, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random local-resolution field (the low-pass family's design, unlike the radial
+    one): Gaussian noise smoothed at ``field_sigma`` Å, ranked onto [core, periphery]."""
+    noise = ndimage.gaussian_filter(rng.standard_normal((n, n, n)).astype(np.float32), params["field_sigma"] / voxel,
+                                    mode="wrap")
+    ranks = (np.argsort(np.argsort(noise.ravel())) / (noise.size - 1)).reshape(noise.shape).astype(np.float32)
+    core, edge = params["core_resolution"], params["periphery_resolution"]
+    low, high = params.get("resolution_clip", (2.0, MAX_RESOLUTION_A))
+    return np.clip(core + (edge - core) * ranks ** 1.5, max(low, 2.2 * voxel), high).astype(np.float32)
+
+
+def simulate_regional_lowpass(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]:
+    """The second degradation family: information removed region by region, then noise.
+
+    The density (small uniform B) is low-passed voxel by voxel at a smooth random field d(x)
+    with :func:`cryores.local_filter.filter_map` (nothing beyond d survives), then stationary
+    noise is added, coloured like the simulator's, at a level where the SNR at the core's
+    resolution is ``noise_snr`` (>= 0.4: half maps keep FSC above 0.143 up to d everywhere). Half maps
+    carry independent noise. Same outputs as :func:`simulate`.
+    """
+    from cryores.local_filter import filter_map
+
+    rng = np.random.default_rng(seed)
+    positions, n, voxel = _place(model, params)
+    params.update(box=n, voxel_size=voxel)
+    envelope = molecular_mask(positions, n, voxel)
+    mask = dilate(envelope, (2.0 / voxel,) * 3)
+    field = random_field(n, voxel, params, rng)
+    density = _density(model, np.full(len(positions), 10.0 * voxel ** 2), n, voxel)
+    signal = filter_map(density, field, (voxel,) * 3).density.astype(np.float32)
+    _, power = radial_power(density, voxel)
+    k = _frequency(signal.shape, voxel)
+    core = max(float(field[mask].min()), 2.2 * voxel)
+    signal_at_core = float(np.interp(n * voxel / core, np.arange(len(power)), power))
+    colour = np.exp(params["noise_colour"] * (k * 2 * voxel) ** 2)
+    n0 = signal_at_core / params["noise_snr"] / math.exp(params["noise_colour"] * (2.0 * voxel / core) ** 2)
+    gain = np.sqrt(2.0 * n0 * colour / signal.size)  # half maps: twice the noise of their mean
+    halves = [signal + _filter(rng.standard_normal(signal.shape, dtype=np.float32), gain) for _ in range(2)]
+    if params["flatten"]:
+        soft = ndimage.gaussian_filter(dilate(mask, (4.0 / voxel,) * 3).astype(np.float32), 1.5 / voxel)
+        halves = [h * soft for h in halves]
+    spread = float(np.std(halves[0]))
+    scale, offset = params["scale"] / max(spread, 1e-12), params["offset"] * params["scale"]
+    halves = [h * scale + offset for h in halves]
+    truth = np.where(mask, field, 0.0).astype(np.float32)
+    params.update(noise_power=n0, n_atoms=int(len(positions)))
     return {"map": 0.5 * (halves[0] + halves[1]), "half1": halves[0], "half2": halves[1],
             "truth": truth, "mask": mask.astype(np.float32)}
 

@@ -1,0 +1,244 @@
+"""Local spectral evidence: how much signal a map holds, band by band, around every voxel.
+
+This is what the v3 model reads instead of how a map looks. Everything is computed on the
+map's own grid: a band finer than the map's Nyquist frequency does not exist and is never
+invented by resampling (v2 upsampled coarse maps to 1 Å first, so its fine bands held
+interpolation artefacts instead of "no information here").
+
+* **Bands.** Centres ``BANDS_A`` (Å), log-spaced by ``RATIO`` from 1.8 to 26 Å. Each band is a
+  cos² window in log-frequency spanning one step either side of its centre; neighbouring windows
+  add up to 1. A band exists when its centre is at least ``NYQUIST_MARGIN`` x 2 voxels (the
+  coarsest axis); the others are marked absent.
+* **Local power.** The band-passed map, squared, averaged in a Gaussian window of sigma
+  ``max(WINDOW_MIN_A, WINDOW_FACTOR * d)`` Å, sampled on the *feature grid* (voxels of
+  ``max(voxel, FEATURE_VOXEL_A)`` Å: the averaged power is smooth, so nothing is lost). Each band
+  is computed on the smallest grid that holds twice its highest frequency (squaring doubles it),
+  so coarse bands cost little.
+* **Scale.** Powers are divided by ``E``, the median over the mask of the power in bands of
+  6 Å and coarser, which every map has: the features are invariant to ``a * map + b``.
+* **Noise reference.** Where the solvent (outside the mask extended by ``SOLVENT_GAP_A``) holds
+  noise, its median power per band is the noise spectrum ``N``. Masked, flattened or zoned
+  deposits (solvent mostly one constant) have none, and the features say so.
+
+Features per feature-grid voxel (:data:`N_FEATURES` channels): ``log10(P/E)`` per band,
+``log10(P/N)`` per band (0 without a reference), band present (0/1), and has-reference (0/1).
+:func:`evidence_floor` gives the finest resolution the evidence allows at each voxel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+import torch
+
+from .fourier import spatial_frequency
+from .masking import dilate
+from .resample import _axis_slices, linear_resample, shape_for_voxel_size
+
+RATIO = 1.25
+BANDS_A = tuple(round(1.8 * RATIO ** k, 3) for k in range(13))  # 1.8 ... 26.2 Å
+NYQUIST_MARGIN = 1.05
+FEATURE_VOXEL_A = 2.0
+WINDOW_MIN_A = 3.0
+WINDOW_FACTOR = 0.8
+SCALE_BANDS_FROM_A = 6.0
+SOLVENT_GAP_A = 6.0
+MIN_SOLVENT_VOXELS = 1000
+MAX_CONSTANT_SOLVENT = 0.5
+ABSENT = -7.0  # log10 relative power of a band that does not exist (or holds nothing)
+EPS = 1e-7
+N_BANDS = len(BANDS_A)
+N_FEATURES = 3 * N_BANDS + 1
+EVIDENCE_RELATIVE = 1e-5  # band power below this fraction of E carries no information
+EVIDENCE_SNR = 1.5  # with a noise reference, band power must exceed noise by this factor
+
+
+@dataclass
+class SpectralFeatures:
+    """Features on the feature grid, with what is needed to map results back.
+
+    ``features``: float32 (N_FEATURES, *grid_shape). ``mask``: the molecular mask on the feature
+    grid. ``present``: which bands exist. ``has_reference``: whether the solvent gave a noise
+    spectrum. ``voxel_size``: of the feature grid (Å per array axis).
+    """
+
+    features: np.ndarray
+    mask: np.ndarray
+    present: np.ndarray
+    has_reference: bool
+    voxel_size: tuple[float, float, float]
+    scale: float
+    noise: np.ndarray | None
+
+
+def band_weight(frequency: np.ndarray, centre_a: float, log_frequency: np.ndarray | None = None) -> np.ndarray:
+    """cos² window in log-frequency around 1/centre, one RATIO step wide on each side.
+
+    ``log_frequency`` (log of ``frequency`` in RATIO steps) may be passed to save recomputing it.
+    """
+    if log_frequency is None:
+        log_frequency = _log_steps(frequency)
+    x = log_frequency + np.float32(np.log(centre_a) / np.log(RATIO))
+    np.clip(x, -1.0, 1.0, out=x)
+    weight = np.cos(np.float32(0.5 * np.pi) * x)
+    np.square(weight, out=weight)
+    return weight
+
+
+def _log_steps(frequency: np.ndarray) -> np.ndarray:
+    """log(frequency) in units of log(RATIO), float32 (frequency 0 -> very negative)."""
+    return (np.log(np.maximum(frequency, 1e-12)) / np.float32(np.log(RATIO))).astype(np.float32)
+
+
+def bands_present(voxel_size: tuple[float, float, float]) -> np.ndarray:
+    """Which bands the grid holds: centre >= NYQUIST_MARGIN x Nyquist of the coarsest axis."""
+    nyquist = 2.0 * max(voxel_size)
+    return np.array([d >= NYQUIST_MARGIN * nyquist for d in BANDS_A])
+
+
+def feature_grid(shape: tuple[int, ...], voxel_size: tuple[float, ...]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Shape and voxel size of the feature grid: the map's own grid, or ~2 Å when it is finer."""
+    if min(voxel_size) >= FEATURE_VOXEL_A:
+        return tuple(shape), tuple(voxel_size)
+    wanted = shape_for_voxel_size(shape, voxel_size, FEATURE_VOXEL_A)
+    grid = tuple(min(n, scipy.fft.next_fast_len(max(8, g), real=True)) for n, g in zip(shape, wanted))
+    return grid, tuple(n * v / g for n, v, g in zip(shape, voxel_size, grid))
+
+
+def _crop_spectrum(spectrum: np.ndarray, full_shape: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """The rfft coefficients a smaller real grid of ``shape`` can hold (Fourier cropping)."""
+    out = np.zeros(shape[:2] + (shape[2] // 2 + 1,), dtype=np.complex64)
+    s0, d0 = _axis_slices(full_shape[0], shape[0], False)
+    s1, d1 = _axis_slices(full_shape[1], shape[1], False)
+    s2, d2 = _axis_slices(full_shape[2], shape[2], True)
+    for a, c in zip(s0, d0):
+        for b, e in zip(s1, d1):
+            out[c, e, d2[0]] = spectrum[a, b, s2[0]]
+    return out
+
+
+def _grid_for_band(shape: tuple[int, ...], voxel_size: tuple[float, ...], top_frequency: float) -> tuple[int, ...]:
+    """Smallest even grid (per axis, never above the map's) whose Nyquist holds ``top_frequency``."""
+    out = []
+    for n, v in zip(shape, voxel_size):
+        need = scipy.fft.next_fast_len(max(int(np.ceil(4.0 * n * v * top_frequency)), 8), real=True)
+        out.append(n if need >= n else need)
+    return tuple(out)
+
+
+def _rfftn(volume: np.ndarray) -> np.ndarray:
+    """Real 3-D FFT in complex64 (torch's pocketfft/MKL threads: faster than scipy's here)."""
+    return torch.fft.rfftn(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))).numpy()
+
+
+def _irfftn(spectrum: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return torch.fft.irfftn(torch.from_numpy(spectrum), s=shape).numpy()
+
+
+def local_band_power(density: np.ndarray, voxel_size: tuple[float, float, float],
+                     grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(power per band on the feature grid, bands present); absent bands are 0.
+
+    The map's spectrum is computed once; each band is band-passed on its own (cropped) grid,
+    squared, averaged with its Gaussian window and cropped onto the feature grid.
+    """
+    shape = density.shape
+    spectrum = _rfftn(density)
+    spectrum[0, 0, 0] = 0.0
+    present = bands_present(voxel_size)
+    power = np.zeros((N_BANDS,) + tuple(grid), dtype=np.float32)
+    n_total = float(np.prod(shape))
+    grids: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+    for j, centre in enumerate(BANDS_A):
+        if not present[j]:
+            continue
+        band_grid = _grid_for_band(shape, voxel_size, 2.0 * RATIO / centre)
+        band_voxel = tuple(n * v / m for n, v, m in zip(shape, voxel_size, band_grid))
+        if band_grid not in grids:  # |s| and its log, once per grid size
+            frequency = spatial_frequency(band_grid, band_voxel)
+            grids[band_grid] = (frequency, _log_steps(frequency))
+        frequency, log_frequency = grids[band_grid]
+        cropped = _crop_spectrum(spectrum, shape, band_grid) if band_grid != shape else spectrum.copy()
+        cropped *= band_weight(frequency, centre, log_frequency)
+        signal = _irfftn(cropped, band_grid)
+        signal *= float(np.prod(band_grid)) / n_total  # same amplitude as on the full grid
+        np.square(signal, out=signal)
+        sigma = max(WINDOW_MIN_A, WINDOW_FACTOR * centre)
+        smoothed = _rfftn(signal)
+        del signal
+        smoothed *= np.exp(np.float32(-2.0 * np.pi ** 2 * sigma ** 2) * np.square(frequency))
+        if tuple(grid) != band_grid:
+            smoothed = _crop_spectrum(smoothed, band_grid, grid)
+        values = _irfftn(smoothed, tuple(grid))
+        values *= float(np.prod(grid)) / float(np.prod(band_grid))
+        power[j] = np.maximum(values, 0.0)
+    return power, present
+
+
+def _solvent_noise(density: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
+                   power: np.ndarray, grid_mask: np.ndarray, grid_solvent: np.ndarray) -> np.ndarray | None:
+    """Median band power in the solvent, or None when the solvent holds no noise to measure."""
+    solvent = ~dilate(mask, tuple(SOLVENT_GAP_A / v for v in voxel_size))
+    if solvent.sum() < MIN_SOLVENT_VOXELS or grid_solvent.sum() < 8:
+        return None
+    values = density[solvent]
+    _, counts = np.unique(values[:: max(1, values.size // 200_000)], return_counts=True)
+    if counts.max() > MAX_CONSTANT_SOLVENT * counts.sum() or float(values.std()) == 0.0:
+        return None  # masked, flattened or zoned: the solvent is (mostly) one constant
+    return np.median(power[:, grid_solvent], axis=1)
+
+
+def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
+) -> SpectralFeatures:
+    """Spectral features of a map (see the module docstring) on its feature grid."""
+    grid, grid_voxel = feature_grid(density.shape, voxel_size)
+    power, present = local_band_power(density, voxel_size, grid)
+    if tuple(grid) != density.shape:
+        weight = linear_resample(mask.astype(np.float32), grid)
+        grid_mask, grid_solvent = weight >= 0.5, weight <= 0.0
+    else:
+        grid_mask, grid_solvent = mask, ~mask
+    if not grid_mask.any():
+        grid_mask = weight > 0
+    coarse = [j for j, d in enumerate(BANDS_A) if present[j] and d >= SCALE_BANDS_FROM_A]
+    total = power[coarse].sum(axis=0)
+    scale = float(np.median(total[grid_mask])) if grid_mask.any() else float(total.mean())
+    scale = scale if scale > 0 else float(total.max()) + 1e-30
+    grid_solvent = grid_solvent & ~dilate(grid_mask, tuple(SOLVENT_GAP_A / v for v in grid_voxel))
+    noise = _solvent_noise(density, mask, voxel_size, power, grid_mask, grid_solvent)
+
+    features = np.empty((N_FEATURES,) + tuple(grid), dtype=np.float32)
+    relative = np.log10(power / scale + EPS)
+    relative[~present] = ABSENT
+    features[:N_BANDS] = relative
+    if noise is not None:
+        floor = np.maximum(noise, 1e-6 * scale)
+        snr = np.log10((power + EPS * scale) / floor[:, None, None, None])
+        snr[~present] = 0.0
+        features[N_BANDS:2 * N_BANDS] = snr
+    else:
+        features[N_BANDS:2 * N_BANDS] = 0.0
+    features[2 * N_BANDS:3 * N_BANDS] = present[:, None, None, None]
+    features[3 * N_BANDS] = float(noise is not None)
+    return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise)
+
+
+def evidence_floor(features: np.ndarray) -> np.ndarray:
+    """The finest band (Å) with evidence of signal at each voxel of a feature array.
+
+    A band has evidence where its power is at least EVIDENCE_RELATIVE of the map's coarse-band
+    power and, with a noise reference, EVIDENCE_SNR times the noise. The model's output is never
+    finer than this: a low-passed map has no evidence beyond its cut-off, whatever it looks like.
+    """
+    relative = features[:N_BANDS]
+    snr = features[N_BANDS:2 * N_BANDS]
+    present = features[2 * N_BANDS:3 * N_BANDS] > 0.5
+    has_reference = features[3 * N_BANDS] > 0.5
+    evident = present & (relative >= np.log10(EVIDENCE_RELATIVE))
+    evident &= ~has_reference[None] | (snr >= np.log10(EVIDENCE_SNR))
+    floor = np.full(features.shape[1:], BANDS_A[-1], dtype=np.float32)
+    for j in range(N_BANDS - 1, -1, -1):  # coarse to fine: the finest evident band wins
+        floor = np.where(evident[j], np.float32(BANDS_A[j]), floor)
+    return floor

@@ -1,0 +1,65 @@
+"""The v3 network: local spectral evidence -> quantiles of the local resolution.
+
+A small per-voxel network over the features of :mod:`cryores.spectral`. It needs no
+convolutional context: each feature already averages a window of several Å around its voxel,
+in Å, so the same weights hold at any voxel size (a U-Net's receptive field would cover 8x
+more Å at 2 Å voxels than at 1 Å). It predicts three quantiles (5 %, 50 %, 95 %) of
+ln(resolution / Å); the 5-95 % interval is the uncertainty, calibrated on held-out maps
+(a factor in the model card). Quantiles are ordered by construction: the outer ones are the
+median minus/plus a softplus.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+QUANTILES = (0.05, 0.5, 0.95)
+
+
+class SpectralNet(nn.Module):
+    """MLP on standardised spectral features; ``forward`` maps (N, F) -> (N, 3) ln-Å quantiles."""
+
+    def __init__(self, n_features: int, hidden: tuple[int, ...] = (96, 96), dropout: float = 0.0):
+        super().__init__()
+        self.n_features = n_features
+        self.hidden = tuple(int(h) for h in hidden)
+        self.dropout = float(dropout)
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        self.register_buffer("target_mean", torch.tensor(1.6))
+        layers: list[nn.Module] = []
+        width = n_features
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.GELU()]
+            if self.dropout:
+                layers.append(nn.Dropout(self.dropout))
+            width = h
+        layers.append(nn.Linear(width, len(QUANTILES)))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features - self.feature_mean) / self.feature_std
+        raw = self.layers(x)
+        median = raw[:, 1] + self.target_mean
+        low = median - functional.softplus(raw[:, 0]) - 1e-3
+        high = median + functional.softplus(raw[:, 2]) + 1e-3
+        return torch.stack([low, median, high], dim=1)
+
+    def config(self) -> dict:
+        return {"type": "SpectralNet", "n_features": self.n_features, "hidden": list(self.hidden),
+                "dropout": self.dropout, "quantiles": list(QUANTILES)}
+
+
+def pinball_loss(prediction: torch.Tensor, target: torch.Tensor, lower_bound: torch.Tensor) -> torch.Tensor:
+    """Quantile (pinball) loss on ln-Å; rows whose label is only a lower bound are penalised
+    only where a quantile falls below it (a map low-passed at X, or with noise added, is at least
+    as coarse as X or as before)."""
+    losses = []
+    for i, q in enumerate(QUANTILES):
+        error = target - prediction[:, i]
+        exact = torch.maximum(q * error, (q - 1) * error)
+        bound = torch.clamp(error, min=0.0) * q  # only predictions below the bound cost
+        losses.append(torch.where(lower_bound, bound, exact))
+    return torch.stack(losses, dim=1).sum(dim=1).mean()

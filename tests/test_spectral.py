@@ -1,0 +1,116 @@
+"""Spectral evidence (cryores.spectral) and the v3 network around it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+
+from conftest import synthetic_map
+from cryores.fourier import spatial_frequency
+from cryores.masking import automatic_mask
+from cryores.model_card import load_model, save_model
+from cryores.predict import predict
+from cryores.spectral import (
+    ABSENT,
+    BANDS_A,
+    FEATURE_VOXEL_A,
+    N_BANDS,
+    N_FEATURES,
+    band_weight,
+    bands_present,
+    compute_features,
+    evidence_floor,
+    feature_grid,
+)
+from cryores.spectral_net import SpectralNet, pinball_loss
+
+
+@pytest.fixture(scope="module")
+def molecule() -> tuple[np.ndarray, np.ndarray]:
+    density = synthetic_map(shape=(56, 56, 56), n_atoms=900, noise=0.05, seed=2)
+    return density, automatic_mask(density, (1.0, 1.0, 1.0))
+
+
+def lowpass(density: np.ndarray, voxel: float, resolution: float) -> np.ndarray:
+    keep = spatial_frequency(density.shape, (voxel,) * 3) <= 1.0 / resolution
+    return scipy.fft.irfftn(scipy.fft.rfftn(density) * keep, s=density.shape).astype(np.float32)
+
+
+def test_bands_add_up_to_one_between_the_first_and_last_centre():
+    s = np.linspace(1.0 / BANDS_A[-1], 1.0 / BANDS_A[0], 500).astype(np.float32)
+    total = sum(band_weight(s, d) for d in BANDS_A)
+    np.testing.assert_allclose(total, 1.0, atol=3e-3)
+    assert band_weight(np.float32([1.0 / 10.0]), 10.0)[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bands_finer_than_nyquist_do_not_exist():
+    present = bands_present((3.0, 3.0, 3.0))
+    assert not present[np.array(BANDS_A) < 6.3].any() and present[np.array(BANDS_A) >= 6.3].all()
+    assert bands_present((0.5, 0.5, 0.5)).all()
+    density = synthetic_map(shape=(32, 32, 32), n_atoms=200, seed=1)
+    features = compute_features(density, (3.0, 3.0, 3.0), automatic_mask(density, (3.0, 3.0, 3.0)))
+    absent = ~features.present
+    assert (features.features[:N_BANDS][absent] == ABSENT).all()  # marked absent, never interpolated
+    assert (features.features[2 * N_BANDS:3 * N_BANDS][absent] == 0).all()
+
+
+def test_feature_grid_is_the_maps_own_grid_when_coarse_and_about_2_A_when_fine():
+    assert feature_grid((40, 50, 60), (3.0, 3.0, 3.0)) == ((40, 50, 60), (3.0, 3.0, 3.0))
+    shape, voxel = feature_grid((100, 100, 100), (1.0, 1.0, 1.0))
+    assert shape == (50, 50, 50) and voxel == pytest.approx((FEATURE_VOXEL_A,) * 3)
+
+
+def test_features_are_invariant_to_scale_and_offset(molecule):
+    density, mask = molecule
+    a = compute_features(density, (1.0,) * 3, mask).features
+    b = compute_features(37.0 * density - 4.0, (1.0,) * 3, mask).features
+    np.testing.assert_allclose(a, b, atol=2e-3)
+
+
+def test_a_low_passed_map_has_no_evidence_beyond_its_cut_off(molecule):
+    density, mask = molecule
+    for cut in (6.0, 10.0):
+        features = compute_features(lowpass(density, 1.0, cut), (1.0,) * 3, mask)
+        floor = evidence_floor(features.features)[features.mask]
+        finer = np.array(BANDS_A) < cut / 1.25
+        assert (features.features[:N_BANDS][finer][:, features.mask] < -4).all()
+        assert np.median(floor) >= cut / 1.25
+
+
+def test_noise_reference_only_where_the_solvent_holds_noise(molecule):
+    density, mask = molecule
+    raw = compute_features(density, (1.0,) * 3, mask)
+    masked = compute_features(np.where(mask, density, 0.0), (1.0,) * 3, mask)
+    assert raw.has_reference and raw.noise is not None and (raw.features[3 * N_BANDS] == 1).all()
+    assert not masked.has_reference and (masked.features[N_BANDS:2 * N_BANDS] == 0).all()
+
+
+def test_quantiles_are_ordered_and_bounds_cost_only_below():
+    torch.manual_seed(0)
+    network = SpectralNet(N_FEATURES, (16,))
+    q = network(torch.randn(200, N_FEATURES) * 3)
+    assert (q[:, 0] < q[:, 1]).all() and (q[:, 1] < q[:, 2]).all()
+    prediction = torch.tensor([[1.0, 2.0, 3.0]])
+    bound = torch.tensor([True])
+    assert float(pinball_loss(prediction, torch.tensor([0.5]), bound)) == 0.0  # all above the bound
+    assert float(pinball_loss(prediction, torch.tensor([2.5]), bound)) > 0.0
+    assert float(pinball_loss(prediction, torch.tensor([0.5]), torch.tensor([False]))) > 0.0
+
+
+def test_spectral_model_predicts_on_the_input_grid_never_finer_than_evidence(tmp_path, molecule):
+    torch.manual_seed(1)
+    network = SpectralNet(N_FEATURES, (8,))
+    network.target_mean.fill_(float(np.log(1.0)))  # a network that wants 1 Å everywhere
+    card = {"name": "random-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
+            "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}
+    model = load_model(save_model(network, card, tmp_path / "card.json"))
+    assert model.spectral and model.card["architecture"]["type"] == "SpectralNet"
+    density, mask = molecule
+    cut = lowpass(density, 1.0, 10.0)
+    result = predict(cut, 1.0, mask, model=model)
+    assert result.resolution.shape == density.shape and result.uncertainty is not None
+    inside = result.resolution[mask]
+    assert (result.resolution[~mask] == 0).all() and inside.min() >= 2.0
+    assert np.median(inside) >= 10.0 / 1.25 * 0.95  # the evidence floor, whatever the network says

@@ -1,0 +1,107 @@
+"""cryores-v3 training data and training: variants, rows, split, fit, resume, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cryores.model_card import load_model
+from cryores.predict import predict
+from cryores.spectral import N_FEATURES
+from cryores_train.fit_spectral import train
+from cryores_train.rows import build_sample, load_rows, split_of
+from cryores_train.simulate import draw_parameters_v3, simulate_regional_lowpass
+from cryores_train.structures import discover
+from cryores_train.structures import load_model as load_structure
+from cryores_train.variants import make_variants
+
+
+@pytest.fixture(scope="module")
+def small_structure(shared):
+    groups = discover(shared / "data" / "structures" / "bm5")
+    sid = min(groups, key=lambda s: sum(p.stat().st_size for p in groups[s]))  # the smallest complex
+    return sid, groups[sid]
+
+
+def test_split_is_stable_and_disjoint():
+    ids = [f"{i:04d}" for i in range(300)]
+    splits = [split_of(s) for s in ids]
+    assert splits == [split_of(s) for s in ids]
+    assert {"train", "val", "test"} == set(splits) and splits.count("train") > 200
+
+
+def test_variants_carry_the_right_labels(small_structure):
+    sid, paths = small_structure
+    params = draw_parameters_v3(np.random.default_rng(3), "lowpass")
+    arrays = simulate_regional_lowpass(load_structure(sid, paths), params, 4)
+    truth, mask = arrays["truth"], arrays["mask"] > 0.5
+    inside = truth > 0
+    assert inside.any() and truth[inside].min() >= 1.8 and truth[inside].max() <= 20.0
+    variants = {v.kind: v for v in make_variants(arrays["map"], truth, mask, params["voxel_size"],
+                                                 np.random.default_rng(0))}
+    assert set(variants) == {"raw", "deposit", "lowpass", "noisier"}
+    deposit, cut = variants["deposit"], variants["lowpass"]
+    assert (deposit.label[inside] >= truth[inside] - 1e-5).all()
+    assert np.allclose(deposit.label[inside].min(), max(deposit.note["lowpass"], truth[inside].min()), atol=1e-4)
+    assert (cut.label[inside] >= cut.note["lowpass"] - 1e-4).all()
+    values, counts = np.unique(deposit.density, return_counts=True)
+    assert counts.max() > 0.3 * deposit.density.size  # a deposit's solvent is one constant
+    assert variants["noisier"].lower_bound and not variants["raw"].lower_bound
+
+
+def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, small_structure):
+    sid, paths = small_structure
+    name = build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path)))
+    with np.load(tmp_path / "bfactor" / name) as data:
+        assert data["x"].shape[1] == N_FEATURES and len(data["y"]) == len(data["x"]) == len(data["bound"])
+        assert set(np.unique(data["kind"])) == {0, 1, 2, 3} and str(data["split"]) == split_of(sid)
+        assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
+    mtime = (tmp_path / "bfactor" / name).stat().st_mtime
+    build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path)))  # finished: skipped
+    assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
+
+
+def synthetic_rows(folder: Path, seed: int = 0) -> None:
+    """Rows where the label is a function of the features (so a few steps can learn it)."""
+    rng = np.random.default_rng(seed)
+    for i, split in enumerate(["train"] * 4 + ["val"] * 2):
+        x = rng.normal(size=(300, N_FEATURES)).astype(np.float16)
+        y = np.exp(1.6 + 0.3 * x[:, 0].astype(np.float32)).astype(np.float32)
+        np.savez(folder / f"S{i}_000.npz", x=x, y=y, bound=rng.random(300) < 0.2, kind=np.zeros(300, np.int8),
+                 voxel=1.0, structure=f"S{i}", split=split)
+
+
+def tiny_config(folder: Path, rows: Path, steps: int = 40) -> dict:
+    return {"name": "tiny-v3", "kind": "spectral", "dataset": str(rows), "output": str(folder), "seed": 0,
+            "architecture": {"hidden": [16], "dropout": 0.0}, "batch_size": 64, "steps": steps,
+            "learning_rate": 0.01, "weight_decay": 0.0, "warmup_steps": 5, "validate_every": 20,
+            "checkpoint_every": 10, "resolution_range": [1.0, 30.0]}
+
+
+def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    synthetic_rows(rows)
+    assert len(load_rows(rows, "train")["y"]) == 1200
+    whole = train(tiny_config(tmp_path / "whole", rows), progress=False)
+    train(tiny_config(tmp_path / "split", rows), progress=False, max_steps=20)  # "killed" after a checkpoint
+    resumed = train(tiny_config(tmp_path / "split", rows), progress=False)
+    a = torch.load(whole.parent / "tiny-v3.pt", weights_only=True)
+    b = torch.load(resumed.parent / "tiny-v3.pt", weights_only=True)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    card = json.loads(whole.read_text())
+    assert card["architecture"]["type"] == "SpectralNet" and card["uncertainty"]["interval_scale"] > 0
+    history = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert history["val"][-1][1]["mae"] < history["val"][0][1]["mae"] * 1.5
+    model = load_model(whole)
+    density = np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32)
+    density[8:16, 8:16, 8:16] += 3.0
+    mask = np.zeros(density.shape, bool)
+    mask[6:18, 6:18, 6:18] = True
+    result = predict(density, 2.5, mask, model=model)
+    assert (result.resolution[mask] >= 5.0).all() and (result.resolution[~mask] == 0).all()

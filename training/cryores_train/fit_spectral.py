@@ -1,0 +1,220 @@
+"""Training cryores-v3 (:class:`cryores.spectral_net.SpectralNet`) on rows, resumably.
+
+Rows come from ``cryores-train rows`` (features exactly as inference computes them). The
+target is ln(resolution); the loss is the pinball loss of the 5/50/95 % quantiles, where rows
+whose label is only a lower bound (noise added) cost only when a quantile falls below it.
+Rows are weighted so that every 1-Å bin of the label counts the same (without it the rare
+coarse and very fine regions would be biased toward the middle).
+
+AdamW, warm-up then cosine decay. A checkpoint (weights, optimiser, step, random states,
+history) is written atomically every ``checkpoint_every`` steps, so a killed run resumes where
+it stopped. At the end the model is exported with a card, and the uncertainty is calibrated
+on the validation rows: the 5-95 % interval is scaled about the median until it holds 90 %.
+
+Under ``torchrun --nproc_per_node N -m cryores_train fit CONFIG`` the network trains in
+DistributedDataParallel (:mod:`cryores_train.distributed`; gloo on CPU, nccl on GPUs). Batch sizes:
+``batch_size`` is per process (per rank), so the global batch is ``batch_size * N``; or give
+``global_batch_size`` (divisible by N) and each rank takes ``global_batch_size / N``. Every rank
+draws the same global batch of row indices from the same seeded generator and trains on its own
+contiguous block of it (its shard); gradients are averaged over ranks. SpectralNet has no batch
+statistics, so N ranks of batch B give the same weights as one process of batch N*B (up to float
+summation order). Only rank 0 validates and writes the checkpoint, history and model; the
+checkpoint (unwrapped weights, optimiser, step, generator states) does not depend on N, so a run
+resumes at any world size. Without torchrun a single CPU process trains exactly as before.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryores.errors import CryoResError
+from cryores.model_card import save_model
+from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_FEATURES
+from cryores.spectral_net import SpectralNet, pinball_loss
+
+from . import distributed
+from .rows import load_rows
+
+Z90 = 1.6449
+
+
+def _weights(labels: np.ndarray) -> np.ndarray:
+    bins = np.clip(labels.astype(int), 0, 40)
+    counts = np.bincount(bins, minlength=41).astype(np.float64)
+    weights = 1.0 / np.maximum(counts[bins], 1.0)
+    return (weights / weights.sum()).astype(np.float64)
+
+
+def _learning_rate(step: int, config: dict) -> float:
+    warm, total, peak = config["warmup_steps"], config["steps"], config["learning_rate"]
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1 + math.cos(math.pi * min((step - warm) / max(1, total - warm), 1.0)))
+
+
+@torch.no_grad()
+def validate(network: SpectralNet, rows: dict[str, np.ndarray]) -> dict:
+    """MAE (Å) of the median on exact labels, bias, and the raw 5-95 % interval's coverage."""
+    network.eval()
+    x, device = torch.from_numpy(rows["x"].astype(np.float32)), network.feature_mean.device
+    q = torch.cat([network(x[i:i + 65536].to(device)).cpu() for i in range(0, len(x), 65536)]).numpy()
+    network.train()
+    exact = ~rows["bound"]
+    y = rows["y"][exact]
+    median = np.exp(q[exact, 1])
+    inside = (np.exp(q[exact, 0]) <= y) & (y <= np.exp(q[exact, 2]))
+    bound_ok = np.exp(q[rows["bound"], 1]) >= rows["y"][rows["bound"]] * 0.95
+    return {"mae": float(np.abs(median - y).mean()), "bias": float((median - y).mean()),
+            "coverage": float(inside.mean()), "bound_respected": float(bound_ok.mean()) if bound_ok.size else 1.0}
+
+
+@torch.no_grad()
+def calibrate_interval(network: SpectralNet, rows: dict[str, np.ndarray]) -> float:
+    """Scale s of the half-width so that |y - median| <= s * half-width (Å) for 90 % of exact rows.
+
+    Matches inference, which reports sigma = s * (high - low) / 2 / 1.645 around the median.
+    """
+    network.eval()
+    exact = ~rows["bound"]
+    x, device = torch.from_numpy(rows["x"][exact].astype(np.float32)), network.feature_mean.device
+    q = np.exp(torch.cat([network(x[i:i + 65536].to(device)).cpu() for i in range(0, len(x), 65536)]).numpy())
+    half_width = 0.5 * (q[:, 2] - q[:, 0])
+    ratio = np.abs(rows["y"][exact] - q[:, 1]) / np.maximum(half_width, 1e-6)
+    return float(np.quantile(ratio, 0.9))
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(config: dict, progress: bool = True, max_steps: int | None = None) -> Path:
+    """Train (or resume) as configured; returns the exported model card (or the checkpoint).
+
+    Under torchrun every rank calls this; see the module docstring for DDP and batch sizes.
+    """
+    context = distributed.init()
+    try:
+        result = _train(config, context, progress, max_steps)
+        distributed.barrier(context)
+        return result
+    finally:
+        distributed.cleanup(context)
+
+
+def _train(config: dict, context: distributed.Context, progress: bool, max_steps: int | None) -> Path:
+    global_batch = config.get("global_batch_size") or config["batch_size"] * context.world_size
+    if global_batch % context.world_size:
+        raise CryoResError(f"global_batch_size {global_batch} is not divisible by {context.world_size} ranks")
+    shard = slice(context.rank * global_batch // context.world_size,
+                  (context.rank + 1) * global_batch // context.world_size)
+    output = Path(config["output"])
+    if context.is_rank0:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    train_rows, val_rows = load_rows(Path(config["dataset"]), "train"), load_rows(Path(config["dataset"]), "val")
+    torch.manual_seed(config["seed"])
+    network = SpectralNet(N_FEATURES, tuple(config["architecture"]["hidden"]), config["architecture"]["dropout"])
+    x_train = train_rows["x"].astype(np.float32)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    network.feature_mean.copy_(torch.from_numpy(mean))
+    network.feature_std.copy_(torch.from_numpy(np.where(std > 1e-3, std, 1.0)))
+    network.target_mean.fill_(float(np.log(train_rows["y"]).mean()))
+    network.to(context.device)  # before the optimiser and the checkpoint: their state follows the parameters
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+    rng = np.random.default_rng(config["seed"])
+    checkpoint = output / "checkpoint.pt"
+    step, history = 0, {"train": [], "val": []}
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, history = state["step"], state["history"]
+    distributed.barrier(context)  # every rank has read the checkpoint before rank 0 may replace it
+    model = distributed.wrap(network, context)  # trains; ``network`` (unwrapped) is what is saved
+    weights = _weights(train_rows["y"])
+    x_all = torch.from_numpy(x_train).to(context.device)
+    y_all = torch.from_numpy(np.log(train_rows["y"]).astype(np.float32)).to(context.device)
+    bound_all = torch.from_numpy(train_rows["bound"]).to(context.device)
+    from tqdm import tqdm
+
+    stop = min(config["steps"], max_steps) if max_steps else config["steps"]
+    bar = tqdm(total=config["steps"], initial=step, unit="step", desc="fit v3",
+               disable=not (progress and context.is_rank0))
+    started, running = time.perf_counter(), None
+    network.train()
+    while step < stop:
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(step, config)
+        # the same global batch on every rank (same generator, same state); each rank takes its shard
+        index = torch.from_numpy(rng.choice(len(weights), global_batch, p=weights)[shard]).to(context.device)
+        loss = pinball_loss(model(x_all[index]), y_all[index], bound_all[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if step % 50 == 0:  # the running mean is linear in the losses: its mean over ranks is the global one
+            history["train"].append((step, distributed.mean(running, context)))
+        if not context.is_rank0:
+            bar.update()
+            continue
+        if step % config["validate_every"] == 0 or step == config["steps"]:
+            history["val"].append((step, validate(network, val_rows)))
+            bar.set_postfix(val_mae=f"{history['val'][-1][1]['mae']:.3f} Å")
+        if step % config["checkpoint_every"] == 0 or step == stop:
+            _save(checkpoint, {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                               "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                               "history": history})
+        bar.update()
+    bar.close()
+    if not context.is_rank0:  # rank 0 alone writes history, checkpoint and model
+        return checkpoint if step < config["steps"] else output / "model" / "default.json"
+    (output / "history.json").write_text(json.dumps(history) + "\n")
+    if step < config["steps"]:
+        print(f"stopped at step {step} of {config['steps']}; run again to resume")
+        return checkpoint
+    return export(network.cpu(), config, train_rows, val_rows, history, time.perf_counter() - started, step)
+
+
+def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict, history: dict, seconds: float,
+           step: int) -> Path:
+    scale = calibrate_interval(network, val_rows)
+    card = {
+        "name": config["name"],
+        "voxel_size": FEATURE_VOXEL_A,
+        "patch_size": 0,
+        "normalisation": "spectral",
+        "target": {"transform": "log", "mean": 0.0, "std": 1.0},
+        "resolution_range": config["resolution_range"],
+        "weights": f"{config['name']}.pt",
+        "parameters": sum(p.numel() for p in network.parameters()),
+        "features": {"bands_A": list(BANDS_A), "n_features": N_FEATURES, "module": "cryores.spectral"},
+        "uncertainty": {"kind": "5-95 % quantiles, calibrated on validation rows", "interval_scale": scale},
+        "training": {
+            "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
+            "config": {k: v for k, v in config.items() if k not in ("dataset", "output")},
+            "data": "simulated maps (BM5 + extra PDB structures, family 'bfactor'), variants raw/deposit/"
+                    "lowpass/noisier; family 'lowpass' held out",
+            "rows": {"train": int(len(train_rows["y"])), "val": int(len(val_rows["y"]))},
+            "samples": {"train": int(train_rows["sample"].max() + 1), "val": int(val_rows["sample"].max() + 1)},
+            "steps": step,
+            "cpu_seconds_last_leg": round(seconds),
+            "final_validation": history["val"][-1][1] if history["val"] else None,
+        },
+        "metrics": {},
+    }
+    folder = Path(config["output"]) / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_model(network.eval(), card, folder / "default.json")

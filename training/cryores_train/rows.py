@@ -1,0 +1,173 @@
+"""``cryores-train rows``: training rows for cryores-v3, one file per simulated sample.
+
+For each (structure, index): simulate a map of one degradation family
+(:func:`~cryores_train.simulate.draw_parameters_v3`), make the variants users hold
+(:mod:`cryores_train.variants`), and for each variant compute the spectral features exactly as
+inference does (automatic mask, :func:`cryores.spectral.compute_features` on the map's own
+grid). Feature-grid voxels inside the labelled region become rows: features, label (Å) and
+whether the label is only a lower bound. Maps are not kept (they are re-made from the seed when
+needed), so a sample costs ~100 kB. Finished samples are skipped: a killed run resumes.
+
+The split is by structure (:func:`split_of`), so no structure is in two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cryores.errors import CryoResError
+from cryores.masking import automatic_mask
+from cryores.resample import linear_resample
+from cryores.spectral import compute_features
+
+from .simulate import draw_parameters_v3, sample_seed, simulate, simulate_regional_lowpass
+from .structures import discover, load_model
+from .variants import KINDS, make_variants
+
+ROWS_PER_VARIANT = 1500
+FAMILIES = ("bfactor", "lowpass")
+
+
+def split_of(structure_id: str) -> str:
+    """train / val / test (80/10/10) by a hash of the structure id: stable and disjoint."""
+    bucket = int(hashlib.sha256(structure_id.upper().encode()).hexdigest(), 16) % 10
+    return "test" if bucket == 0 else "val" if bucket == 1 else "train"
+
+
+def simulate_family(model, params: dict, seed: int) -> dict[str, np.ndarray]:
+    if params["family"] == "lowpass":
+        return simulate_regional_lowpass(model, params, seed)
+    return simulate(model, params, seed)
+
+
+def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, family: str):
+    """(params, arrays) of one v3 sample, the same for the same arguments."""
+    own_seed = sample_seed(seed + (1000 if family == "lowpass" else 0), structure_id, index)
+    params = draw_parameters_v3(np.random.default_rng(own_seed), family)
+    params.update(structure_id=structure_id, index=index, seed=own_seed)
+    arrays = simulate_family(load_model(structure_id, paths), params, own_seed + 1)
+    return params, arrays
+
+
+def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask: np.ndarray, rows: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(features (n, F) float16, labels (n,), whether the automatic mask worked) of one map."""
+    try:
+        mask = automatic_mask(density, (voxel,) * 3)
+        automatic = True
+    except CryoResError:
+        mask, automatic = sim_mask, False
+    features = compute_features(density, (voxel,) * 3, mask)
+    grid = features.mask.shape
+    if grid != density.shape:
+        labelled = linear_resample((label > 0).astype(np.float32), grid)
+        grid_label = linear_resample(label, grid) / np.maximum(labelled, 1e-6)
+        keep = labelled >= 0.99
+    else:
+        grid_label, keep = label, label > 0
+    index = np.flatnonzero(keep)
+    if index.size > rows:
+        index = rng.choice(index, rows, replace=False)
+    flat = features.features.reshape(features.features.shape[0], -1)
+    return flat[:, index].T.astype(np.float16), grid_label.ravel()[index].astype(np.float32), automatic
+
+
+def build_sample(task: tuple) -> str:
+    structure_id, paths, index, seed, family, root = task
+    path = Path(root) / family / f"{structure_id}_{index:03d}.npz"
+    if path.is_file():
+        return path.name
+    params, arrays = make_sample(structure_id, [Path(p) for p in paths], index, seed, family)
+    voxel = float(params["voxel_size"])
+    rng = np.random.default_rng(params["seed"] + 2)
+    blocks = {"x": [], "y": [], "bound": [], "kind": []}
+    for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng):
+        x, y, _ = feature_rows(variant.density, variant.label, voxel, arrays["mask"] > 0.5, ROWS_PER_VARIANT, rng)
+        blocks["x"].append(x)
+        blocks["y"].append(y)
+        blocks["bound"].append(np.full(len(y), variant.lower_bound))
+        blocks["kind"].append(np.full(len(y), KINDS.index(variant.kind), dtype=np.int8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **{k: np.concatenate(v) for k, v in blocks.items()},
+                        voxel=voxel, structure=structure_id, split=split_of(structure_id))
+    os.replace(tmp, path)
+    return path.name
+
+
+def _limit_threads() -> None:
+    """One thread per worker process: the processes already use every core."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_rows(structures: list[Path], output: Path, *, family: str, per_structure: int, seed: int,
+             splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
+             progress: bool = True) -> list[str]:
+    groups: dict[str, list[Path]] = {}
+    for root in structures:
+        groups.update(discover(root))
+    ids = [sid for sid in sorted(groups) if split_of(sid) in splits][:limit]
+    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output))
+             for i in range(per_structure) for sid in ids]
+    from tqdm import tqdm
+
+    done = []
+    bar = tqdm(total=len(tasks), unit="sample", desc=f"rows {family}", disable=not progress)
+    jobs = jobs or min(len(tasks), os.cpu_count() or 1)
+    if jobs <= 1:
+        for task in tasks:
+            done.append(build_sample(task))
+            bar.update()
+    else:
+        with multiprocessing.get_context("spawn").Pool(jobs, initializer=_limit_threads) as pool:
+            for name in pool.imap_unordered(build_sample, tasks):
+                done.append(name)
+                bar.update()
+    bar.close()
+    return done
+
+
+def load_rows(folder: Path, split: str) -> dict[str, np.ndarray]:
+    """Every row of one split under ``folder`` (all families found there)."""
+    blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": [], "sample": []}
+    for i, path in enumerate(sorted(Path(folder).glob("*.npz"))):
+        with np.load(path) as data:
+            if str(data["split"]) != split:
+                continue
+            for key in ("x", "y", "bound", "kind"):
+                blocks[key].append(data[key])
+            blocks["sample"].append(np.full(len(data["y"]), i, dtype=np.int32))
+    if not blocks["y"]:
+        raise CryoResError(f"rows {folder}: no samples in split {split!r}")
+    return {k: np.concatenate(v) for k, v in blocks.items()}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("rows", help="v3 training rows: simulate, make variants, spectral features",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("structures", type=Path, nargs="+", help="folders of PDB/mmCIF files (BM5 pairs combined)")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--family", choices=FAMILIES, default="bfactor")
+    p.add_argument("--per-structure", type=int, default=1)
+    p.add_argument("--splits", default="train,val,test", help="comma-separated splits to make")
+    p.add_argument("--limit", type=int, help="only the first N structures (by id) of those splits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run)
+
+
+def _run(args) -> int:
+    done = run_rows(args.structures, args.output, family=args.family, per_structure=args.per_structure,
+                    seed=args.seed, splits=tuple(args.splits.split(",")), limit=args.limit, jobs=args.jobs,
+                    progress=not args.quiet)
+    print(f"{len(done)} samples in {args.output / args.family}")
+    return 0
