@@ -48,7 +48,24 @@ test-oldest: $(OLDEST)/.installed
 test-scipion: $(SCIPION)/.installed
 	$(SCIPION)/bin/pytest -q -p no:cacheprovider scipion_plugin/tests
 
-test: lint test-core test-oldest test-scipion
+# The ChimeraX bundle built, installed and run in a real headless UCSF ChimeraX 1.7.1 (the kit in
+# ../shared/chimerax, OSMesa off-screen rendering): cryores and its CPU torch go into ChimeraX's
+# Python with chimerax_bundle/constraints-chimerax.txt (setuptools<81 keeps the pkg_resources
+# that 1.7's bundle builder imports; pkginfo>=1.12 reads the metadata newer setuptools writes).
+CHIMERAX := .venv-chimerax
+CX_KIT := ../shared/chimerax
+$(CHIMERAX)/.installed: pyproject.toml constraints.txt chimerax_bundle/constraints-chimerax.txt
+	bash $(CX_KIT)/setup.sh $(CURDIR)/$(CHIMERAX) --offscreen
+	$(CHIMERAX)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -c chimerax_bundle/constraints-chimerax.txt \
+		. "pkginfo>=1.12,<2" pytest
+	touch $@
+
+.PHONY: test-chimerax
+test-chimerax: $(CHIMERAX)/.installed
+	$(CHIMERAX)/bin/python -m pip install $(PIP_FLAGS) --no-deps --force-reinstall .
+	$(CHIMERAX)/bin/python -m pytest -q -p no:cacheprovider tests/chimerax
+
+test: lint test-core test-oldest test-chimerax test-scipion
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/predict_speed.py --big 512

@@ -1,7 +1,8 @@
 """The ChimeraX colouring logic and the .cxc writer (cryores.chimerax_script), run for real.
 
 No ChimeraX here: these tests check the exact command text, ranges, levels, quoting and file
-handling. Whether ChimeraX accepts the commands is stated in chimerax_bundle/README.md.
+handling. That a real ChimeraX 1.7.1 runs the commands and colours as intended is tested in
+tests/chimerax/ (make test-chimerax).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 from conftest import synthetic_map, write_mrc
 from cryores.chimerax_script import (
     DEFAULT_PALETTE,
+    KEY_FONT_SIZE,
+    OUTSIDE_COLOR,
     PALETTES,
     add_chimerax_parser,
     check_range,
@@ -27,7 +30,9 @@ from cryores.chimerax_script import (
     key_command,
     key_labels,
     palette_colors,
+    palette_points,
     palette_spec,
+    palette_values_spec,
     parse_range,
     path_argument,
     quote_argument,
@@ -42,6 +47,11 @@ from cryores.masking import automatic_mask
 from cryores.summary import ResolutionSummary
 
 TURBO = ":".join(PALETTES["turbo"])
+KEY_LAYOUT = f"pos 0.6,0.1 size 0.35,0.035 fontSize {KEY_FONT_SIZE}"
+
+
+def grey_palette(colors, color_range, minimum) -> str:
+    return palette_values_spec(palette_points(colors, color_range, minimum))
 
 
 @pytest.fixture(scope="module")
@@ -171,19 +181,37 @@ def test_color_sample_and_surface_commands_exact_text():
         color_sample_command("#1", "#2", PALETTES["turbo"], (6.0, 2.5))
 
 
-def test_key_labels_in_angstrom_at_ends_and_middle():
-    assert key_labels(PALETTES["rainbow"], (2.5, 6.5)) == ["2.5 Å", "", "4.5 Å", "", "6.5 Å"]
-    assert key_labels(("blue", "red"), (3, 4)) == ["3.0 Å", "4.0 Å"]
+def test_outside_the_mask_is_grey_through_a_palette_with_values():
+    """0 (outside the mask) up to 98 % of the smallest defined value is grey; from there the
+    first colour; the palette's colours spread evenly over the range; no 'range' (ChimeraX
+    would rescale a palette with values)."""
+    assert palette_points(("blue", "white", "red"), (3.0, 5.0), minimum=3.5) == [
+        (0.0, OUTSIDE_COLOR), (3.0 * 0.98, OUTSIDE_COLOR), (3.0, "blue"), (4.0, "white"), (5.0, "red")]
+    assert palette_points(("blue", "red"), (3.0, 5.0), minimum=2.5) == [
+        (0.0, OUTSIDE_COLOR), (2.5 * 0.98, OUTSIDE_COLOR), (2.5, "blue"), (3.0, "blue"), (5.0, "red")]
+    assert palette_points(("blue", "red"), (0.0, 5.0), minimum=2.5) == [(0.0, "blue"), (5.0, "red")]
+    assert palette_points(("blue", "red"), (3.0, 5.0)) == [(3.0, "blue"), (5.0, "red")]
+    command = color_sample_command("#1", "#2", ("blue", "red"), (3.0, 5.0), minimum=3.2)
+    assert command == f"color sample #1 map #2 palette 0,{OUTSIDE_COLOR}:2.94,{OUTSIDE_COLOR}:3,blue:5,red"
+    values = [float(part.split(",")[0]) for part in command.split("palette ")[1].split(":")]
+    assert values == sorted(values) and len(set(values)) == len(values)
+
+
+def test_key_labels_at_ends_and_middle_with_the_unit_once():
+    assert key_labels(PALETTES["rainbow"], (2.5, 6.5)) == ["2.5", "", "4.5", "", "6.5 Å"]
+    assert key_labels(("blue", "red"), (3, 4)) == ["3.0", "4.0 Å"]
     command = key_command(PALETTES["rainbow"], (2.5, 6.5))
-    assert command == 'key "#0000ff:2.5 Å" #00ffff: "#00ff00:4.5 Å" #ffff00: "#ff0000:6.5 Å"'
-    assert len(shlex.split(command)) == 1 + len(PALETTES["rainbow"])  # one token per colour:label pair
+    assert command == f'key #0000ff:2.5 #00ffff: #00ff00:4.5 #ffff00: "#ff0000:6.5 Å" {KEY_LAYOUT}'
+    assert len(shlex.split(command)) == 1 + len(PALETTES["rainbow"]) + 6  # one token per colour:label pair
 
 
 def test_coloring_commands_hide_colour_and_key_in_that_order():
     commands = coloring_commands("#1", "#3", ("blue", "red"), (3.0, 5.0))
     assert commands == ["volume #3 hide", "color sample #1 map #3 palette blue:red range 3,5",
-                        'key "blue:3.0 Å" "red:5.0 Å"']
+                        f'key blue:3.0 "red:5.0 Å" {KEY_LAYOUT}']
     assert coloring_commands("#1", "#3", ("blue", "red"), (3.0, 5.0), key=False)[-1].startswith("color sample")
+    assert coloring_commands("#1", "#3", ("blue", "red"), (3.0, 5.0), minimum=3.0)[1] == \
+        f"color sample #1 map #3 palette {grey_palette(('blue', 'red'), (3.0, 5.0), 3.0)}"
 
 
 # ----------------------------------------------------------------------------- the .cxc writer
@@ -202,7 +230,7 @@ def test_script_commands_one_by_one(map_pair, maps):
         f"volume #1 style surface level {level:.4g}",
         "surface dust #1 size 6",
         "volume #2 hide",
-        f"color sample #1 map #2 palette {TURBO} range {low:g},{high:g}",
+        f"color sample #1 map #2 palette {grey_palette(PALETTES['turbo'], (low, high), locres[locres > 0].min())}",
         key_command(PALETTES["turbo"], (low, high)),
     ]
     text = script.read_text(encoding="utf-8")
@@ -217,7 +245,7 @@ def _umask() -> int:
     return mask
 
 
-def test_script_with_explicit_range_palette_level_and_output_elsewhere(map_pair, tmp_path):
+def test_script_with_explicit_range_palette_level_and_output_elsewhere(map_pair, maps, tmp_path):
     map_path, locres_path = map_pair
     output = tmp_path / "views" / "v.cxc"
     output.parent.mkdir()
@@ -226,15 +254,18 @@ def test_script_with_explicit_range_palette_level_and_output_elsewhere(map_pair,
     commands = commands_of(script)
     assert commands[0] == f'open "{map_path.resolve().as_posix()}"'  # absolute and quoted (space in folder)
     assert commands[2] == "volume #1 style surface level 0.5"
-    assert commands[5] == f"color sample #1 map #2 palette {':'.join(PALETTES['rainbow'])} range 2,8"
-    assert commands[6].startswith('key "#0000ff:2.0 Å"') and commands[6].endswith('"#ff0000:8.0 Å"')
+    minimum = maps[1][maps[1] > 0].min()
+    assert commands[5] == f"color sample #1 map #2 palette {grey_palette(PALETTES['rainbow'], (2.0, 8.0), minimum)}"
+    assert commands[6] == key_command(PALETTES["rainbow"], (2.0, 8.0))
 
 
 def test_full_range_uses_min_and_max(map_pair, maps):
     map_path, locres_path = map_pair
     script = write_chimerax_script(map_path, locres_path, color_range="full")
     values = maps[1][maps[1] > 0]
-    assert f"range {np.floor(values.min() * 10) / 10:g},{np.ceil(values.max() * 10) / 10:g}" in commands_of(script)[5]
+    low, high = np.floor(values.min() * 10) / 10, np.ceil(values.max() * 10) / 10
+    assert commands_of(script)[5].endswith(grey_palette(PALETTES["turbo"], (low, high), values.min()))
+    assert commands_of(script)[6] == key_command(PALETTES["turbo"], (low, high))
 
 
 def test_existing_script_is_not_overwritten_without_force(map_pair):
@@ -276,6 +307,14 @@ def test_bad_inputs_give_one_line_errors(tmp_path, maps):
 # ----------------------------------------------------------------------------- command line
 
 
+def locres_values(path: Path) -> np.ndarray:
+    import mrcfile
+
+    with mrcfile.open(path) as mrc:
+        data = np.asarray(mrc.data)
+    return data[data > 0]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cryores")
     add_chimerax_parser(parser.add_subparsers(dest="command", required=True))
@@ -290,7 +329,8 @@ def test_cli_writes_the_script_and_prints_one_line(map_pair, tmp_path, capsys):
     assert run_chimerax(args) == 0
     printed = capsys.readouterr().out
     assert printed.count("\n") == 1 and str(out) in printed
-    assert commands_of(out)[5].endswith(f"palette {':'.join(PALETTES['viridis'])} range 3,6")
+    minimum = locres_values(locres_path).min()
+    assert commands_of(out)[5].endswith(f"palette {grey_palette(PALETTES['viridis'], (3.0, 6.0), minimum)}")
 
 
 def test_cli_rejects_a_bad_range_as_a_usage_error(map_pair, capsys):

@@ -27,15 +27,17 @@ from chimerax.core.commands import (
     run,
 )
 from chimerax.core.errors import UserError
-from chimerax.map import MapArg
+from chimerax.map import MapArg, MapsArg
 
 from .progress import StatusProgress, accepts_progress_callback
 
 DEFAULT_PALETTE = "turbo"  # same default as cryores.chimerax_script.DEFAULT_PALETTE
+MAX_OFF_GRID = 0.5  # fraction of surface points outside the resolution map's box that is refused
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 INSTALL_HINT = ("install it into ChimeraX's own Python (see 'help cryores'), e.g. in a terminal: "
-                f"ChimeraX -m pip install --user torch --index-url {TORCH_CPU_INDEX}, then "
-                "ChimeraX -m pip install --user /path/to/cryores")
+                "ChimeraX -m pip install --user -c /path/to/cryores/chimerax_bundle/constraints-chimerax.txt "
+                f"torch --index-url {TORCH_CPU_INDEX}, then the same with /path/to/cryores 'pkginfo>=1.12,<2' "
+                "instead of torch and the index")
 
 
 def import_cryores():
@@ -91,16 +93,38 @@ def _progress(function, session, label: str, unit: str):
     return StatusProgress(lambda text: session.logger.status(text), label, unit)
 
 
-def _color_by(session, cryores, surface, locres, palette: str, color_range, key: bool, values=None, summary=None):
-    """Show ``surface`` as a surface and colour it by ``locres`` with built-in commands."""
+def _check_covers(volume, locres) -> None:
+    """Refuse a resolution map whose box misses most of the surface (wrong origin or grid): its
+    points would all take ChimeraX's 'no value' grey."""
+    volume.update_drawings()  # without a GUI the surface is computed lazily
+    vertices = [s for s in volume.surfaces if s.vertices is not None and len(s.vertices)]
+    if not vertices:
+        raise UserError(f"{volume.atomspec} has no surface at its current level; lower it with "
+                        f"'volume {volume.atomspec} level VALUE'")
+    total = outside = 0
+    for surface in vertices:
+        _, off = locres.interpolated_values(surface.vertices, surface.scene_position, out_of_bounds_list=True)
+        total, outside = total + len(surface.vertices), outside + len(off)
+    if outside > MAX_OFF_GRID * total:
+        raise UserError(f"{100 * outside / total:.0f} % of {volume.atomspec}'s surface lies outside the box of "
+                        f"{locres.atomspec}; the resolution map must cover the map (same grid and origin)")
+
+
+def _color_by(session, cryores, surface, locres, palette: str, color_range, key: bool, values, minimum: float,
+              summary=None, check: bool = True) -> tuple[float, float]:
+    """Show ``surface`` as a surface and colour it by ``locres`` with built-in commands; surface
+    points below ``minimum`` (the smallest defined resolution) sample the mask's outside: grey."""
     script = cryores.chimerax_script
     colors = script.palette_colors(palette)
     if color_range in (None, "auto") and summary is not None:
         chosen = script.range_from_summary(summary)
     else:
-        chosen = script.resolve_range(color_range, values if values is not None else locres.full_matrix())
-    commands = [script.surface_command(surface.atomspec)]
-    commands += script.coloring_commands(surface.atomspec, locres.atomspec, colors, chosen, key=key)
+        chosen = script.resolve_range(color_range, values)
+    run(session, script.surface_command(surface.atomspec))
+    if check:  # (a prediction is on its map's grid by construction)
+        _check_covers(surface, locres)
+    commands = script.coloring_commands(surface.atomspec, locres.atomspec, colors, chosen, key=key,
+                                         minimum=minimum)
     for command in commands:
         run(session, command)
     return chosen
@@ -109,6 +133,7 @@ def _color_by(session, cryores, surface, locres, palette: str, color_range, key:
 def cryores_predict(session, volume, mask=None, samples: int = 0, device: str = "auto",
                     palette: str = DEFAULT_PALETTE, range=None, key: bool = True, model: str | None = None):
     """Predict local resolution of ``volume``, open it (hidden) on the same grid, colour the surface."""
+    command_start = time.monotonic()
     cryores = import_cryores()
     with user_errors(cryores):
         cryores.chimerax_script.palette_colors(palette)  # fail before a long run, not after
@@ -135,11 +160,12 @@ def cryores_predict(session, volume, mask=None, samples: int = 0, device: str = 
         if result.uncertainty is not None:
             opened.append(open_result(session, result.uncertainty, volume, geometry, f"{volume.name} uncertainty"))
             run(session, cryores.chimerax_script.hide_command(opened[-1].atomspec))
-        chosen = _color_by(session, cryores, volume, locres, palette, range, key, values=result.resolution,
-                           summary=result.summary)
-    session.logger.info(f"cryores {volume.atomspec}: {result.summary.line()}; colours {chosen[0]:g}-{chosen[1]:g} Å; "
-                        f"model {result.model_name}; {elapsed:.1f} s; opened "
-                        + " and ".join(f"{v.atomspec} ({v.name})" for v in opened))
+        chosen = _color_by(session, cryores, volume, locres, palette, range, key, result.resolution,
+                           float(result.resolution[result.mask].min()), summary=result.summary, check=False)
+    total = time.monotonic() - command_start
+    session.logger.info(f"cryores {volume.atomspec}: {result.summary.line()}; colours {chosen[0]:g}-{chosen[1]:g} Å "
+                        f"(grey: outside the mask); model {result.model_name}; prediction {elapsed:.1f} s, "
+                        f"command {total:.1f} s; opened " + " and ".join(f"{v.atomspec} ({v.name})" for v in opened))
     session.logger.status("")
     return locres
 
@@ -154,18 +180,23 @@ def cryores_color(session, volume, resolution=None, palette: str = DEFAULT_PALET
     with user_errors(cryores):
         values = resolution.full_matrix()
         defined = cryores.chimerax_script.resolution_values(values)
-        chosen = _color_by(session, cryores, volume, resolution, palette, range, key, values=values)
+        chosen = _color_by(session, cryores, volume, resolution, palette, range, key, values, float(defined.min()))
     p5, median, p95 = np.percentile(defined, [5, 50, 95])
     session.logger.info(f"cryores color {volume.atomspec} by {resolution.atomspec}: median {median:.2f} Å, "
                         f"5-95 % {p5:.2f}-{p95:.2f} Å over {defined.size} voxels; "
-                        f"colours {chosen[0]:g}-{chosen[1]:g} Å")
+                        f"colours {chosen[0]:g}-{chosen[1]:g} Å (grey: outside the mask)")
 
 
-def cryores_localfsc(session, half1, half2, mask=None, window: float | None = None, color=None,
+def cryores_localfsc(session, half_maps, mask=None, window: float | None = None, color=None,
                      palette: str = DEFAULT_PALETTE, range=None, key: bool = True):
-    """Local FSC of two open half maps; the result opens hidden on half map 1's grid."""
-    if half1 is half2:
-        raise UserError("give two different half maps")
+    """Local FSC of two open half maps; the result opens hidden on half map 1's grid.
+
+    The half maps are one MapsArg ("#1 #2", "#1,2"): ChimeraX reads "#1 #2" as one atom spec,
+    so two MapArg positionals would never parse.
+    """
+    if len(half_maps) != 2:
+        raise UserError(f"give exactly two half maps, e.g. 'cryores localfsc #1 #2'; got {len(half_maps)}")
+    half1, half2 = half_maps
     cryores = import_cryores()
     with user_errors(cryores):
         cryores.chimerax_script.palette_colors(palette)
@@ -187,7 +218,8 @@ def cryores_localfsc(session, half1, half2, mask=None, window: float | None = No
         elapsed = time.monotonic() - start
         locres = open_result(session, result.resolution, half1, geometry, f"{half1.name} local FSC")
         if color is not None:
-            _color_by(session, cryores, color, locres, palette, range, key, values=result.resolution,
+            defined = cryores.chimerax_script.resolution_values(result.resolution)
+            _color_by(session, cryores, color, locres, palette, range, key, result.resolution, float(defined.min()),
                       summary=result.summary if range is None else None)
         else:
             run(session, cryores.chimerax_script.hide_command(locres.atomspec))
@@ -213,7 +245,7 @@ color_desc = CmdDesc(
     synopsis="colour a map's surface by a local-resolution map")
 
 localfsc_desc = CmdDesc(
-    required=[("half1", MapArg), ("half2", MapArg)],
+    required=[("half_maps", MapsArg)],
     keyword=[("mask", MapArg), ("window", FloatArg), ("color", MapArg)] + _COLORING,
     synopsis="local resolution from two half maps (local FSC) with cryores")
 

@@ -48,8 +48,11 @@ def accepts_progress_callback(function: Callable) -> bool:
     before they accepted a ``(done, total)`` callback; passing a callable to the old signature
     would draw a terminal bar instead, so the caller checks first.
     """
-    try:
-        parameter = inspect.signature(function).parameters.get("progress")
-    except (TypeError, ValueError):
-        return False
+    try:  # cryores uses postponed annotations: "ProgressArg" only names the Union with Callable
+        parameter = inspect.signature(function, eval_str=True).parameters.get("progress")
+    except (TypeError, ValueError, NameError, SyntaxError):
+        try:
+            parameter = inspect.signature(function).parameters.get("progress")
+        except (TypeError, ValueError):
+            return False
     return parameter is not None and "Callable" in str(parameter.annotation)

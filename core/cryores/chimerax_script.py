@@ -46,6 +46,14 @@ LEVEL_SOLVENT_PERCENTILE = 99.9
 LEVEL_INSIDE_PERCENTILE = 50.0
 DUST_SIZE_VOXELS = 6.0
 MAP_ID, LOCRES_ID = 1, 2
+# Surface points whose sampled value lies below OUTSIDE_EDGE x the smallest defined resolution
+# sample the 0 outside the mask (or mostly so): they are painted neutral grey.
+OUTSIDE_COLOR = "#a0a0a0"
+OUTSIDE_EDGE = 0.98
+# Colour key, in fractions of the window: lower-right, labels below the bar still inside.
+KEY_POS = (0.6, 0.1)
+KEY_SIZE = (0.35, 0.035)
+KEY_FONT_SIZE = 16
 
 ColorRange = Union[tuple, str, None]  # (low, high) in Å, "full", or None for the 5-95 % range
 
@@ -247,37 +255,76 @@ def dust_command(spec: str, voxel_size: float) -> str:
     return f"surface dust {spec} size {_number(DUST_SIZE_VOXELS * voxel_size)}"
 
 
-def color_sample_command(surface_spec: str, locres_spec: str, colors: Sequence[str],
-                         color_range: tuple[float, float]) -> str:
-    """ChimeraX's built-in colouring of a surface by the values of another map."""
+def palette_points(colors: Sequence[str], color_range: tuple[float, float],
+                   minimum: float | None = None) -> list[tuple[float, str]]:
+    """(value in Å, colour) points: the colours spread evenly over the range, and, when the
+    smallest defined resolution ``minimum`` is given, a grey band from 0 up to just below it.
+
+    Voxels outside the mask are 0, so surface points there would otherwise take the first,
+    *best* colour. Values between the grey band and the range's low end keep the first colour.
+    """
     low, high = check_range(color_range)
+    step = (high - low) / (len(colors) - 1)
+    points = [(low + i * step, color) for i, color in enumerate(colors)]
+    if minimum is not None and math.isfinite(minimum) and minimum > 0:
+        cut = min(float(minimum), low)
+        edge = cut * OUTSIDE_EDGE
+        if edge > 0:
+            inside = [(cut, colors[0])] if cut < low else []
+            points = [(0.0, OUTSIDE_COLOR), (edge, OUTSIDE_COLOR)] + inside + points
+    return points
+
+
+def palette_values_spec(points: Sequence[tuple[float, str]]) -> str:
+    """The ChimeraX ``palette`` argument with explicit values: ``v1,c1:v2,c2:...`` (no spaces)."""
+    return ":".join(f"{value:.6g},{color}" for value, color in points)
+
+
+def color_sample_command(surface_spec: str, locres_spec: str, colors: Sequence[str],
+                         color_range: tuple[float, float], minimum: float | None = None) -> str:
+    """ChimeraX's built-in colouring of a surface by the values of another map.
+
+    With ``minimum`` (the smallest defined resolution) the palette carries explicit values and
+    paints surface points outside the mask (value 0) grey; ChimeraX ignores ``range`` for such a
+    palette, so none is given. Without it, the plain palette is stretched over ``range``.
+    """
+    low, high = check_range(color_range)
+    if minimum is not None:
+        return (f"color sample {surface_spec} map {locres_spec} palette "
+                f"{palette_values_spec(palette_points(colors, (low, high), minimum))}")
     return (f"color sample {surface_spec} map {locres_spec} palette {palette_spec(colors)} "
             f"range {_number(low)},{_number(high)}")
 
 
 def key_labels(colors: Sequence[str], color_range: tuple[float, float]) -> list[str]:
-    """One label per colour: Å values at both ends and at the middle colour, empty elsewhere."""
+    """One label per colour: numbers at both ends and at the middle colour, empty elsewhere;
+    the unit only on the last one, so the labels fit side by side under a short key."""
     low, high = check_range(color_range)
     labels = [""] * len(colors)
-    labels[0], labels[-1] = f"{low:.1f} Å", f"{high:.1f} Å"
+    labels[0], labels[-1] = f"{low:.1f}", f"{high:.1f} Å"
     if len(colors) % 2 == 1 and len(colors) > 2:
-        labels[len(colors) // 2] = f"{(low + high) / 2:.1f} Å"
+        labels[len(colors) // 2] = f"{(low + high) / 2:.1f}"
     return labels
 
 
 def key_command(colors: Sequence[str], color_range: tuple[float, float]) -> str:
-    """The ``key`` command drawing the palette with Å labels (colour:label pairs)."""
+    """The ``key`` command drawing the palette with Å labels (colour:label pairs), placed and
+    sized so that its labels stay inside the window and apart, even in a 700x500 window."""
     pairs = []
     for color, label in zip(colors, key_labels(colors, color_range)):
         pair = f"{color}:{label}"
         pairs.append(f'"{pair}"' if " " in pair else pair)
-    return "key " + " ".join(pairs)
+    return (f"key {' '.join(pairs)} pos {KEY_POS[0]:g},{KEY_POS[1]:g} size {KEY_SIZE[0]:g},{KEY_SIZE[1]:g} "
+            f"fontSize {KEY_FONT_SIZE}")
 
 
 def coloring_commands(surface_spec: str, locres_spec: str, colors: Sequence[str],
-                      color_range: tuple[float, float], *, key: bool = True) -> list[str]:
-    """Hide the local-resolution map, colour the surface by it, and draw the key."""
-    commands = [hide_command(locres_spec), color_sample_command(surface_spec, locres_spec, colors, color_range)]
+                      color_range: tuple[float, float], *, key: bool = True,
+                      minimum: float | None = None) -> list[str]:
+    """Hide the local-resolution map, colour the surface by it (grey outside the mask when
+    ``minimum`` is given), and draw the key."""
+    commands = [hide_command(locres_spec),
+                color_sample_command(surface_spec, locres_spec, colors, color_range, minimum)]
     if key:
         commands.append(key_command(colors, color_range))
     return commands
@@ -292,7 +339,8 @@ def default_script_path(map_path: str | os.PathLike) -> Path:
 
 
 def script_lines(map_text: str, locres_text: str, colors: Sequence[str], color_range: tuple[float, float],
-                 *, level: float | None, voxel_size: float, summary: str = "") -> list[str]:
+                 *, level: float | None, voxel_size: float, summary: str = "",
+                 minimum: float | None = None) -> list[str]:
     """All lines of the script: comments, then one ChimeraX command per line."""
     map_spec, locres_spec = model_spec(MAP_ID), model_spec(LOCRES_ID)
     lines = [f"# ChimeraX script written by cryores {__version__}: surface coloured by local resolution.",
@@ -302,7 +350,7 @@ def script_lines(map_text: str, locres_text: str, colors: Sequence[str], color_r
         lines.append(f"# {summary}")
     lines += [open_command(map_text), open_command(locres_text), surface_command(map_spec, level),
               dust_command(map_spec, voxel_size)]
-    lines += coloring_commands(map_spec, locres_spec, colors, color_range, key=True)
+    lines += coloring_commands(map_spec, locres_spec, colors, color_range, key=True, minimum=minimum)
     return lines
 
 
@@ -328,14 +376,15 @@ def write_chimerax_script(map_path: str | os.PathLike, locres_path: str | os.Pat
     density = read_map(map_path)
     locres = read_map(locres_path, role="local-resolution map")
     check_same_grid(locres, density, locres_path)
-    resolution_values(locres.data)  # refuses a map with no defined value, with a clear message
+    defined = resolution_values(locres.data)  # refuses a map with no defined value, with a clear message
     chosen_range = resolve_range(color_range, locres.data)
     chosen_level = level if level is not None else choose_level(density.data, locres.data)
     summary = summarise(locres.data, np.isfinite(locres.data) & (locres.data > 0)).line()
 
     folder = output.parent
     lines = script_lines(path_argument(map_path, folder), path_argument(locres_path, folder), colors, chosen_range,
-                         level=chosen_level, voxel_size=max(density.voxel_size), summary=summary)
+                         level=chosen_level, voxel_size=max(density.voxel_size), summary=summary,
+                         minimum=float(defined.min()))
     try:
         with atomic_path(output) as tmp:
             tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ from cryores_scipion import estimate
 from cryores_scipion.viewers import resolution_data as data
 
 from conftest import blob, sphere_mask, write_mrc
+from cryores.chimerax_script import PALETTES, key_command, palette_points, palette_values_spec
 
 
 @pytest.fixture
@@ -75,8 +76,11 @@ def test_chimerax_script_from_the_core_writer(tmp_path, locres):
                                         palette=data.chimerax_palette("viridis", 3), color_range=(3.0, 8.0))
     lines = script.read_text().splitlines()
     assert "open map.mrc" in lines and "open resolution.mrc" in lines
-    assert "color sample #1 map #2 palette #440154:#21918c:#fde725 range 3,8" in lines
-    assert any(line.startswith("key ") for line in lines)
+    minimum = float(locres[locres > 0].min())
+    colours = ("#440154", "#21918c", "#fde725")
+    spec = palette_values_spec(palette_points(colours, (3.0, 8.0), minimum))
+    assert f"color sample #1 map #2 palette {spec}" in lines  # grey below the smallest value, then 3-8 Å
+    assert key_command(colours, (3.0, 8.0)) in lines
     # Written again (the viewer does so on every click): overwritten; default range 5-95 %.
     data.write_chimerax_script(density, resolution, script)
-    assert "range 3.2,7.8" in script.read_text()
+    assert key_command(PALETTES["turbo"], (3.2, 7.8)) in script.read_text().splitlines()

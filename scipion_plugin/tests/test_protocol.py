@@ -6,7 +6,11 @@ launch (a subprocess running pw_protocol_run.py), as in the Scipion GUI.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ import pyworkflow as pw
 from cryores_scipion.constants import METHOD_DEEP_LEARNING, METHOD_LOCAL_FSC
 from cryores_scipion.protocols import ProtCryoResLocalResolution
 from cryores_scipion.viewers import CryoResViewer
+from cryores_scipion.viewers import resolution_data as data
 from pwem.objects import Volume, VolumeMask
 from pwem.protocols import ProtImportMask, ProtImportVolumes
 from pyworkflow.tests import BaseTest, setupTestProject
@@ -32,6 +37,7 @@ from conftest import (
     sphere_mask,
     write_mrc,
 )
+from cryores.chimerax_script import key_command, palette_points, palette_values_spec
 from cryores.localfsc import DEFAULT_MAX_RESOLUTION_A
 from cryores.model_card import installed_card_path, load_model
 
@@ -40,6 +46,9 @@ Domain = pw.Config.getDomain()
 NYQUIST = 2.0 * VOXEL
 ORIGIN = (-10.0, 4.5, 7.25)  # Å, deliberately not the box centre
 POINTERS = ("inputMask", "inputHalf1", "inputHalf2")
+# A headless ChimeraX 1.7.1 venv built with the kit in ../shared/chimerax (make test-chimerax).
+CHIMERAX_PYTHON = Path(os.environ.get("CRYORES_CHIMERAX_PYTHON",
+                                      Path(__file__).resolve().parents[2] / ".venv-chimerax" / "bin" / "python"))
 
 
 class TestCryoResProtocol(BaseTest):
@@ -201,6 +210,24 @@ class TestCryoResProtocol(BaseTest):
         logs = "".join(open(name).read() for name in (prot.getStdoutLog(), prot.getStderrLog()))
         self.assertIn("needs two half maps", logs)
 
+    def _runInChimeraX(self, script: str) -> None:
+        """Run the viewer's script in the kit's real ChimeraX, when this machine has one."""
+        if not CHIMERAX_PYTHON.is_file():
+            print(f"\nnot run in ChimeraX: no {CHIMERAX_PYTHON} (make test-chimerax builds it)", file=sys.stderr)
+            return
+        checker = Path(__file__).with_name("chimerax_check.py")
+        done = subprocess.run([str(CHIMERAX_PYTHON), str(checker), os.path.abspath(script)], capture_output=True,
+                              text=True, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        self.assertNotIn("exception", report)
+        self.assertEqual(report["problems"], [])
+        self.assertEqual(report["volumes"], ["#1", "#2"])
+        self.assertTrue(report["key"])
+        self.assertFalse(report["locres_shown"])
+        self.assertGreater(report["colored_vertices"], 100)
+        self.assertGreater(report["distinct_colors"], 20)
+
     def test_viewer(self):
         self.assertIn(CryoResViewer, Domain.findViewers(self.deep, DESKTOP_TKINTER))
         viewer = CryoResViewer(project=self.proj, protocol=self.deep)
@@ -217,7 +244,11 @@ class TestCryoResProtocol(BaseTest):
         self.assertIn("color sample #1 map #2", text)
         self.assertIn("resolution.mrc", text)
         self.assertIn(os.path.basename(self.volume.getFileName().replace(":mrc", "")), text)
-        self.assertIn(f"range {viewer.lowest.get():g},{viewer.highest.get():g}", text)
+        colours = data.chimerax_palette(viewer._colormapName(), viewer.intervals.get()).split(":")
+        points = palette_points(colours, (viewer.lowest.get(), viewer.highest.get()), float(values[values > 0].min()))
+        self.assertIn(f"palette {palette_values_spec(points)}", text)  # grey outside the mask, then the scale
+        self.assertIn(key_command(colours, (viewer.lowest.get(), viewer.highest.get())), text)
+        self._runInChimeraX(script)
 
         (slices,) = viewer._showVolumeSlices()  # Scipion's own volume browser, not opened here
         self.assertEqual(slices.getPath(), self.deep.resolution_Volume.getFileName())
