@@ -73,15 +73,15 @@ bench: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) $(OLDEST) $(SCIPION) demo
 
-# The shipped model, reproducibly (about 1 h on 2 CPU cores; every step resumes if stopped):
-# simulate one sample per BM5 complex (two for the first ten, as the v1 run had) -> HDF5 patches
-# at 1 Å -> train -> evaluate -> install. Samples are seeded per (seed, structure, index).
-SIMS := training/data/sims
+# The shipped model (cryores-v3), reproducibly; every step resumes if stopped (about 1.5 h on 2
+# shared CPU cores): simulated samples of the training and validation structures (BM5 + extra PDB
+# entries, family "bfactor") -> variants users hold -> spectral feature rows -> SpectralNet ->
+# evaluation on unseen structures, the held-out "lowpass" family and real EMDB maps -> install.
+# Samples are seeded per (seed, structure, index), so the rows, and the weights, come out the same.
+ROWS := training/data/v3/rows
+STRUCTURES := ../shared/data/structures/bm5 training/structures/extra
 model: $(VENV)/.installed
-	$(VENV)/bin/cryores-train simulate ../shared/data/structures/bm5 -o $(SIMS) --per-structure 2 --limit 10 --seed 0
-	$(VENV)/bin/cryores-train simulate ../shared/data/structures/bm5 -o $(SIMS) --per-structure 1 --seed 0
-	test -f training/data/v1.h5 || $(VENV)/bin/cryores-train dataset --samples $(SIMS) --label truth \
-		--voxel-size 1.0 --patch-size 64 --stride 32 --seed 0 -o training/data/v1.h5
-	$(VENV)/bin/cryores-train fit training/configs/v2.json
-	$(VENV)/bin/cryores-train evaluate training/configs/v2.json --samples $(SIMS) --docs docs --limit 12
-	$(VENV)/bin/cryores-train install training/runs/v2/model/default.json
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 1 --splits train,val
+	$(VENV)/bin/cryores-train fit training/configs/v3.json
+	$(VENV)/bin/cryores-train evaluate-v3 training/configs/v3.json $(STRUCTURES) --docs docs
+	$(VENV)/bin/cryores-train install training/runs/v3/model/default.json
