@@ -89,6 +89,7 @@ def test_status_progress_is_throttled_but_always_shows_the_end():
     assert shown[0] == "cryores #1: 1/10 patches (10 %)"
     assert shown[-1] == "cryores #1: 10/10 patches (100 %)"
     assert 2 <= len(shown) <= 4  # every ~0.5 s plus the end, not 10 redraws
+    assert progress.StatusProgress(shown.append, "cryores #2", "").message(3, 4) == "cryores #2: 3/4 (75 %)"
 
 
 def test_accepts_progress_callback_reads_the_signature():

@@ -153,7 +153,7 @@ def cryores_predict(session, volume, mask=None, samples: int = 0, device: str = 
         start = time.monotonic()
         result = cryores.predict(density, geometry.voxel_size_zyx, mask_array, model=model, samples=samples,
                                  device=device,
-                                 progress=_progress(cryores.predict, session, f"cryores {volume.atomspec}", "patches"))
+                                 progress=_progress(cryores.predict, session, f"cryores {volume.atomspec}", ""))
         elapsed = time.monotonic() - start
         locres = open_result(session, result.resolution, volume, geometry, f"{volume.name} local resolution")
         opened = [locres]

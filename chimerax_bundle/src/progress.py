@@ -27,9 +27,10 @@ class StatusProgress:
         self._last: float | None = None
 
     def message(self, done: int, total: int) -> str:
+        unit = f" {self.unit}" if self.unit else ""
         if total <= 0:
-            return f"{self.label}: {done} {self.unit}"
-        return f"{self.label}: {done}/{total} {self.unit} ({100 * done // total} %)"
+            return f"{self.label}: {done}{unit}"
+        return f"{self.label}: {done}/{total}{unit} ({100 * done // total} %)"
 
     def __call__(self, done: int, total: int) -> None:
         now = self.clock()

@@ -312,8 +312,9 @@ def test_predict_log_line_gives_median_and_range_with_units_and_times(predicted,
 
 
 def test_predict_reports_progress_on_the_status_line(predicted):
-    """Status-line messages 'cryores #1: done/total patches (P %)' arrive during the run and end at 100 %."""
-    progress = [(t, m) for t, m in predicted["status"] if re.match(r"cryores #1: \d+/\d+ patches", m)]
+    """Status-line messages 'cryores #1: done/total (P %)' arrive during the run and end at 100 %
+    (the steps are patches or voxel chunks, depending on the model)."""
+    progress = [(t, m) for t, m in predicted["status"] if re.match(r"cryores #1: \d+/\d+ \(\d+ %\)$", m)]
     assert progress, predicted["status"]
     done = [int(re.match(r"cryores #1: (\d+)/(\d+)", m)[1]) for _, m in progress]
     assert done == sorted(done) and progress[-1][1].endswith("(100 %)"), progress
