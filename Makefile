@@ -54,8 +54,9 @@ test-scipion: $(SCIPION)/.installed
 # that 1.7's bundle builder imports; pkginfo>=1.12 reads the metadata newer setuptools writes).
 CHIMERAX := .venv-chimerax
 CX_KIT := ../shared/chimerax
+CX_PYTHON ?= python3.11
 $(CHIMERAX)/.installed: pyproject.toml constraints.txt chimerax_bundle/constraints-chimerax.txt
-	bash $(CX_KIT)/setup.sh $(CURDIR)/$(CHIMERAX) --offscreen
+	PYTHON=$(CX_PYTHON) bash $(CX_KIT)/setup.sh $(CURDIR)/$(CHIMERAX) --offscreen
 	$(CHIMERAX)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -c chimerax_bundle/constraints-chimerax.txt \
 		. "pkginfo>=1.12,<2" pytest
 	touch $@
