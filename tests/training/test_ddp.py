@@ -132,3 +132,18 @@ def test_a_single_process_is_not_distributed(monkeypatch):
     assert (context.rank, context.world_size, context.is_rank0, context.device.type) == (0, 1, True, "cpu")
     network = torch.nn.Linear(2, 1)
     assert distributed.wrap(network, context) is network and distributed.mean(2.5, context) == 2.5
+
+
+def test_the_batch_draw_is_numpys_weighted_choice():
+    """The trainer draws searchsorted(cdf, rng.random(n)) in shards: the same rows, and the same
+    generator state after, as rng.choice(rows, n, p=weights) (what it drew before DDP)."""
+    weights = np.random.default_rng(3).random(5000)
+    weights /= weights.sum()
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    a, b = np.random.default_rng(0), np.random.default_rng(0)
+    for n in (64, 2048):
+        uniform = b.random(n)
+        shards = [np.searchsorted(cdf, uniform[s], side="right") for s in (slice(0, n // 2), slice(n // 2, n))]
+        np.testing.assert_array_equal(np.concatenate(shards), a.choice(len(weights), n, p=weights))
+    assert a.bit_generator.state == b.bit_generator.state
