@@ -26,6 +26,8 @@ from cryores import cli, predict_file
 from cryores.batch import (
     BatchOptions,
     MapRow,
+    largest_map_bytes,
+    local_cluster_size,
     model_loads,
     plan_outputs,
     read_map_list,
@@ -218,7 +220,7 @@ def test_killing_a_worker_mid_run_loses_no_finished_output(external, maps, good_
         def kill_once(row: MapRow) -> None:
             if victim.poll() is not None or row.status != "done":
                 return
-            deadline = time.monotonic() + 30  # until the victim is busy with a map
+            deadline = time.monotonic() + 60  # until the victim is busy with a map
             while not client.processing().get(victim_address) and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert client.processing().get(victim_address), "the second worker never got a map"
@@ -373,3 +375,14 @@ def test_list_file_and_output_plan(tmp_path):
     assert plan_outputs(maps, tmp_path / "o")[0][1] == tmp_path / "o" / "a_locres.mrc"
     with pytest.raises(CryoResError, match="no maps"):
         plan_outputs([], None)
+
+
+def test_local_cluster_sizing_keeps_workers_times_threads_within_cores_and_memory(good_maps):
+    gib = 2**30
+    assert local_cluster_size(100, cores=8) == (8, 1)
+    assert local_cluster_size(3, cores=8) == (3, 2)                                   # never more workers than maps
+    assert local_cluster_size(100, cores=8, bytes_per_map=gib, memory=4 * gib) == (2, 4)  # memory caps workers
+    assert local_cluster_size(100, cores=8, bytes_per_map=64 * gib, memory=4 * gib) == (1, 8)
+    assert local_cluster_size(100, workers=3, cores=8, bytes_per_map=64 * gib, memory=gib) == (3, 2)  # --workers
+    assert local_cluster_size(100, workers=4, cores=2) == (4, 1)
+    assert largest_map_bytes(good_maps) == 40 * 44 * 40 * 48  # odd.mrc, from its header

@@ -293,21 +293,53 @@ def predict_one(source: str, output: str, options: BatchOptions) -> MapRow:
 
 # ---------------------------------------------------------------- running a batch (client side)
 
-def local_cluster_size(n_maps: int, workers: int | None = None, cores: int | None = None) -> tuple[int, int]:
+# Per worker process: torch, the model and Python (~0.5 GiB), plus per map the arrays of
+# cryores.memory's estimate (16 bytes per input voxel, 24 per model voxel; taken equal here).
+WORKER_BASE_BYTES = 512 * 2**20
+BYTES_PER_VOXEL = 16 + 24
+HEADERS_PEEKED = 64
+
+
+def local_cluster_size(n_maps: int, workers: int | None = None, cores: int | None = None,
+                       bytes_per_map: int = 0, memory: int | None = None) -> tuple[int, int]:
     """(worker processes, torch threads each) with workers x threads <= cores.
 
     By default one worker per core (the per-map steps outside the network, masking and
     resampling, run on one core, so processes scale better than torch threads), never more
-    workers than maps.
+    workers than maps, and no more than ``memory`` (bytes usable, cryores.memory's limit) holds
+    with one map of ``bytes_per_map`` in each worker (then the spare cores go to torch threads).
+    ``workers`` overrides all that.
     """
     if cores is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:
             cores = os.cpu_count() or 1
-    n = workers if workers else cores
-    n = max(1, min(n, n_maps))
+    if workers:
+        n = workers
+    else:
+        n = min(cores, n_maps)
+        if memory:
+            n = min(n, memory // (WORKER_BASE_BYTES + bytes_per_map))
+    n = max(1, n)
     return n, max(1, cores // n)
+
+
+def largest_map_bytes(maps: Sequence[Path]) -> int:
+    """Memory one prediction needs for the largest of the first maps, from their headers only."""
+    import mrcfile
+
+    largest = 0
+    for path in maps[:HEADERS_PEEKED]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                    voxels = int(mrc.header.nx) * int(mrc.header.ny) * int(mrc.header.nz)
+        except Exception:  # an unreadable map fails in its own task
+            continue
+        largest = max(largest, voxels)
+    return BYTES_PER_VOXEL * largest
 
 
 def _require_distributed():
@@ -366,7 +398,7 @@ def run_batch(
         try:
             with contextlib.ExitStack() as stack:
                 if client is None:
-                    client = stack.enter_context(_connect(scheduler, len(pairs), workers, options))
+                    client = stack.enter_context(_connect(scheduler, [m for m, _ in pairs], workers, options))
                 futures = {client.submit(predict_one, str(source), str(output), options, pure=False,
                                          key=f"cryores-{run_id}-{i}"): source
                            for i, (source, output) in enumerate(pairs)}
@@ -427,7 +459,7 @@ def _deferred_interrupts():
 
 
 @contextlib.contextmanager
-def _connect(scheduler: str | None, n_maps: int, workers: int | None, options: BatchOptions):
+def _connect(scheduler: str | None, maps: Sequence[Path], workers: int | None, options: BatchOptions):
     """A client of the scheduler at ``scheduler``, or of a new LocalCluster sized to this machine."""
     from distributed import Client
 
@@ -440,7 +472,10 @@ def _connect(scheduler: str | None, n_maps: int, workers: int | None, options: B
         with client:
             yield client
         return
-    n_workers, threads = local_cluster_size(n_maps, workers)
+    from .memory import memory_limit
+
+    n_workers, threads = local_cluster_size(len(maps), workers, bytes_per_map=largest_map_bytes(maps),
+                                            memory=memory_limit())
     if options.torch_threads is None:
         options.torch_threads = threads
     with _start_local_cluster(n_workers) as cluster, Client(cluster) as client:

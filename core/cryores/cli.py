@@ -185,6 +185,15 @@ def _run_predict_batch(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, MapRow, count_line, plan_outputs, read_map_list, run_batch, write_summary
     from .mrc_io import check_output_path
 
+    if not os.environ.get("CRYORES_DEBUG"):  # Dask's warnings (e.g. a slow event loop) would break one-line errors
+        import contextlib
+        import logging
+
+        with contextlib.suppress(ImportError):
+            import distributed  # noqa: F401  (it sets its loggers' levels when imported: set ours after)
+        for name in [*logging.root.manager.loggerDict, "distributed", "tornado"]:  # some set their own level
+            if name.split(".")[0] in ("distributed", "tornado"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     maps = [Path(m) for m in args.map] + (read_map_list(args.map_list) if args.map_list is not None else [])
     pairs = plan_outputs(maps, args.out_dir)
     summary = Path(args.summary) if args.summary else Path(args.out_dir or ".") / SUMMARY_NAME
