@@ -199,10 +199,13 @@ def test_cli_refuses_to_overwrite_and_bad_inputs(files, tmp_path):
     assert_clean_failure(run("filter", map_path, "--locres", locres_path, "-o", locres_path, "--force"),
                          "one of the input files")
     small = write_mrc(tmp_path / "small.mrc", np.full((40, 40, 40), 4.0, np.float32))
-    zeros = write_mrc(tmp_path / "zeros.mrc", np.zeros((N, N, N), np.float32))
+    placed = dict(origin=(3.0, -2.0, 7.5), nstart=(-32, -30, -28), axis_order=(2, 1, 3))  # the map's placement
+    zeros = write_mrc(tmp_path / "zeros.mrc", np.zeros((N, N, N), np.float32), **placed)
     other_voxel = write_mrc(tmp_path / "coarse.mrc", np.full((N, N, N), 4.0, np.float32), voxel_size=2.0)
+    moved = write_mrc(tmp_path / "moved.mrc", np.full((N, N, N), 4.0, np.float32))
     inputs = {p.name for p in tmp_path.iterdir()}
-    for locres, match in ((small, "shape"), (zeros, "no value above 0"), (other_voxel, "voxel size")):
+    for locres, match in ((small, "shape"), (zeros, "no value above 0"), (other_voxel, "voxel size"),
+                          (moved, "origin/nstart differ")):
         assert_clean_failure(run("filter", map_path, "--locres", locres, "-o", tmp_path / "o.mrc"), match)
     assert {p.name for p in tmp_path.iterdir()} == inputs  # no output, no temporary file
     assert run("filter", map_path, "--locres", locres_path, "-o", out, "--force", "--quiet").returncode == 0

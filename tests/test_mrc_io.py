@@ -156,3 +156,15 @@ def test_compact_data_types_on_request(tmp_path, density):
     with mrcfile.open(half) as a, mrcfile.open(flag) as b:
         assert a.data.dtype == np.float16 and b.data.dtype == np.int8
         np.testing.assert_allclose(a.data, density, atol=2e-3)
+
+
+def test_maps_on_another_grid_placement_are_refused(tmp_path):
+    from cryores.mrc_io import check_same_grid
+
+    data = np.ones((10, 10, 10), np.float32)
+    like = read_map(write_mrc(tmp_path / "a.mrc", data, voxel_size=1.5, origin=(3.0, 0.0, 0.0), nstart=(2, 0, 0)))
+    same = read_map(write_mrc(tmp_path / "b.mrc", data, voxel_size=1.5, origin=(0.0, 0.0, 0.0), nstart=(4, 0, 0)))
+    check_same_grid(same, like, "b.mrc")  # 3 + 2 x 1.5 == 0 + 4 x 1.5: the same place
+    moved = read_map(write_mrc(tmp_path / "c.mrc", data, voxel_size=1.5, origin=(0.0, 0.0, 0.0)))
+    with pytest.raises(CryoResError, match="origin/nstart differ"):
+        check_same_grid(moved, like, "c.mrc")

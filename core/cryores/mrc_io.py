@@ -195,11 +195,27 @@ def peek_grid(path: str | os.PathLike, voxel_size: float | None = None
 
 def check_same_grid(other: DensityMap, like: DensityMap, path: str | os.PathLike,
                     role: str = "local-resolution map") -> None:
-    """Raise CryoResError unless ``other`` (read from ``path``) has ``like``'s shape and voxel size."""
+    """Raise CryoResError unless ``other`` (read from ``path``) lies on ``like``'s grid: same shape,
+    voxel size and placement (origin + nstart, to half a voxel), so values land where they belong."""
     if other.data.shape != like.data.shape:
         raise CryoResError(f"{role} {path} has shape {other.data.shape} but the map has {like.data.shape}")
     if not np.allclose(other.voxel_size, like.voxel_size, rtol=1e-3):
         raise CryoResError(f"{role} {path} has voxel size {other.voxel_size} Å but the map has {like.voxel_size} Å")
+    if other.header is not None and like.header is not None:
+        a, b = grid_start(other), grid_start(like)
+        if max(abs(x - y) for x, y in zip(a, b)) > 0.5 * min(like.voxel_size):
+            raise CryoResError(f"{role} {path} starts at {tuple(round(x, 2) for x in a)} Å but the map at "
+                               f"{tuple(round(x, 2) for x in b)} Å (origin/nstart differ); it is not on the map's grid")
+
+
+def grid_start(density_map: DensityMap) -> tuple[float, float, float]:
+    """Position (Å, X/Y/Z) of the first voxel: header origin + nstart x voxel size along each axis."""
+    header = density_map.header
+    order = axis_order(header)
+    sizes = dict(zip((order[2], order[1], order[0]), density_map.voxel_size))  # array axes -> X/Y/Z
+    starts = dict(zip(order, (int(header.nxstart), int(header.nystart), int(header.nzstart))))
+    origin = (float(header.origin.x), float(header.origin.y), float(header.origin.z))
+    return tuple(origin[i] + starts[i + 1] * sizes[i + 1] for i in range(3))
 
 
 def read_mask(path: str | os.PathLike, like: DensityMap) -> np.ndarray:
