@@ -238,7 +238,11 @@ def test_killing_a_worker_mid_run_loses_no_finished_output(external, maps, good_
     for name, stat in finished_before_kill.items():  # finished outputs are untouched
         assert (tmp_path / name).stat().st_ino == stat[0] and (tmp_path / name).stat().st_mtime_ns == stat[1]
     # Dask gave the killed worker's map to the survivor: every good map is done, the broken one failed.
-    assert sorted(r.status for r in rows) == ["done"] * N_GOOD + ["failed"]
+    # ("skipped" when the victim had renamed its output into place just before it died: the retry
+    # finds it complete; retries are idempotent.)
+    statuses = {Path(r.input).name: r.status for r in rows}
+    assert statuses.pop(BROKEN) == "failed"
+    assert set(statuses.values()) <= {"done", "skipped"} and list(statuses.values()).count("skipped") <= 1
     for m in good_maps:
         assert_same_as_reference(tmp_path / f"{m.stem}_locres.mrc", reference[m.name])
     assert not temporary_files(tmp_path)
