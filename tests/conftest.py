@@ -69,6 +69,24 @@ def make_random_model(folder: Path, seed: int = 0, channels=(4, 8, 16), patch_si
     return save_model(network, card, folder / "card.json")
 
 
+def make_random_spectral_model(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised v3 SpectralNet with a complete model card (engine tests, not accuracy)."""
+    from cryores.spectral import FEATURE_VOXEL_A, N_FEATURES
+    from cryores.spectral_net import SpectralNet
+
+    torch.manual_seed(seed)
+    card = {"name": f"random-spectral-{seed}", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0,
+            "normalisation": "spectral", "target": {"transform": "log", "mean": 0.0, "std": 1.0},
+            "resolution_range": [1.0, 30.0], "training": {"note": "random weights for tests; not trained"}}
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_model(SpectralNet(N_FEATURES, (16,)), card, folder / "card.json")
+
+
+@pytest.fixture(scope="session")
+def spectral_model_card(tmp_path_factory) -> Path:
+    return make_random_spectral_model(tmp_path_factory.mktemp("spectral-model"))
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The read-only shared data folder beside the repository."""

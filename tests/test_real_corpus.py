@@ -5,7 +5,7 @@ deposits, raw maps with noisy solvent, sharpened maps, odd boxes, axis orders ot
 voxel sizes from 0.39 to 5.7 Å, nonzero origins and nstart, gzip. Each map goes through
 ``predict``, ``report``, ``filter``, ``localfsc`` and ``chimerax``; outputs must be valid volumes
 (ISPG 1) on the input's grid with its voxel size, origin, nstart, axis order and cell. The
-small random test model is used: this is about real files, not accuracy.
+small random v3 (spectral) test model is used: this is about real files, not accuracy.
 """
 
 from __future__ import annotations
@@ -72,14 +72,14 @@ def test_corpus_covers_what_users_hold():
 
 
 @pytest.mark.parametrize(("path", "needs_mask"), CORPUS, ids=[p.name for p, _ in CORPUS])
-def test_every_command_runs_on_a_real_map(tmp_path, capsys, model_card, path, needs_mask):
+def test_every_command_runs_on_a_real_map(tmp_path, capsys, spectral_model_card, path, needs_mask):
     density = read_map(path)
     options = []
     if needs_mask:
         mask = write_map(tmp_path / "mask.mrc", np.ones_like(density.data), density)
         options = ["--mask", mask]
     locres = tmp_path / "locres.mrc"
-    out = run_ok(capsys, "predict", path, "-o", locres, "--model", model_card, "--quiet", *options)
+    out = run_ok(capsys, "predict", path, "-o", locres, "--model", spectral_model_card, "--quiet", *options)
     assert "median" in out
     assert_same_grid(path, locres)
     values = read_map(locres).data
@@ -108,3 +108,11 @@ def test_every_command_runs_on_a_real_map(tmp_path, capsys, model_card, path, ne
     script = tmp_path / "view.cxc"
     run_ok(capsys, "chimerax", path, locres, "-o", script)
     assert "color sample" in script.read_text()
+
+
+def test_report_of_a_constant_local_resolution_map(tmp_path, capsys):
+    """A map that reads one value everywhere (a coarse map at its floor) still gets a report."""
+    density = read_map(REAL / "emd_5168_monomer_segment.mrc")
+    locres = write_map(tmp_path / "flat.mrc", np.where(density.data > 0, 6.0, 0.0).astype(np.float32), density)
+    run_ok(capsys, "report", REAL / "emd_5168_monomer_segment.mrc", locres, "-o", tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 10_000

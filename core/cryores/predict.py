@@ -129,7 +129,11 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
     The uncertainty (from the predicted 5-95 % interval, calibrated) is always returned.
     """
     check_fits(density.size, math.prod(feature_grid(density.shape, voxel)[0]), False, memory_limit)
-    mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
+    reference = None  # the region that sets the features' scale and solvent (see spectral.compute_features)
+    if mask is None:
+        mask = reference = automatic_mask(density, voxel)
+    else:
+        mask = mask_from_array(mask, density.shape)
     with progress_reporter(progress, 0, "voxel", "cryores") as bar:
         reported = [0]
 
@@ -140,7 +144,8 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
                 bar.update(done - reported[0])
                 reported[0] = done
 
-        resolution, std = spectral_predict(density, voxel, mask, loaded, resolve_device(device), on_progress)
+        resolution, std = spectral_predict(density, voxel, mask, loaded, resolve_device(device), on_progress,
+                                           reference)
     np.clip(resolution, 2.0 * max(voxel), loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     std[~mask] = 0.0

@@ -63,7 +63,10 @@ def write_report_png(path: str | os.PathLike, density: DensityMap, result: Predi
     bar = fig.colorbar(image, cax=fig.add_subplot(grid[0, 3]))
     bar.set_label("local resolution (Å)")
     hist = fig.add_subplot(grid[1, :2])
-    hist.hist(values, bins=60, color="0.4")
+    span = (float(values.min()), float(values.max()))
+    if span[1] - span[0] < 1e-3 * max(abs(span[1]), 1.0):  # one value everywhere: one bar, not 60 empty ones
+        span = (span[0] - 0.5, span[1] + 0.5)
+    hist.hist(values, bins=60, range=span, color="0.4")
     q1, median, q3 = np.percentile(values, [25, 50, 75])
     for q, style in ((q1, ":"), (median, "-"), (q3, ":")):
         hist.axvline(q, color="C1", ls=style)

@@ -33,8 +33,9 @@ import numpy as np
 import scipy.fft
 import torch
 
+from .errors import CryoResError
 from .fourier import spatial_frequency
-from .masking import dilate
+from .masking import automatic_mask, dilate
 from .resample import _axis_slices, linear_resample, shape_for_voxel_size
 
 RATIO = 1.25
@@ -178,7 +179,7 @@ def local_band_power(density: np.ndarray, voxel_size: tuple[float, float, float]
 
 
 def _solvent_noise(density: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
-                   power: np.ndarray, grid_mask: np.ndarray, grid_solvent: np.ndarray) -> np.ndarray | None:
+                   power: np.ndarray, grid_solvent: np.ndarray) -> np.ndarray | None:
     """Median band power in the solvent, or None when the solvent holds no noise to measure."""
     solvent = ~dilate(mask, tuple(SOLVENT_GAP_A / v for v in voxel_size))
     if solvent.sum() < MIN_SOLVENT_VOXELS or grid_solvent.sum() < 8:
@@ -191,23 +192,39 @@ def _solvent_noise(density: np.ndarray, mask: np.ndarray, voxel_size: tuple[floa
 
 
 def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
-) -> SpectralFeatures:
-    """Spectral features of a map (see the module docstring) on its feature grid."""
+                     reference: np.ndarray | None = None) -> SpectralFeatures:
+    """Spectral features of a map (see the module docstring) on its feature grid.
+
+    ``mask`` is where results are wanted. ``reference`` is the region that sets the scale E and,
+    outside it (with ``mask``), the solvent for the noise spectrum; by default the automatic
+    mask (``mask`` when that fails). So the features do not depend on how tight a user's mask
+    is: a tight mask would put the molecule's own surface into the "solvent" and lower E.
+    """
+    if reference is None:
+        try:
+            reference = automatic_mask(density, voxel_size)
+        except CryoResError:
+            reference = mask
     grid, grid_voxel = feature_grid(density.shape, voxel_size)
     power, present = local_band_power(density, voxel_size, grid)
+    outside = ~(reference | mask)
     if tuple(grid) != density.shape:
         weight = linear_resample(mask.astype(np.float32), grid)
-        grid_mask, grid_solvent = weight >= 0.5, weight <= 0.0
+        grid_mask = weight >= 0.5
+        if not grid_mask.any():
+            grid_mask = weight > 0
+        grid_reference = linear_resample(reference.astype(np.float32), grid) >= 0.5
+        grid_solvent = linear_resample(outside.astype(np.float32), grid) >= 1.0
     else:
-        grid_mask, grid_solvent = mask, ~mask
-    if not grid_mask.any():
-        grid_mask = weight > 0
+        grid_mask, grid_reference, grid_solvent = mask, reference, outside
+    if not grid_reference.any():
+        grid_reference = grid_mask
     coarse = [j for j, d in enumerate(BANDS_A) if present[j] and d >= SCALE_BANDS_FROM_A]
     total = power[coarse].sum(axis=0)
-    scale = float(np.median(total[grid_mask])) if grid_mask.any() else float(total.mean())
+    scale = float(np.median(total[grid_reference]))
     scale = scale if scale > 0 else float(total.max()) + 1e-30
-    grid_solvent = grid_solvent & ~dilate(grid_mask, tuple(SOLVENT_GAP_A / v for v in grid_voxel))
-    noise = _solvent_noise(density, mask, voxel_size, power, grid_mask, grid_solvent)
+    grid_solvent = grid_solvent & ~dilate(grid_mask | grid_reference, tuple(SOLVENT_GAP_A / v for v in grid_voxel))
+    noise = _solvent_noise(density, ~outside, voxel_size, power, grid_solvent)
 
     features = np.empty((N_FEATURES,) + tuple(grid), dtype=np.float32)
     relative = np.log10(power / scale + EPS)
@@ -228,17 +245,27 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
 def evidence_floor(features: np.ndarray) -> np.ndarray:
     """The finest band (Å) with evidence of signal at each voxel of a feature array.
 
-    A band has evidence where its power is at least EVIDENCE_RELATIVE of the map's coarse-band
-    power and, with a noise reference, EVIDENCE_SNR times the noise. The model's output is never
-    finer than this: a low-passed map has no evidence beyond its cut-off, whatever it looks like.
+    Two tests, each a floor of its own, and the coarser one wins:
+
+    * content: the finest band whose power is at least EVIDENCE_RELATIVE of the map's
+      coarse-band power. A low-passed map has none beyond its cut-off, whatever it looks like.
+    * signal over noise (maps with a noise reference): the finest band whose power is
+      EVIDENCE_SNR times the noise, one band finer (a region resolved to d still has SNR below
+      that in the band centred at d, which straddles its limit), so the floor never cuts into
+      real signal and only stops noise from reading as detail.
     """
     relative = features[:N_BANDS]
     snr = features[N_BANDS:2 * N_BANDS]
     present = features[2 * N_BANDS:3 * N_BANDS] > 0.5
     has_reference = features[3 * N_BANDS] > 0.5
-    evident = present & (relative >= np.log10(EVIDENCE_RELATIVE))
-    evident &= ~has_reference[None] | (snr >= np.log10(EVIDENCE_SNR))
-    floor = np.full(features.shape[1:], BANDS_A[-1], dtype=np.float32)
+    content = _finest(present & (relative >= np.log10(EVIDENCE_RELATIVE)))
+    signal = _finest(present & (snr >= np.log10(EVIDENCE_SNR))) / np.float32(RATIO)
+    return np.where(has_reference, np.maximum(content, signal), content).astype(np.float32)
+
+
+def _finest(evident: np.ndarray) -> np.ndarray:
+    """Centre (Å) of the finest band marked evident at each voxel (the coarsest band if none)."""
+    floor = np.full(evident.shape[1:], BANDS_A[-1], dtype=np.float32)
     for j in range(N_BANDS - 1, -1, -1):  # coarse to fine: the finest evident band wins
         floor = np.where(evident[j], np.float32(BANDS_A[j]), floor)
     return floor

@@ -44,9 +44,13 @@ def _fill_outside(values: np.ndarray, region: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
                      loaded: LoadedModel, device: torch.device,
-                     on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(resolution Å, uncertainty Å) on the input grid, before clipping and zeroing outside."""
-    features = compute_features(density, voxel_size, mask)
+                     on_progress: Callable[[int, int], None] | None = None,
+                     reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(resolution Å, uncertainty Å) on the input grid, before clipping and zeroing outside.
+
+    ``reference``: the automatic mask when the caller has it already (else computed here).
+    """
+    features = compute_features(density, voxel_size, mask, reference)
     grid_voxel = features.voxel_size
     region = dilate(features.mask, (2.0, 2.0, 2.0))  # two feature voxels of margin
     rows = torch.from_numpy(np.ascontiguousarray(features.features[:, region].T))

@@ -132,3 +132,19 @@ def make_random_model(folder: Path, seed: int = 0) -> str:
     }
     folder.mkdir(parents=True, exist_ok=True)
     return str(save_model(network, card, folder / "card.json"))
+
+
+def make_random_spectral_model(folder: Path, seed: int = 0) -> str:
+    """A randomly initialised v3 SpectralNet with a complete model card (fast on any voxel size)."""
+    import torch
+
+    from cryores.model_card import save_model
+    from cryores.spectral import FEATURE_VOXEL_A, N_FEATURES
+    from cryores.spectral_net import SpectralNet
+
+    torch.manual_seed(seed)
+    card = {"name": f"random-spectral-{seed}", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0,
+            "normalisation": "spectral", "target": {"transform": "log", "mean": 0.0, "std": 1.0},
+            "resolution_range": [1.0, MODEL_MAX_RESOLUTION], "training": {"note": "random weights for tests"}}
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(save_model(SpectralNet(N_FEATURES, (16,)), card, folder / "card.json"))

@@ -7,8 +7,10 @@ One command writes ``docs/evaluation.md`` and ``docs/evaluation.json``:
    labelled region). MAE, bias per 2-Å bin from 2 to 14 Å, per-map Pearson.
 2. **Held-out degradation family**: the same structures simulated by regional low-pass plus
    noise (``lowpass``), a family the model was never trained on.
-3. **Baselines on the same maps**: the ResMap-style labeler in single-map mode, and half-map
-   local FSC on the raw maps (the only ones with half maps).
+3. **Baselines on the same maps**: the ResMap-style labeler in single-map mode (where it finds
+   no noise in a masked map's solvent it fails; it is scored as Nyquist everywhere, which is what
+   ResMap reports for such maps), and half-map local FSC on the raw maps (the only ones with
+   half maps).
 4. **Real maps** (EMDB, ``../shared/data/maps`` and ``tests/data/real``): each map low-passed
    (brick-wall) at X in {6, 9, 12} Å with X >= 1.5 x Nyquist, predicted with the original
    prediction's mask: the fraction finer than 0.85 X, the median against 0.9 X, the medians
@@ -29,6 +31,7 @@ import scipy.fft
 from scipy import stats
 
 import cryores
+from cryores.errors import CryoResError
 from cryores.fourier import spatial_frequency
 from cryores.localfsc import local_fsc
 from cryores.model_card import load_model, sha256_of
@@ -133,7 +136,10 @@ def simulated_sets(model, structures: list[Path], limit: int, resmap_maps: int, 
                     uncertainty["sigma"].append(result.uncertainty[region])
                 if n < resmap_maps:
                     started = time.perf_counter()
-                    single = resmap_local_resolution(variant.density, voxel, region)
+                    try:
+                        single = resmap_local_resolution(variant.density, voxel, region)
+                    except CryoResError:  # no noise in a masked map's solvent: ResMap would say Nyquist
+                        single = np.full(variant.density.shape, 2.0 * voxel, np.float32)
                     seconds = time.perf_counter() - started
                     ok = single[region] > 0
                     values = np.where(ok, single[region], 20.0)  # nothing significant: the coarsest trial

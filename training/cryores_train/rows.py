@@ -62,7 +62,7 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
         automatic = True
     except CryoResError:
         mask, automatic = sim_mask, False
-    features = compute_features(density, (voxel,) * 3, mask)
+    features = compute_features(density, (voxel,) * 3, mask, reference=mask)
     grid = features.mask.shape
     if grid != density.shape:
         labelled = linear_resample((label > 0).astype(np.float32), grid)
