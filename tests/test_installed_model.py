@@ -24,8 +24,9 @@ def test_card_describes_a_training_run_and_the_weights_match():
     card = json.loads(CARD.read_text())
     assert sha256_of(CARD.parent / card["weights"]) == card["sha256"]
     training = card["training"]
-    assert "make model" in training["command"] and training["steps"] == training["scheduled_steps"] > 0
-    assert training["test_structures"] and card["metrics"]["cryores"]["mae"] > 0
+    assert "make model" in training["command"] and training["steps"] == training["config"]["steps"] > 0
+    assert card["metrics"]["test_split"]["mae"] > 0 and card["metrics"]["held_out_family"]["mae"] > 0
+    assert 0.5 < card["uncertainty"]["interval_scale"] < 5
     assert (CARD.parent / card["weights"]).stat().st_size < 10 * 2**20
 
 

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"summary table, one row per map (default: {SUMMARY_NAME} in --out-dir, else here)")
     p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
     p.add_argument("--uncertainty", metavar="STD_OUT",
-                   help=f"also write the MC-dropout standard deviation (Å); implies --samples {10}")
+                   help="also write the uncertainty σ (Å): v3 models: calibrated from the predicted 5-95 %% "
+                        "interval; U-Net models: MC-dropout std (implies --samples 10)")
     p.add_argument("--samples", type=_positive_int, default=None,
                    help="Monte-Carlo dropout passes (>= 2); the output is their mean")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("map", help="the density map (MRC)")
     r.add_argument("locres", help="its local-resolution map (MRC, Å, 0 = outside the mask), from any tool")
     r.add_argument("-o", "--output", help="PNG (default: <locres stem>_report.png beside it)")
-    r.add_argument("--uncertainty", metavar="STD", help="MC-dropout standard deviation map (MRC)")
+    r.add_argument("--uncertainty", metavar="STD", help="uncertainty map (MRC, Å), e.g. from predict --uncertainty")
     r.add_argument("--force", action="store_true", help="overwrite an existing PNG")
     lf = commands.add_parser("filter", help="low-pass filter each region at its local resolution",
                              description="Blend a ladder of low-pass filtered maps voxel by voxel so every region "

@@ -207,7 +207,7 @@ def predict_file(
                      samples=samples or 0, **options)
     outputs = [(output, result.resolution, f"cryores local resolution (A), model {result.model_name}")]
     if uncertainty is not None:
-        outputs.append((uncertainty, result.uncertainty, "cryores MC-dropout std of resolution (A)"))
+        outputs.append((uncertainty, result.uncertainty, "cryores uncertainty sigma of resolution (A)"))
     write_maps(outputs, density_map, force=force)
     if report is not None:
         from .report import write_report_png

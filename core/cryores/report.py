@@ -82,7 +82,7 @@ def write_report_png(path: str | os.PathLike, density: DensityMap, result: Predi
              f"median {s.median:.2f} Å, 5-95 % {s.p5:.2f}-{s.p95:.2f} Å",
              f"estimator: {result.model_name}"]
     if result.uncertainty is not None:
-        facts.append(f"MC-dropout std: median {np.median(result.uncertainty[mask]):.2f} Å")
+        facts.append(f"uncertainty σ: median {np.median(result.uncertainty[mask]):.2f} Å")
     text.text(0.0, 0.95, "\n".join(facts), va="top", family="monospace", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -213,7 +213,8 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
             "data": "simulated maps (BM5 + extra PDB structures, family 'bfactor'), variants raw/deposit/"
                     "lowpass/noisier; family 'lowpass' held out",
             "rows": {"train": int(len(train_rows["y"])), "val": int(len(val_rows["y"]))},
-            "samples": {"train": int(train_rows["sample"].max() + 1), "val": int(val_rows["sample"].max() + 1)},
+            "samples": {split: int(np.unique(rows["sample"]).size)
+                        for split, rows in (("train", train_rows), ("val", val_rows))},
             "steps": step,
             "cpu_seconds_last_leg": round(seconds),
             "final_validation": history["val"][-1][1] if history["val"] else None,
