@@ -145,6 +145,19 @@ def validation_mae(network, patches: Patches, indices, mean: float, std: float) 
     return errors / max(counts, 1)
 
 
+def restore_checkpoint(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       rng: np.random.Generator) -> dict | None:
+    """Load a checkpoint's weights, optimiser and random states in place; its dict (None if absent)."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    network.load_state_dict(state["network"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return state
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -189,12 +202,8 @@ def train(config: dict, progress: bool = True, max_steps: int | None = None, exp
     optimizer = torch.optim.AdamW(network.parameters(), lr=config["learning_rate"],
                                   weight_decay=config["weight_decay"])
     rng = np.random.default_rng(config["seed"])
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+    state = restore_checkpoint(checkpoint_path, network, optimizer, rng)
+    if state is not None:
         step, history, mean, std = state["step"], state["history"], state["mean"], state["std"]
     else:
         step, history = 0, {"train": [], "val": []}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_FEATURES
 from cryores.spectral_net import SpectralNet, pinball_loss
 
 from . import distributed
+from .fit import _save_checkpoint, restore_checkpoint
 from .rows import load_rows
 
 Z90 = 1.6449
@@ -90,12 +90,6 @@ def calibrate_interval(network: SpectralNet, rows: dict[str, np.ndarray]) -> flo
     return float(np.quantile(ratio, 0.9))
 
 
-def _save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train(config: dict, progress: bool = True, max_steps: int | None = None) -> Path:
     """Train (or resume) as configured; returns the exported model card (or the checkpoint).
 
@@ -133,12 +127,8 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     rng = np.random.default_rng(config["seed"])
     checkpoint = output / "checkpoint.pt"
     step, history = 0, {"train": [], "val": []}
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+    state = restore_checkpoint(checkpoint, network, optimizer, rng)
+    if state is not None:
         step, history = state["step"], state["history"]
     distributed.barrier(context)  # every rank has read the checkpoint before rank 0 may replace it
     model = distributed.wrap(network, context)  # trains; ``network`` (unwrapped) is what is saved
@@ -179,9 +169,9 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
             history["val"].append((step, validate(network, val_rows)))
             bar.set_postfix(val_mae=f"{history['val'][-1][1]['mae']:.3f} Å")
         if step % config["checkpoint_every"] == 0 or step == stop:
-            _save(checkpoint, {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                               "history": history})
+            _save_checkpoint(checkpoint, {
+                "network": network.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history})
         bar.update()
     bar.close()
     if not context.is_rank0:  # rank 0 alone writes history, checkpoint and model

@@ -14,7 +14,6 @@ The split is by structure (:func:`split_of`), so no structure is in two splits.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from cryores.masking import automatic_mask
 from cryores.resample import linear_resample
 from cryores.spectral import compute_features
 
-from .simulate import draw_parameters_v3, sample_seed, simulate, simulate_regional_lowpass
+from .simulate import draw_parameters_v3, run_tasks, sample_seed, simulate, simulate_regional_lowpass
 from .structures import discover, load_model
 from .variants import KINDS, make_variants
 
@@ -100,14 +99,6 @@ def build_sample(task: tuple) -> str:
     return path.name
 
 
-def _limit_threads() -> None:
-    """One thread per worker process: the processes already use every core."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def run_rows(structures: list[Path], output: Path, *, family: str, per_structure: int, seed: int,
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
              progress: bool = True) -> list[str]:
@@ -117,22 +108,7 @@ def run_rows(structures: list[Path], output: Path, *, family: str, per_structure
     ids = [sid for sid in sorted(groups) if split_of(sid) in splits][:limit]
     tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output))
              for i in range(per_structure) for sid in ids]
-    from tqdm import tqdm
-
-    done = []
-    bar = tqdm(total=len(tasks), unit="sample", desc=f"rows {family}", disable=not progress)
-    jobs = jobs or min(len(tasks), os.cpu_count() or 1)
-    if jobs <= 1:
-        for task in tasks:
-            done.append(build_sample(task))
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(jobs, initializer=_limit_threads) as pool:
-            for name in pool.imap_unordered(build_sample, tasks):
-                done.append(name)
-                bar.update()
-    bar.close()
-    return done
+    return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
 
 def load_rows(folder: Path, split: str) -> dict[str, np.ndarray]:

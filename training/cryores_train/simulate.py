@@ -247,6 +247,18 @@ def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: 
     return np.clip(field, max(low, 2.2 * voxel), high).astype(np.float32)
 
 
+def _finish(halves: list[np.ndarray], mask: np.ndarray, field: np.ndarray, voxel: float,
+            params: dict) -> tuple[list[np.ndarray], np.ndarray]:
+    """What every simulator does last: optional solvent flattening, the random scale and offset
+    (same for both halves), and the truth (designed field inside the mask, 0 outside)."""
+    if params["flatten"]:
+        soft = ndimage.gaussian_filter(dilate(mask, (4.0 / voxel,) * 3).astype(np.float32), 1.5 / voxel)
+        halves = [h * soft for h in halves]
+    spread = float(np.std(halves[0]))
+    scale, offset = params["scale"] / max(spread, 1e-12), params["offset"] * params["scale"]
+    return [h * scale + offset for h in halves], np.where(mask, field, 0.0).astype(np.float32)
+
+
 def _filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
     return scipy.fft.irfftn(scipy.fft.rfftn(volume) * gain, s=volume.shape).astype(np.float32)
 
@@ -303,13 +315,7 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     if params["global_b"]:
         gain = np.exp(-params["global_b"] * k ** 2 / 4.0)
         halves = [_filter(h, gain) for h in halves]
-    if params["flatten"]:
-        soft = ndimage.gaussian_filter(dilate(mask, (4.0 / voxel,) * 3).astype(np.float32), 1.5 / voxel)
-        halves = [h * soft for h in halves]
-    spread = float(np.std(halves[0]))
-    scale, offset = params["scale"] / max(spread, 1e-12), params["offset"] * params["scale"]
-    halves = [h * scale + offset for h in halves]
-    truth = np.where(mask, field, 0.0).astype(np.float32)
+    halves, truth = _finish(halves, mask, field, voxel, params)
     params.update(noise_power=n0, f_box=f_box, b_reference=b_reference,
                   b_extra_percentiles=np.percentile(b_extra, [5, 50, 95]).round(1).tolist(),
                   n_atoms=int(len(positions)))
@@ -355,13 +361,7 @@ def simulate_regional_lowpass(model: AtomModel, params: dict, seed: int) -> dict
     n0 = signal_at_core / params["noise_snr"] / math.exp(params["noise_colour"] * (2.0 * voxel / core) ** 2)
     gain = np.sqrt(2.0 * n0 * colour / signal.size)  # half maps: twice the noise of their mean
     halves = [signal + _filter(rng.standard_normal(signal.shape, dtype=np.float32), gain) for _ in range(2)]
-    if params["flatten"]:
-        soft = ndimage.gaussian_filter(dilate(mask, (4.0 / voxel,) * 3).astype(np.float32), 1.5 / voxel)
-        halves = [h * soft for h in halves]
-    spread = float(np.std(halves[0]))
-    scale, offset = params["scale"] / max(spread, 1e-12), params["offset"] * params["scale"]
-    halves = [h * scale + offset for h in halves]
-    truth = np.where(mask, field, 0.0).astype(np.float32)
+    halves, truth = _finish(halves, mask, field, voxel, params)
     params.update(noise_power=n0, n_atoms=int(len(positions)))
     return {"map": 0.5 * (halves[0] + halves[1]), "half1": halves[0], "half2": halves[1],
             "truth": truth, "mask": mask.astype(np.float32)}
@@ -419,27 +419,36 @@ def run_simulation(structures: Path, output: Path, *, per_structure: int = 1, li
     for stale in output.glob(".*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
     tasks = [(sid, tuple(groups[sid]), i, seed, str(output)) for sid in ids for i in range(per_structure)]
-    jobs = jobs or min(len(tasks), os.cpu_count() or 1)
+    return sorted(run_tasks(make_sample, tasks, jobs, "simulate", progress))
+
+
+def run_tasks(function, tasks: list, jobs: int | None, desc: str, progress: bool) -> list:
+    """``function`` over ``tasks`` in ``jobs`` spawned processes of one thread each (default: one
+    per core), in any order, with a progress bar; the results as they come."""
     from tqdm import tqdm
 
+    jobs = jobs or min(len(tasks), os.cpu_count() or 1)
     done = []
-    bar = tqdm(total=len(tasks), unit="sample", desc="simulate", disable=not progress)
+    bar = tqdm(total=len(tasks), unit="sample", desc=desc, disable=not progress)
     if jobs <= 1:
         for task in tasks:
-            done.append(make_sample(task))
+            done.append(function(task))
             bar.update()
     else:
         with multiprocessing.get_context("spawn").Pool(jobs, initializer=_limit_threads) as pool:
-            for sample_id in pool.imap_unordered(make_sample, tasks):
-                done.append(sample_id)
+            for result in pool.imap_unordered(function, tasks):
+                done.append(result)
                 bar.update()
     bar.close()
-    return sorted(done)
+    return done
 
 
 def _limit_threads() -> None:
     """One thread per worker process: the processes already use every core."""
     os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def register(subparsers) -> None:
