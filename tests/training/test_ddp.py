@@ -81,11 +81,11 @@ def runs(tmp_path_factory):
     global batch 2B stopped at step STOP by --max-steps; one process (no torchrun) of batch 2B."""
     rows = make_rows(tmp_path_factory.mktemp("ddp") / "rows")
     folders = {name: rows.parent / name for name in ("single", "two_ranks", "resumed")}
-    started = [torchrun(config(rows, folders["two_ranks"])),
-               torchrun(config(rows, folders["resumed"], global_batch_size=2 * B), "--max-steps", str(STOP))]
+    # One torchrun at a time: two standalone launches at once can race for the same free port.
+    started = torchrun(config(rows, folders["two_ranks"]))
     train(config(rows, folders["single"], batch_size=2 * B), progress=False)
-    for run in started:
-        finish(run)
+    finish(started)
+    finish(torchrun(config(rows, folders["resumed"], global_batch_size=2 * B), "--max-steps", str(STOP)))
     return folders
 
 
