@@ -114,10 +114,15 @@ def automatic_mask(volume: np.ndarray, voxel_size: tuple[float, float, float]) -
     volume = _centred(volume)
     factor = max(1, int(BIN_TO_A / max(voxel_size)))
     if factor > 1:
-        coarse = automatic_mask(_bin(volume, factor), tuple(v * factor for v in voxel_size))
+        coarse = _threshold_rule(_bin(volume, factor), tuple(v * factor for v in voxel_size))
         return _unbin(coarse, factor, volume.shape)
+    return _threshold_rule(volume, voxel_size)
+
+
+def _threshold_rule(volume: np.ndarray, voxel_size: tuple[float, float, float]) -> np.ndarray:
+    """Steps 1-5 of the module docstring on a centred float32 map of voxels >= ~1 Å."""
     sigma = [LOWPASS_SIGMA_A / v for v in voxel_size]
-    smooth = ndimage.gaussian_filter(np.asarray(volume, dtype=np.float32), sigma=sigma, mode="nearest")
+    smooth = ndimage.gaussian_filter(volume, sigma=sigma, mode="nearest")
     solvent, noise = solvent_level(smooth)
     peak = float(np.percentile(smooth, 99.9))
     if not peak > solvent:

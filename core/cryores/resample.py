@@ -46,6 +46,19 @@ def _axis_slices(n_from: int, n_to: int, half: bool) -> tuple[list[slice], list[
     return src, dst
 
 
+def resize_spectrum(spectrum: np.ndarray, shape_from: tuple[int, ...], shape_to: tuple[int, ...]) -> np.ndarray:
+    """The ``rfftn`` spectrum of a ``shape_from`` array as that of a ``shape_to`` array (complex64):
+    the frequencies both grids hold are copied, the others dropped (crop) or zero (pad)."""
+    out = np.zeros(tuple(shape_to[:2]) + (shape_to[2] // 2 + 1,), dtype=np.complex64)
+    src0, dst0 = _axis_slices(shape_from[0], shape_to[0], half=False)
+    src1, dst1 = _axis_slices(shape_from[1], shape_to[1], half=False)
+    src2, dst2 = _axis_slices(shape_from[2], shape_to[2], half=True)
+    for s0, d0 in zip(src0, dst0):
+        for s1, d1 in zip(src1, dst1):
+            out[d0, d1, dst2[0]] = spectrum[s0, s1, src2[0]]
+    return out
+
+
 def fourier_resample(volume: np.ndarray, shape: tuple[int, int, int], workers: int = -1) -> np.ndarray:
     """Resample a real 3-D array to ``shape`` by cropping or zero-padding its spectrum.
 
@@ -56,15 +69,7 @@ def fourier_resample(volume: np.ndarray, shape: tuple[int, int, int], workers: i
     shape = tuple(int(s) for s in shape)
     if shape == volume.shape:
         return volume.copy()
-    spectrum = scipy.fft.rfftn(volume, workers=workers)
-    out_spectrum = np.zeros(shape[:2] + (shape[2] // 2 + 1,), dtype=np.complex64)
-    src0, dst0 = _axis_slices(volume.shape[0], shape[0], half=False)
-    src1, dst1 = _axis_slices(volume.shape[1], shape[1], half=False)
-    src2, dst2 = _axis_slices(volume.shape[2], shape[2], half=True)
-    for s0, d0 in zip(src0, dst0):
-        for s1, d1 in zip(src1, dst1):
-            out_spectrum[d0, d1, dst2[0]] = spectrum[s0, s1, src2[0]]
-    del spectrum
+    out_spectrum = resize_spectrum(scipy.fft.rfftn(volume, workers=workers), volume.shape, shape)
     result = scipy.fft.irfftn(out_spectrum, s=shape, workers=workers)
     result *= np.prod(shape) / np.prod(volume.shape)
     return result.astype(np.float32, copy=False)

@@ -36,7 +36,7 @@ import torch
 from .errors import CryoResError
 from .fourier import spatial_frequency
 from .masking import automatic_mask, dilate
-from .resample import _axis_slices, linear_resample, shape_for_voxel_size
+from .resample import linear_resample, resize_spectrum, shape_for_voxel_size
 
 RATIO = 1.25
 BANDS_A = tuple(round(1.8 * RATIO ** k, 3) for k in range(13))  # 1.8 ... 26.2 Å
@@ -108,18 +108,6 @@ def feature_grid(shape: tuple[int, ...], voxel_size: tuple[float, ...]) -> tuple
     return grid, tuple(n * v / g for n, v, g in zip(shape, voxel_size, grid))
 
 
-def _crop_spectrum(spectrum: np.ndarray, full_shape: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-    """The rfft coefficients a smaller real grid of ``shape`` can hold (Fourier cropping)."""
-    out = np.zeros(shape[:2] + (shape[2] // 2 + 1,), dtype=np.complex64)
-    s0, d0 = _axis_slices(full_shape[0], shape[0], False)
-    s1, d1 = _axis_slices(full_shape[1], shape[1], False)
-    s2, d2 = _axis_slices(full_shape[2], shape[2], True)
-    for a, c in zip(s0, d0):
-        for b, e in zip(s1, d1):
-            out[c, e, d2[0]] = spectrum[a, b, s2[0]]
-    return out
-
-
 def _grid_for_band(shape: tuple[int, ...], voxel_size: tuple[float, ...], top_frequency: float) -> tuple[int, ...]:
     """Smallest even grid (per axis, never above the map's) whose Nyquist holds ``top_frequency``."""
     out = []
@@ -161,7 +149,7 @@ def local_band_power(density: np.ndarray, voxel_size: tuple[float, float, float]
             frequency = spatial_frequency(band_grid, band_voxel)
             grids[band_grid] = (frequency, _log_steps(frequency))
         frequency, log_frequency = grids[band_grid]
-        cropped = _crop_spectrum(spectrum, shape, band_grid) if band_grid != shape else spectrum.copy()
+        cropped = resize_spectrum(spectrum, shape, band_grid) if band_grid != shape else spectrum.copy()
         cropped *= band_weight(frequency, centre, log_frequency)
         signal = _irfftn(cropped, band_grid)
         signal *= float(np.prod(band_grid)) / n_total  # same amplitude as on the full grid
@@ -171,7 +159,7 @@ def local_band_power(density: np.ndarray, voxel_size: tuple[float, float, float]
         del signal
         smoothed *= np.exp(np.float32(-2.0 * np.pi ** 2 * sigma ** 2) * np.square(frequency))
         if tuple(grid) != band_grid:
-            smoothed = _crop_spectrum(smoothed, band_grid, grid)
+            smoothed = resize_spectrum(smoothed, band_grid, grid)
         values = _irfftn(smoothed, tuple(grid))
         values *= float(np.prod(grid)) / float(np.prod(band_grid))
         power[j] = np.maximum(values, 0.0)

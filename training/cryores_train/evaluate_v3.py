@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
 from scipy import stats
 
 import cryores
@@ -40,6 +39,7 @@ from cryores.mrc_io import read_map
 from .fit import load_config
 from .resmap import resmap_local_resolution
 from .rows import make_sample, split_of
+from .simulate import fourier_filter
 from .structures import discover
 from .variants import make_variants
 
@@ -65,8 +65,7 @@ BIN_EDGES = (2, 4, 6, 8, 10, 12, 14)
 
 def brick_wall(density: np.ndarray, voxel: tuple[float, float, float], resolution: float) -> np.ndarray:
     """Everything finer than ``resolution`` Å removed (a sharp low-pass, unlike training's)."""
-    keep = spatial_frequency(density.shape, voxel) <= 1.0 / resolution
-    return scipy.fft.irfftn(scipy.fft.rfftn(density) * keep, s=density.shape).astype(np.float32)
+    return fourier_filter(density, spatial_frequency(density.shape, voxel) <= 1.0 / resolution)
 
 
 def error_table(truth: np.ndarray, estimate: np.ndarray) -> dict:

@@ -259,7 +259,8 @@ def _finish(halves: list[np.ndarray], mask: np.ndarray, field: np.ndarray, voxel
     return [h * scale + offset for h in halves], np.where(mask, field, 0.0).astype(np.float32)
 
 
-def _filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
+def fourier_filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """``volume`` with its rfft coefficients multiplied by ``gain`` (float32)."""
     return scipy.fft.irfftn(scipy.fft.rfftn(volume) * gain, s=volume.shape).astype(np.float32)
 
 
@@ -310,11 +311,12 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     k = _frequency(signal.shape, voxel)
     dips = power[shell] / np.maximum(envelope_power[shell], 1e-30)
     noise_gain = np.sqrt(n0 * colour(k) * dips / signal.size)
-    halves = [signal + _filter(rng.standard_normal(signal.shape, dtype=np.float32), noise_gain) for _ in range(2)]
+    halves = [signal + fourier_filter(rng.standard_normal(signal.shape, dtype=np.float32), noise_gain)
+              for _ in range(2)]
 
     if params["global_b"]:
         gain = np.exp(-params["global_b"] * k ** 2 / 4.0)
-        halves = [_filter(h, gain) for h in halves]
+        halves = [fourier_filter(h, gain) for h in halves]
     halves, truth = _finish(halves, mask, field, voxel, params)
     params.update(noise_power=n0, f_box=f_box, b_reference=b_reference,
                   b_extra_percentiles=np.percentile(b_extra, [5, 50, 95]).round(1).tolist(),
@@ -360,7 +362,7 @@ def simulate_regional_lowpass(model: AtomModel, params: dict, seed: int) -> dict
     colour = np.exp(params["noise_colour"] * (k * 2 * voxel) ** 2)
     n0 = signal_at_core / params["noise_snr"] / math.exp(params["noise_colour"] * (2.0 * voxel / core) ** 2)
     gain = np.sqrt(2.0 * n0 * colour / signal.size)  # half maps: twice the noise of their mean
-    halves = [signal + _filter(rng.standard_normal(signal.shape, dtype=np.float32), gain) for _ in range(2)]
+    halves = [signal + fourier_filter(rng.standard_normal(signal.shape, dtype=np.float32), gain) for _ in range(2)]
     halves, truth = _finish(halves, mask, field, voxel, params)
     params.update(noise_power=n0, n_atoms=int(len(positions)))
     return {"map": 0.5 * (halves[0] + halves[1]), "half1": halves[0], "half2": halves[1],

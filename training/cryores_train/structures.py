@@ -17,7 +17,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from cryores.errors import CryoResError
-from cryores.mrc_io import DensityMap, axis_order
+from cryores.mrc_io import DensityMap, axis_order, grid_start
 
 _BM5 = re.compile(r"^(?P<id>[0-9A-Za-z]+)_(?P<part>[rl])_[ub]-matched\.pdb(\.gz)?$")
 _SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
@@ -113,14 +113,12 @@ def near_atoms(positions: np.ndarray, density_map: DensityMap, radius: float = 2
     ChimeraX does, so a model fitted to a deposited map lands on its density. Used to measure
     masks against fitted models.
     """
-    header = density_map.header
-    order = axis_order(header) if header is not None else (1, 2, 3)
-    start = dict(zip(order, (int(header.nxstart), int(header.nystart), int(header.nzstart)))) if header is not None \
-        else {1: 0, 2: 0, 3: 0}
-    origin = (float(header.origin.x), float(header.origin.y), float(header.origin.z)) if header is not None \
-        else (0.0, 0.0, 0.0)
+    if density_map.header is not None:
+        order, start = axis_order(density_map.header), grid_start(density_map)
+    else:
+        order, start = (1, 2, 3), (0.0, 0.0, 0.0)
     array_axes = (order[2], order[1], order[0])  # sections, rows, columns along X/Y/Z = 1/2/3
-    coordinates = [(np.arange(n) + start[axis]) * size + origin[axis - 1]
+    coordinates = [start[axis - 1] + np.arange(n) * size
                    for n, axis, size in zip(density_map.data.shape, array_axes, density_map.voxel_size)]
     tree = cKDTree(positions[:, [axis - 1 for axis in array_axes]])
     near = np.zeros(density_map.data.shape, dtype=bool)

@@ -21,12 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 from scipy import ndimage
 
 from cryores.fourier import spatial_frequency
 from cryores.local_filter import raised_cosine
 from cryores.masking import dilate
+
+from .simulate import fourier_filter
 
 KINDS = ("raw", "deposit", "lowpass", "noisier")
 
@@ -45,15 +46,13 @@ class Variant:
 def lowpass(density: np.ndarray, voxel: float, resolution: float) -> np.ndarray:
     """Low-pass at ``resolution`` Å: gain 1 up to 1/X, raised-cosine fall to 0 at 1.05/X."""
     frequency = spatial_frequency(density.shape, (voxel,) * 3)
-    gain = raised_cosine(frequency, 1.0 / resolution, 0.05 / resolution)
-    return scipy.fft.irfftn(scipy.fft.rfftn(density) * gain, s=density.shape).astype(np.float32)
+    return fourier_filter(density, raised_cosine(frequency, 1.0 / resolution, 0.05 / resolution))
 
 
 def sharpen(density: np.ndarray, voxel: float, bfactor: float) -> np.ndarray:
     """Amplitudes x exp(-B s²/4) (B < 0 sharpens, as RELION)."""
     frequency = spatial_frequency(density.shape, (voxel,) * 3)
-    gain = np.exp(-bfactor * frequency ** 2 / 4.0)
-    return scipy.fft.irfftn(scipy.fft.rfftn(density) * gain, s=density.shape).astype(np.float32)
+    return fourier_filter(density, np.exp(-bfactor * frequency ** 2 / 4.0))
 
 
 def _mask_like_a_deposit(density: np.ndarray, mask: np.ndarray, voxel: float, rng: np.random.Generator) -> np.ndarray:
