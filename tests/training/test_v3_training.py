@@ -105,3 +105,26 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
     mask[6:18, 6:18, 6:18] = True
     result = predict(density, 2.5, mask, model=model)
     assert (result.resolution[mask] >= 5.0).all() and (result.resolution[~mask] == 0).all()
+
+
+def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, monkeypatch):
+    """A run killed while it writes a sample leaves a temporary file that load_rows never reads."""
+    import cryores_train.rows as rows_module
+
+    def killed(stream, **arrays):
+        stream.write(b"half-written")
+        raise KeyboardInterrupt
+
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    synthetic_rows(rows)
+    sid, paths = small_structure
+    monkeypatch.setattr(rows_module.np, "savez_compressed", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "x", str(tmp_path)))
+    monkeypatch.undo()
+    leftovers = list((tmp_path / "x").iterdir())
+    assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"half-written"
+    for leftover in leftovers:
+        leftover.rename(rows / leftover.name)
+    assert len(load_rows(rows, "train")["y"]) == 1200

@@ -35,6 +35,7 @@ from cryores.fourier import spatial_frequency
 from cryores.localfsc import local_fsc
 from cryores.model_card import load_model, sha256_of
 from cryores.mrc_io import read_map
+from cryores.spectral_inference import Z90
 
 from .fit import load_config
 from .resmap import resmap_local_resolution
@@ -152,7 +153,7 @@ def simulated_sets(model, structures: list[Path], limit: int, resmap_maps: int, 
     estimate = np.concatenate(uncertainty["estimate"])
     sigma = np.concatenate(uncertainty["sigma"])
     error = np.abs(estimate - truth)
-    results["uncertainty"] = {"coverage_90": float((error <= 1.6449 * sigma).mean()),
+    results["uncertainty"] = {"coverage_90": float((error <= Z90 * sigma).mean()),
                               "spearman_sigma_error": float(stats.spearmanr(sigma, error)[0]),
                               "median_sigma": float(np.median(sigma))}
     results["test_structures"] = ids

@@ -26,7 +26,6 @@ resumes at any world size. Without torchrun a single CPU process trains exactly 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -36,13 +35,12 @@ import torch
 from cryores.errors import CryoResError
 from cryores.model_card import save_model
 from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_FEATURES
+from cryores.spectral_inference import Z90
 from cryores.spectral_net import SpectralNet, pinball_loss
 
 from . import distributed
-from .fit import _save_checkpoint, restore_checkpoint
+from .fit import _save_checkpoint, learning_rate, restore_checkpoint
 from .rows import load_rows
-
-Z90 = 1.6449
 
 
 def _weights(labels: np.ndarray) -> np.ndarray:
@@ -50,13 +48,6 @@ def _weights(labels: np.ndarray) -> np.ndarray:
     counts = np.bincount(bins, minlength=41).astype(np.float64)
     weights = 1.0 / np.maximum(counts[bins], 1.0)
     return (weights / weights.sum()).astype(np.float64)
-
-
-def _learning_rate(step: int, config: dict) -> float:
-    warm, total, peak = config["warmup_steps"], config["steps"], config["learning_rate"]
-    if step < warm:
-        return peak * (step + 1) / warm
-    return peak * 0.5 * (1 + math.cos(math.pi * min((step - warm) / max(1, total - warm), 1.0)))
 
 
 @torch.no_grad()
@@ -149,7 +140,7 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     network.train()
     while step < stop:
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, config)
+            group["lr"] = learning_rate(step, config)
         # the same global batch on every rank (same generator, same state); each rank takes its shard
         uniform = rng.random(global_batch)[shard]
         index = torch.from_numpy(np.searchsorted(cdf, uniform, side="right")).to(context.device)

@@ -54,13 +54,13 @@ def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, fam
 
 
 def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask: np.ndarray, rows: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(features (n, F) float16, labels (n,), whether the automatic mask worked) of one map."""
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, F) float16, labels (n,)) of one map, masked as inference would (the
+    simulation's mask only where the automatic one refuses the map)."""
     try:
         mask = automatic_mask(density, (voxel,) * 3)
-        automatic = True
     except CryoResError:
-        mask, automatic = sim_mask, False
+        mask = sim_mask
     features = compute_features(density, (voxel,) * 3, mask, reference=mask)
     grid = features.mask.shape
     if grid != density.shape:
@@ -73,7 +73,7 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
     if index.size > rows:
         index = rng.choice(index, rows, replace=False)
     flat = features.features.reshape(features.features.shape[0], -1)
-    return flat[:, index].T.astype(np.float16), grid_label.ravel()[index].astype(np.float32), automatic
+    return flat[:, index].T.astype(np.float16), grid_label.ravel()[index].astype(np.float32)
 
 
 def build_sample(task: tuple) -> str:
@@ -86,15 +86,16 @@ def build_sample(task: tuple) -> str:
     rng = np.random.default_rng(params["seed"] + 2)
     blocks = {"x": [], "y": [], "bound": [], "kind": []}
     for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng):
-        x, y, _ = feature_rows(variant.density, variant.label, voxel, arrays["mask"] > 0.5, ROWS_PER_VARIANT, rng)
+        x, y = feature_rows(variant.density, variant.label, voxel, arrays["mask"] > 0.5, ROWS_PER_VARIANT, rng)
         blocks["x"].append(x)
         blocks["y"].append(y)
         blocks["bound"].append(np.full(len(y), variant.lower_bound))
         blocks["kind"].append(np.full(len(y), KINDS.index(variant.kind), dtype=np.int8))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **{k: np.concatenate(v) for k, v in blocks.items()},
-                        voxel=voxel, structure=structure_id, split=split_of(structure_id))
+    tmp = path.with_name(f".{path.name}.tmp")  # not *.npz: load_rows never sees a half-written file
+    with open(tmp, "wb") as stream:
+        np.savez_compressed(stream, **{k: np.concatenate(v) for k, v in blocks.items()},
+                            voxel=voxel, structure=structure_id, split=split_of(structure_id))
     os.replace(tmp, path)
     return path.name
 
