@@ -82,7 +82,7 @@ clean:
 ROWS := training/data/v3/rows
 STRUCTURES := ../shared/data/structures/bm5 training/structures/extra
 model: $(VENV)/.installed
-	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 1 --splits train,val
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 3 --splits train,val
 	$(VENV)/bin/cryores-train fit training/configs/v3.json
 	$(VENV)/bin/cryores-train evaluate-v3 training/configs/v3.json $(STRUCTURES) --docs docs
 	$(VENV)/bin/cryores-train install training/runs/v3/model/default.json

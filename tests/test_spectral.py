@@ -114,3 +114,24 @@ def test_spectral_model_predicts_on_the_input_grid_never_finer_than_evidence(tmp
     inside = result.resolution[mask]
     assert (result.resolution[~mask] == 0).all() and inside.min() >= 2.0
     assert np.median(inside) >= 10.0 / 1.25 * 0.95  # the evidence floor, whatever the network says
+
+
+def test_the_calibrated_median_shift_scales_the_network_median_but_never_the_floor(tmp_path, molecule):
+    """A card's median_log_shift divides the network's median (and interval) by exp(shift);
+    the evidence floor still holds wherever the shifted median would go below it."""
+    torch.manual_seed(2)
+    network = SpectralNet(N_FEATURES, (8,))
+    network.target_mean.fill_(float(np.log(20.0)))  # coarse enough that the floor rarely binds
+    card = {"name": "shifted-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
+            "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 60.0]}
+    density, mask = molecule
+    plain = predict(density, 1.0, mask, model=load_model(save_model(network, card, tmp_path / "a.json")))
+    card["calibration"] = {"median_log_shift": float(np.log(1.5))}
+    shifted_model = load_model(save_model(network, card, tmp_path / "b.json"))
+    assert shifted_model.median_shift == pytest.approx(np.log(1.5))
+    shifted = predict(density, 1.0, mask, model=shifted_model)
+    ratio = shifted.resolution[mask] / plain.resolution[mask]
+    assert np.median(ratio) == pytest.approx(1 / 1.5, rel=0.02)
+    assert (ratio <= 1.0 + 1e-5).all()
+    assert shifted.resolution[mask].min() >= 2.0  # never finer than Nyquist after the shift
+    assert np.median(shifted.uncertainty[mask] / plain.uncertainty[mask]) == pytest.approx(1 / 1.5, rel=0.02)

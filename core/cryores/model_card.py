@@ -49,6 +49,13 @@ class LoadedModel:
         return float(self.card.get("uncertainty", {}).get("interval_scale", 1.0))
 
     @property
+    def median_shift(self) -> float:
+        """ln-Å correction of the median, measured on held-out maps through the whole predict
+        path (0 if absent): the evidence floor and smoothing only ever coarsen, so the network's
+        median, right on rows, read coarse on whole maps."""
+        return float(self.card.get("calibration", {}).get("median_log_shift", 0.0))
+
+    @property
     def voxel_size(self) -> float:
         return float(self.card["voxel_size"])
 

@@ -2,9 +2,10 @@
 
 Features are computed once per map (:func:`cryores.spectral.compute_features`), the network
 runs on the feature-grid voxels in and around the mask in chunks, its median is smoothed a
-little (sigma ``SMOOTH_A``, inside the mask only, in ln Å) and never allowed finer than the
-evidence floor (:func:`cryores.spectral.evidence_floor`); then both the resolution and the
-uncertainty go back to the input grid by trilinear interpolation.
+little (sigma ``SMOOTH_A``, inside the mask only, in ln Å), corrected by the model's calibrated
+median shift and never allowed finer than the evidence floor
+(:func:`cryores.spectral.evidence_floor`); then both the resolution and the uncertainty go back
+to the input grid by trilinear interpolation.
 """
 
 from __future__ import annotations
@@ -69,9 +70,10 @@ def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float]
     log_low[region], log_median[region], log_high[region] = quantiles.T
     sigma = tuple(SMOOTH_A / v for v in grid_voxel)
     log_median = _masked_smooth(log_median, region, sigma)
+    shift = np.float32(loaded.median_shift)
     floor = evidence_floor(features.features)
-    resolution = np.maximum(np.exp(log_median), floor)
-    half_width = 0.5 * (np.exp(log_high) - np.exp(log_low)) * loaded.interval_scale
+    resolution = np.maximum(np.exp(log_median - shift), floor)
+    half_width = 0.5 * (np.exp(log_high - shift) - np.exp(log_low - shift)) * loaded.interval_scale
     std = (half_width / Z90).astype(np.float32)
     resolution = _fill_outside(resolution.astype(np.float32), region)
     std = _fill_outside(std, region)

@@ -54,6 +54,9 @@ def test_same_seed_same_maps_and_truth_is_in_range(complex_1akj):
     assert a["truth"][mask].min() >= max(2.0, 2.2 * 1.5) - 1e-6 and a["truth"][mask].max() <= 12.0
     assert not np.array_equal(a["half1"], a["half2"])
     np.testing.assert_allclose(a["map"], 0.5 * (a["half1"] + a["half2"]), rtol=1e-5, atol=1e-4)
+    # the noiseless signal: what is left in each half is noise, independent between the halves
+    n1, n2 = (a["half1"] - a["signal"]).ravel(), (a["half2"] - a["signal"]).ravel()
+    assert n1.std() > 0.05 * a["signal"].std() and abs(np.corrcoef(n1, n2)[0, 1]) < 0.05
 
 
 def test_designed_resolution_is_what_local_fsc_measures(complex_1akj):
@@ -101,3 +104,20 @@ def test_cli_simulate_and_label(tmp_path, shared, capsys):
     assert "localfsc" in json.loads((tmp_path / "3L08_000" / "labels.json").read_text())
     assert main(["simulate", str(tmp_path / "absent"), "-o", str(tmp_path / "x"), "--quiet"]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_patchy_design_has_no_radial_trend(complex_1akj):
+    """The patchy design spans its whole range over the atoms, but unlike the radial one says
+    nothing on average about where the better parts are."""
+    from cryores_train.simulate import patchy_design
+
+    voxel, n = 2.0, 64
+    positions = complex_1akj.positions - complex_1akj.positions.mean(axis=0) + n * voxel / 2
+    index = tuple(np.rint(positions[:, ::-1] / voxel).astype(int).clip(0, n - 1).T)
+    radius = np.linalg.norm(positions - positions.mean(axis=0), axis=1)
+    correlations = []
+    for seed in range(12):
+        field = patchy_design(positions, n, voxel, np.random.default_rng(seed))[index]
+        assert field.min() == pytest.approx(0.0, abs=1e-6) and field.max() == pytest.approx(1.0, abs=1e-6)
+        correlations.append(np.corrcoef(radius, field)[0, 1])
+    assert abs(np.mean(correlations)) < 0.25 and np.std(correlations) > 0.1

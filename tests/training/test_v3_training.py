@@ -41,16 +41,87 @@ def test_variants_carry_the_right_labels(small_structure):
     truth, mask = arrays["truth"], arrays["mask"] > 0.5
     inside = truth > 0
     assert inside.any() and truth[inside].min() >= 1.8 and truth[inside].max() <= 20.0
+    noise = 0.5 * (arrays["half1"] - arrays["half2"])
     variants = {v.kind: v for v in make_variants(arrays["map"], truth, mask, params["voxel_size"],
-                                                 np.random.default_rng(0))}
-    assert set(variants) == {"raw", "deposit", "lowpass", "noisier"}
+                                                 np.random.default_rng(0), signal=arrays["signal"], noise=noise)}
+    assert set(variants) == {"raw", "deposit", "lowpass", "noisier", "sharp"}
     deposit, cut = variants["deposit"], variants["lowpass"]
     assert (deposit.label[inside] >= truth[inside] - 1e-5).all()
     assert np.allclose(deposit.label[inside].min(), max(deposit.note["lowpass"], truth[inside].min()), atol=1e-4)
     assert (cut.label[inside] >= cut.note["lowpass"] - 1e-4).all()
     values, counts = np.unique(deposit.density, return_counts=True)
-    assert counts.max() > 0.3 * deposit.density.size  # a deposit's solvent is one constant
+    if deposit.note["masked"]:  # a masked deposit's solvent is one constant
+        assert counts.max() > 0.3 * deposit.density.size
+    else:  # an unmasked one keeps its solvent noise
+        assert counts.max() < 0.01 * deposit.density.size
+    assert deposit.note["bfactor"] <= 0.0
     assert variants["noisier"].lower_bound and not variants["raw"].lower_bound
+    sharp = variants["sharp"]
+    x = sharp.note["lowpass"]
+    labelled = sharp.label > 0  # exactly where the design is at least as fine as the cut, labelled X
+    assert labelled.any() and np.array_equal(labelled, inside & (truth <= x)) and np.allclose(sharp.label[labelled], x)
+    assert 0.1 <= sharp.note["noise"] <= 1.0
+
+
+def test_deposits_are_sharpened_by_their_own_guinier_b(small_structure):
+    """Sharpening a map by its fitted B leaves no slope: the fit and the filter agree on B's sign
+    and scale, so a factor of 0.3-1.3 leaves deposits from still falling to over-sharpened."""
+    from cryores_train.variants import guinier_b, sharpen
+
+    sid, paths = small_structure
+    params = draw_parameters_v3(np.random.default_rng(3), "bfactor")
+    arrays = simulate_regional_lowpass(load_structure(sid, paths), params, 4)
+    voxel = params["voxel_size"]
+    finest = 3.0 * voxel
+    b = guinier_b(arrays["signal"], voxel, finest)
+    assert b > 20.0  # a density with B-factors falls off
+    assert guinier_b(sharpen(arrays["signal"], voxel, -b), voxel, finest) < 0.02 * b
+    assert guinier_b(sharpen(arrays["signal"], voxel, -0.5 * b), voxel, finest) == pytest.approx(0.5 * b, rel=0.05)
+
+
+def test_strong_sharpening_before_a_low_pass_stays_finite_and_exact():
+    """A deposit's B towards Nyquist overflows float32 (B = -240 Å² gives exp(180) at the corner
+    of a 0.5-Å grid, though only 1000x at a 3-Å cut-off); saturating the gain beyond the
+    low-pass's end changes nothing that survives the low-pass."""
+    from cryores.fourier import spatial_frequency
+    from cryores_train.variants import lowpass, sharpen
+
+    density = np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32)
+    voxel, bfactor, cut = 0.5, -240.0, 3.0
+    result = lowpass(sharpen(density, voxel, bfactor, up_to=1.05 / cut), voxel, cut)
+    assert np.isfinite(result).all()
+    with np.errstate(over="ignore", invalid="ignore"):  # what the saturation prevents
+        assert not np.isfinite(sharpen(density, voxel, bfactor)).all()
+    k = spatial_frequency(density.shape, (voxel,) * 3).astype(np.float64)
+    passband = k <= 1.0 / cut  # where the raised cosine is 1
+    reference = np.fft.rfftn(density.astype(np.float64)) * np.exp(-bfactor * k ** 2 / 4.0)
+    got = np.fft.rfftn(result.astype(np.float64))
+    np.testing.assert_allclose(got[passband], reference[passband], rtol=1e-3, atol=1e-3 * np.abs(reference).max())
+
+
+def test_sharp_variant_keeps_the_signal_up_to_its_cut_and_only_noise_beyond(small_structure):
+    """The sharp variant's spectrum: the signal untouched below 1/X, beyond 1/X exactly the given
+    noise (scaled), so the signal-to-noise ratio drops from high to zero at X."""
+    from cryores.fourier import spatial_frequency
+    from cryores_train.variants import sharp_variant
+
+    sid, paths = small_structure
+    params = draw_parameters_v3(np.random.default_rng(5), "bfactor")
+    arrays = simulate_regional_lowpass(load_structure(sid, paths), params, 6)
+    voxel, truth, mask = params["voxel_size"], arrays["truth"], arrays["mask"] > 0.5
+    noise = 0.5 * (arrays["half1"] - arrays["half2"])
+    rng = np.random.default_rng(1)
+    while True:  # a draw that is not masked, so the map is signal + noise everywhere
+        variant = sharp_variant(arrays["signal"], noise, truth, mask, voxel, rng)
+        if not variant.note["masked"]:
+            break
+    x, level = variant.note["lowpass"], variant.note["noise"]
+    k = spatial_frequency(truth.shape, (voxel,) * 3)
+    residual = np.fft.rfftn(variant.density - level * noise)
+    signal = np.fft.rfftn(arrays["signal"])
+    below, beyond = (k < 0.9 / x) & (k > 0), k > 1.06 / x
+    np.testing.assert_allclose(residual[below], signal[below], rtol=1e-3, atol=1e-3 * np.abs(signal).max())
+    assert np.abs(residual[beyond]).max() < 1e-3 * np.abs(signal[below]).max()
 
 
 def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, small_structure):
@@ -58,7 +129,8 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
     name = build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path)))
     with np.load(tmp_path / "bfactor" / name) as data:
         assert data["x"].shape[1] == N_FEATURES and len(data["y"]) == len(data["x"]) == len(data["bound"])
-        assert set(np.unique(data["kind"])) == {0, 1, 2, 3} and str(data["split"]) == split_of(sid)
+        assert set(np.unique(data["kind"])) <= {0, 1, 2, 3, 4} and {0, 1, 2, 3} <= set(np.unique(data["kind"]))
+        assert str(data["split"]) == split_of(sid)
         assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
     mtime = (tmp_path / "bfactor" / name).stat().st_mtime
     build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path)))  # finished: skipped
@@ -105,6 +177,20 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
     mask[6:18, 6:18, 6:18] = True
     result = predict(density, 2.5, mask, model=model)
     assert (result.resolution[mask] >= 5.0).all() and (result.resolution[~mask] == 0).all()
+
+
+def test_rows_with_non_finite_features_are_refused_by_name(tmp_path):
+    from cryores.errors import CryoResError
+
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    synthetic_rows(rows)
+    with np.load(rows / "S1_000.npz") as data:
+        arrays = dict(data)
+    arrays["x"][3, 5] = np.nan
+    np.savez(rows / "S1_000.npz", **arrays)
+    with pytest.raises(CryoResError, match="S1_000.npz: non-finite"):
+        load_rows(rows, "train")
 
 
 def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, monkeypatch):

@@ -192,7 +192,7 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
             "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
             "config": {k: v for k, v in config.items() if k not in ("dataset", "output")},
             "data": "simulated maps (BM5 + extra PDB structures, family 'bfactor'), variants raw/deposit/"
-                    "lowpass/noisier; family 'lowpass' held out",
+                    "lowpass/noisier/sharp; family 'lowpass' held out",
             "rows": {"train": int(len(train_rows["y"])), "val": int(len(val_rows["y"]))},
             "samples": {split: int(np.unique(rows["sample"]).size)
                         for split, rows in (("train", train_rows), ("val", val_rows))},
@@ -206,20 +206,24 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
     folder.mkdir(parents=True, exist_ok=True)
     card_path = save_model(network.eval(), card, folder / "default.json")
     if config.get("calibration"):
-        scale = calibrate_on_maps(card_path, config)
+        scale, shift = calibrate_on_maps(card_path, config)
         card = json.loads(card_path.read_text())
+        card["calibration"] = {"kind": "median of ln(predicted / true) on whole validation maps (raw and "
+                                       "deposited-style), subtracted at inference", "median_log_shift": shift}
         card["uncertainty"] = {"kind": "5-95 % quantiles; interval scaled to hold 90 % of the voxels of whole "
                                        "validation maps (raw and deposited-style)", "interval_scale": scale}
         card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card_path
 
 
-def calibrate_on_maps(card_path: Path, config: dict) -> float:
-    """Interval scale from whole maps of validation structures, through the real predict path.
+def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
+    """(interval scale, median shift) from whole maps of validation structures, through the real
+    predict path.
 
-    Rows miss what inference adds (smoothing, the evidence floor), so the scale is measured the
-    way users get it: sigma from ``cryores.predict`` with scale 1, and the factor that makes
-    +-1.645 sigma hold 90 % of the labelled voxels.
+    Rows miss what inference adds (smoothing, and the evidence floor, which only ever coarsens),
+    so both are measured the way users get them: first the median of ln(predicted / true) over
+    the labelled voxels (the shift that centres the errors), then, with that shift applied, the
+    factor that makes +-1.645 sigma hold 90 % of the voxels.
     """
     import cryores
     from cryores.model_card import load_model
@@ -230,20 +234,27 @@ def calibrate_on_maps(card_path: Path, config: dict) -> float:
 
     model = load_model(card_path)
     model.card["uncertainty"] = {"interval_scale": 1.0}
+    model.card["calibration"] = {"median_log_shift": 0.0}
     calibration = config["calibration"]
     base = Path(config["dataset"]).resolve().parents[3]  # training/ (dataset is training/data/v3/rows/<family>)
     groups: dict[str, list[Path]] = {}
     for root in calibration["structures"]:
         groups.update(discover(base / root if not Path(root).is_absolute() else Path(root)))
     ids = [sid for sid in sorted(groups) if split_of(sid) == "val"][: int(calibration["maps"])]
-    ratios = []
+    maps = []
     for sid in ids:
         params, arrays = make_sample(sid, groups[sid], 0, config["seed"], "bfactor")
         voxel = float(params["voxel_size"])
         rng = np.random.default_rng(params["seed"] + 3)
         for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]:
-            region = variant.label > 0
-            result = cryores.predict(variant.density, voxel, region, model=model)
-            error = np.abs(result.resolution[region] - variant.label[region])
-            ratios.append(error / np.maximum(Z90 * result.uncertainty[region], 1e-6))
-    return float(np.quantile(np.concatenate(ratios), 0.9))
+            maps.append((variant.density, voxel, variant.label > 0, variant.label[variant.label > 0]))
+
+    def predictions():
+        for density, voxel, region, label in maps:
+            result = cryores.predict(density, voxel, region, model=model)
+            yield result.resolution[region], result.uncertainty[region], label
+
+    shift = float(np.median(np.concatenate([np.log(p) - np.log(y) for p, _, y in predictions()])))
+    model.card["calibration"]["median_log_shift"] = shift
+    ratios = [np.abs(p - y) / np.maximum(Z90 * sigma, 1e-6) for p, sigma, y in predictions()]
+    return float(np.quantile(np.concatenate(ratios), 0.9)), shift

@@ -85,7 +85,9 @@ def build_sample(task: tuple) -> str:
     voxel = float(params["voxel_size"])
     rng = np.random.default_rng(params["seed"] + 2)
     blocks = {"x": [], "y": [], "bound": [], "kind": []}
-    for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng):
+    noise = 0.5 * (arrays["half1"] - arrays["half2"])  # the map's noise spectrum, independent of its noise
+    for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng,
+                                 signal=arrays["signal"], noise=noise):
         x, y = feature_rows(variant.density, variant.label, voxel, arrays["mask"] > 0.5, ROWS_PER_VARIANT, rng)
         blocks["x"].append(x)
         blocks["y"].append(y)
@@ -113,12 +115,15 @@ def run_rows(structures: list[Path], output: Path, *, family: str, per_structure
 
 
 def load_rows(folder: Path, split: str) -> dict[str, np.ndarray]:
-    """Every row of one split under ``folder`` (all families found there)."""
+    """Every row of one split under ``folder`` (all families found there); a sample with
+    non-finite features is refused, naming its file."""
     blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": [], "sample": []}
     for i, path in enumerate(sorted(Path(folder).glob("*.npz"))):
         with np.load(path) as data:
             if str(data["split"]) != split:
                 continue
+            if not np.isfinite(data["x"]).all():  # one NaN row turns every weight into NaN
+                raise CryoResError(f"rows {path}: non-finite features; delete the file and make it again")
             for key in ("x", "y", "bound", "kind"):
                 blocks[key].append(data[key])
             blocks["sample"].append(np.full(len(data["y"]), i, dtype=np.int32))

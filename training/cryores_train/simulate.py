@@ -21,8 +21,9 @@ the signal-to-noise ratio S/N is 1/6. We make that happen at the designed resolu
   near 1/6 lets estimator noise cross early); lone surface atoms (2 %) may get less.
 
 The designed field d(x) looks like real maps: a better core and worse periphery (radial
-power law), optionally a flexible domain (one chain or file blurred by 1-4 Å more) and a few
-worse loops/patches (Gaussian bumps), clipped to [max(2 Å, 2.2 voxels), 12 Å].
+power law; for v3 half the maps instead get patches with no radial trend), optionally a
+flexible domain (one chain or file blurred by 1-4 Å more) and a few worse loops/patches
+(Gaussian bumps), clipped to [max(2 Å, 2.2 voxels), 12 Å].
 
 Then what varies in real data is randomised: voxel size 0.6-2.0 Å, box padding, orientation,
 noise level and colour, a global sharpening/blurring B applied to all maps, solvent flattening
@@ -105,6 +106,7 @@ def draw_parameters_v3(rng: np.random.Generator, family: str) -> dict:
     params.update(voxel_size=float(np.exp(rng.uniform(np.log(low), np.log(max(high, low))))),
                   family=family, max_box=V3_MAX_BOX, resolution_clip=list(V3_RESOLUTION_A),
                   field_sigma=float(rng.uniform(10.0, 25.0)), noise_snr=float(rng.uniform(0.4, 3.0)))
+    params["design"] = "patchy" if rng.random() < 0.5 else "radial"  # bfactor family; lowpass has its own
     return params
 
 
@@ -220,15 +222,34 @@ def window_fraction(mask: np.ndarray, voxel: float, diameter: float = FSC_WINDOW
     return np.clip(scipy.fft.irfftn(product, s=mask.shape), 0.0, 1.0).astype(np.float32)
 
 
+def patchy_design(positions: np.ndarray, n: int, voxel: float, rng: np.random.Generator) -> np.ndarray:
+    """A design with no radial trend, in [0, 1] over the atoms: 3-8 patches (sigma 8-20 Å) centred
+    on random atoms, each better or worse. Real maps are often best at the core, but a model that
+    learned "far from the centre means worse" would read that prior instead of the evidence."""
+    z, y, x = _grid_coordinates(n, voxel)
+    field = np.zeros((n, n, n), np.float32)
+    for _ in range(int(rng.integers(3, 9))):
+        where = positions[int(rng.integers(0, len(positions)))]
+        sigma = float(rng.uniform(8.0, 20.0))
+        distance2 = (x - where[0]) ** 2 + (y - where[1]) ** 2 + (z - where[2]) ** 2
+        field += np.float32(rng.uniform(-1.0, 1.0)) * np.exp(-0.5 * distance2 / sigma ** 2).astype(np.float32)
+    at_atoms = field[tuple(np.rint(positions[:, ::-1] / voxel).astype(int).clip(0, n - 1).T)]
+    low, high = float(at_atoms.min()), float(at_atoms.max())
+    return np.clip((field - low) / max(high - low, 1e-6), 0.0, 1.0)
+
+
 def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: float, params: dict,
                         rng: np.random.Generator) -> np.ndarray:
     """The designed local-resolution field d(x) in Å on the whole box, array order (z, y, x)."""
     z, y, x = _grid_coordinates(n, voxel)
-    centre = positions.mean(axis=0)
-    radius = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
-    r_max = float(np.percentile(np.linalg.norm(positions - centre, axis=1), 95))
     core, edge = params["core_resolution"], params["periphery_resolution"]
-    field = core + (edge - core) * np.clip(radius / r_max, 0, 1.5) ** params["radial_power"]
+    if params.get("design") == "patchy":
+        field = core + (edge - core) * patchy_design(positions, n, voxel, rng)
+    else:
+        centre = positions.mean(axis=0)
+        radius = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
+        r_max = float(np.percentile(np.linalg.norm(positions - centre, axis=1), 95))
+        field = core + (edge - core) * np.clip(radius / r_max, 0, 1.5) ** params["radial_power"]
     if params["domain_extra"] > 0 and model.group.max() > 0:
         chosen = int(rng.integers(0, model.group.max() + 1))
         members = positions[model.group == chosen]
@@ -250,7 +271,8 @@ def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: 
 def _finish(halves: list[np.ndarray], mask: np.ndarray, field: np.ndarray, voxel: float,
             params: dict) -> tuple[list[np.ndarray], np.ndarray]:
     """What every simulator does last: optional solvent flattening, the random scale and offset
-    (same for both halves), and the truth (designed field inside the mask, 0 outside)."""
+    (the same for every array given; the scale comes from the first), and the truth (designed
+    field inside the mask, 0 outside)."""
     if params["flatten"]:
         soft = ndimage.gaussian_filter(dilate(mask, (4.0 / voxel,) * 3).astype(np.float32), 1.5 / voxel)
         halves = [h * soft for h in halves]
@@ -317,12 +339,20 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     if params["global_b"]:
         gain = np.exp(-params["global_b"] * k ** 2 / 4.0)
         halves = [fourier_filter(h, gain) for h in halves]
-    halves, truth = _finish(halves, mask, field, voxel, params)
+        signal = fourier_filter(signal, gain)
+    (*halves, signal), truth = _finish([*halves, signal], mask, field, voxel, params)
     params.update(noise_power=n0, f_box=f_box, b_reference=b_reference,
                   b_extra_percentiles=np.percentile(b_extra, [5, 50, 95]).round(1).tolist(),
                   n_atoms=int(len(positions)))
+    return _outputs(halves, signal, truth, mask)
+
+
+def _outputs(halves: list[np.ndarray], signal: np.ndarray, truth: np.ndarray,
+             mask: np.ndarray) -> dict[str, np.ndarray]:
+    """A simulator's outputs; ``signal`` is the noiseless map, under the same filters, flattening,
+    scale and offset as the halves (variants re-noise it)."""
     return {"map": 0.5 * (halves[0] + halves[1]), "half1": halves[0], "half2": halves[1],
-            "truth": truth, "mask": mask.astype(np.float32)}
+            "truth": truth, "mask": mask.astype(np.float32), "signal": signal}
 
 
 def random_field(n: int, voxel: float, params: dict, rng: np.random.Generator) -> np.ndarray:
@@ -363,10 +393,9 @@ def simulate_regional_lowpass(model: AtomModel, params: dict, seed: int) -> dict
     n0 = signal_at_core / params["noise_snr"] / math.exp(params["noise_colour"] * (2.0 * voxel / core) ** 2)
     gain = np.sqrt(2.0 * n0 * colour / signal.size)  # half maps: twice the noise of their mean
     halves = [signal + fourier_filter(rng.standard_normal(signal.shape, dtype=np.float32), gain) for _ in range(2)]
-    halves, truth = _finish(halves, mask, field, voxel, params)
+    (*halves, signal), truth = _finish([*halves, signal], mask, field, voxel, params)
     params.update(noise_power=n0, n_atoms=int(len(positions)))
-    return {"map": 0.5 * (halves[0] + halves[1]), "half1": halves[0], "half2": halves[1],
-            "truth": truth, "mask": mask.astype(np.float32)}
+    return _outputs(halves, signal, truth, mask)
 
 
 def write_sample(folder: Path, arrays: dict[str, np.ndarray], params: dict) -> None:

@@ -5,13 +5,24 @@ zoned (57-82 % exact zeros in several real entries), so their solvent holds no n
 also hold raw maps. Each variant comes with its label on the map's grid:
 
 * ``raw``: the simulated map; label = the designed resolution d(x).
-* ``deposit``: sharpened (B in [-150, 0] Å²), low-passed at a global resolution X_g (the map's
-  10-50th percentile of d, as FSC reports a map's better part), multiplied by a soft mask or
-  cut by a hard zone, scaled; label = max(d, X_g): nothing finer than X_g is left.
+* ``deposit``: sharpened as deposits are (B = -0.3 to -1.3 x the map's Guinier B between
+  15 Å and X_g, so its spectrum ends up from still falling to flat or rising, as
+  auto-sharpening tools leave it; at most 1000x at X_g), low-passed at a global resolution X_g (the map's 10-50th
+  percentile of d, as FSC reports a map's better part), multiplied by a soft mask or cut by a
+  hard zone (70 %; the others keep their solvent noise, as unmasked sharpened maps do),
+  scaled; label = max(d, X_g): nothing finer than X_g is left.
 * ``lowpass``: low-passed at a random X; label = max(d, X).
 * ``noisier``: white noise added (0.3-2 x the map's std inside the mask), to a raw or a
   deposit variant; the label is a **lower bound** (the old label): more noise never means more
   information, but how much worse it gets is not known.
+* ``sharp`` (when the simulator's noiseless signal is given): the signal low-passed at X, then
+  noise of the map's own spectrum at 0.1-1 x its amplitude (half the half maps' difference, a
+  realisation independent of the map's noise), sometimes masked like a deposit. The signal-to-
+  noise ratio then stays high up to X and drops to nothing beyond it, where the per-atom B
+  family's falls off smoothly: real maps have both shapes, and a model that saw only one
+  extrapolates the fall-off instead of finding where the signal ends. Since the noise is at most
+  the designed one, wherever d <= X the SNR at X is still above the FSC-0.143 level: label X.
+  Where d > X the label is unknown (the SNR changed) and left out.
 
 Low-pass filters pass everything up to 1/X and fall with a raised cosine to 0 at 1.05/X.
 """
@@ -27,9 +38,10 @@ from cryores.fourier import spatial_frequency
 from cryores.local_filter import raised_cosine
 from cryores.masking import dilate
 
-from .simulate import fourier_filter
+from .simulate import fourier_filter, radial_power
 
-KINDS = ("raw", "deposit", "lowpass", "noisier")
+KINDS = ("raw", "deposit", "lowpass", "noisier", "sharp")
+MAX_SHARPENING = 1000.0  # a deposit's amplitudes are boosted at most this much at its cut-off
 
 
 @dataclass
@@ -49,10 +61,26 @@ def lowpass(density: np.ndarray, voxel: float, resolution: float) -> np.ndarray:
     return fourier_filter(density, raised_cosine(frequency, 1.0 / resolution, 0.05 / resolution))
 
 
-def sharpen(density: np.ndarray, voxel: float, bfactor: float) -> np.ndarray:
-    """Amplitudes x exp(-B s²/4) (B < 0 sharpens, as RELION)."""
+def sharpen(density: np.ndarray, voxel: float, bfactor: float, up_to: float | None = None) -> np.ndarray:
+    """Amplitudes x exp(-B s²/4) (B < 0 sharpens, as RELION); with ``up_to`` (1/Å) the gain stays
+    at its value there beyond it: before a low-pass ending at ``up_to`` nothing changes, and a
+    deposit's B would otherwise overflow float32 towards Nyquist."""
     frequency = spatial_frequency(density.shape, (voxel,) * 3)
+    if up_to is not None:
+        frequency = np.minimum(frequency, np.float32(up_to))
     return fourier_filter(density, np.exp(-bfactor * frequency ** 2 / 4.0))
+
+
+def guinier_b(density: np.ndarray, voxel: float, finest: float, coarsest: float = 15.0) -> float:
+    """The map's B-factor (Å², amplitudes ~ exp(-B s²/4)) from the slope of ln(power) against s²
+    between 1/coarsest and 1/finest (0 if the range holds fewer than 3 shells or the power rises)."""
+    _, power = radial_power(density, voxel)
+    s = np.arange(len(power)) / (density.shape[0] * voxel)
+    chosen = (s >= 1.0 / coarsest) & (s <= 1.0 / finest) & (power > 0)
+    if chosen.sum() < 3:
+        return 0.0
+    slope = np.polyfit(s[chosen] ** 2, np.log(power[chosen]), 1)[0]  # ln P = c - B s² / 2
+    return max(-2.0 * float(slope), 0.0)
 
 
 def _mask_like_a_deposit(density: np.ndarray, mask: np.ndarray, voxel: float, rng: np.random.Generator) -> np.ndarray:
@@ -65,20 +93,25 @@ def _mask_like_a_deposit(density: np.ndarray, mask: np.ndarray, voxel: float, rn
 
 
 def make_variants(density: np.ndarray, truth: np.ndarray, mask: np.ndarray, voxel: float,
-                  rng: np.random.Generator) -> list[Variant]:
-    """One variant of each kind (see the module docstring) from a simulated map."""
+                  rng: np.random.Generator, signal: np.ndarray | None = None,
+                  noise: np.ndarray | None = None) -> list[Variant]:
+    """One variant of each kind (see the module docstring) from a simulated map; ``sharp`` only
+    when ``signal`` (noiseless) and ``noise`` (a realisation of the map's noise) are given."""
     inside = truth > 0
     d = truth[inside]
     nyquist_margin = 2.2 * voxel
     out = [Variant("raw", density, truth, False, {})]
 
     x_global = max(float(np.percentile(d, rng.uniform(10, 50))) * rng.uniform(0.95, 1.1), nyquist_margin)
-    bfactor = float(rng.uniform(-150.0, 0.0))
-    deposit = lowpass(sharpen(density, voxel, bfactor), voxel, x_global)
-    deposit = _mask_like_a_deposit(deposit, mask, voxel, rng)
+    bfactor = -float(rng.uniform(0.3, 1.3)) * guinier_b(density, voxel, x_global)
+    bfactor = max(bfactor, -4.0 * np.log(MAX_SHARPENING) * x_global ** 2)
+    deposit = lowpass(sharpen(density, voxel, bfactor, up_to=1.05 / x_global), voxel, x_global)
+    masked = bool(rng.random() < 0.7)
+    if masked:
+        deposit = _mask_like_a_deposit(deposit, mask, voxel, rng)
     deposit = deposit * float(10 ** rng.uniform(-2, 2)) + float(rng.uniform(-1, 1))
     out.append(Variant("deposit", deposit, np.where(inside, np.maximum(truth, x_global), 0.0).astype(np.float32),
-                       False, {"lowpass": x_global, "bfactor": bfactor}))
+                       False, {"lowpass": x_global, "bfactor": bfactor, "masked": masked}))
 
     x_cut = float(np.exp(rng.uniform(np.log(max(float(d.min()), nyquist_margin)), np.log(20.0))))
     source = out[int(rng.integers(0, 2))]
@@ -91,4 +124,25 @@ def make_variants(density: np.ndarray, truth: np.ndarray, mask: np.ndarray, voxe
     level = float(rng.uniform(0.3, 2.0))
     noisy = source.density + rng.normal(0.0, level * spread, density.shape).astype(np.float32)
     out.append(Variant("noisier", noisy, source.label, True, {"noise": level, "from": source.kind}))
+    if signal is not None and noise is not None:
+        out.append(sharp_variant(signal, noise, truth, mask, voxel, rng))
     return out
+
+
+def sharp_variant(signal: np.ndarray, noise: np.ndarray, truth: np.ndarray, mask: np.ndarray, voxel: float,
+                  rng: np.random.Generator) -> Variant:
+    """``sharp`` (see the module docstring): X between the 30th percentile of d and 1.5 x its
+    95th (at most 20 Å), noise amplitude 0.1-1 x the map's."""
+    inside = truth > 0
+    d = truth[inside]
+    low = max(float(np.percentile(d, 30)), 2.2 * voxel)
+    high = max(min(1.5 * float(np.percentile(d, 95)), 20.0), 1.2 * low)
+    x_cut = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    level = float(np.exp(rng.uniform(np.log(0.1), 0.0)))
+    density = lowpass(signal, voxel, x_cut) + level * noise
+    masked = bool(rng.random() < 0.4)
+    if masked:
+        density = _mask_like_a_deposit(density, mask, voxel, rng)
+    label = np.where(inside & (truth <= x_cut), x_cut, 0.0).astype(np.float32)
+    return Variant("sharp", density.astype(np.float32), label, False,
+                   {"lowpass": x_cut, "noise": level, "masked": masked})
