@@ -242,8 +242,8 @@ def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
         groups.update(discover(base / root if not Path(root).is_absolute() else Path(root)))
     ids = [sid for sid in sorted(groups) if split_of(sid) == "val"][: int(calibration["maps"])]
     maps = []
-    for sid in ids:
-        params, arrays = make_sample(sid, groups[sid], 0, config["seed"], "bfactor")
+    for sid, index in [(sid, i) for i in range(int(calibration.get("per_structure", 1))) for sid in ids]:
+        params, arrays = make_sample(sid, groups[sid], index, config["seed"], "bfactor")
         voxel = float(params["voxel_size"])
         rng = np.random.default_rng(params["seed"] + 3)
         for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]:
