@@ -109,11 +109,11 @@ def test_cli_simulate_and_label(tmp_path, shared, capsys):
 def test_patchy_design_has_no_radial_trend(complex_1akj):
     """The patchy design spans its whole range over the atoms, but unlike the radial one says
     nothing on average about where the better parts are."""
-    from cryores_train.simulate import patchy_design
+    from cryores_train.simulate import atom_voxels, patchy_design
 
     voxel, n = 2.0, 64
     positions = complex_1akj.positions - complex_1akj.positions.mean(axis=0) + n * voxel / 2
-    index = tuple(np.rint(positions[:, ::-1] / voxel).astype(int).clip(0, n - 1).T)
+    index = atom_voxels(positions, n, voxel)
     radius = np.linalg.norm(positions - positions.mean(axis=0), axis=1)
     correlations = []
     for seed in range(12):

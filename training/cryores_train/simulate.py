@@ -196,13 +196,19 @@ def _grid_coordinates(n: int, voxel: float) -> list[np.ndarray]:
     return [axis[:, None, None], axis[None, :, None], axis[None, None, :]]
 
 
+def atom_voxels(positions: np.ndarray, n: int, voxel: float) -> tuple[np.ndarray, ...]:
+    """Index (z, y, x arrays) of the voxel nearest each atom of (x, y, z) positions in Å, clipped
+    to the n^3 box: ``volume[atom_voxels(...)]`` is the value at every atom."""
+    return tuple(np.clip(np.rint(positions[:, ::-1] / voxel).astype(int), 0, n - 1).T)
+
+
 def molecular_mask(positions: np.ndarray, n: int, voxel: float) -> np.ndarray:
     """Voxels within about 2 Å of the atoms' envelope (no dilation), array order (z, y, x)."""
     occupancy = np.zeros((n, n, n), np.float32)
-    index = np.clip(np.rint(positions[:, ::-1] / voxel).astype(int), 0, n - 1)
-    np.add.at(occupancy, tuple(index.T), 1.0)
+    index = atom_voxels(positions, n, voxel)
+    np.add.at(occupancy, index, 1.0)
     blurred = ndimage.gaussian_filter(occupancy, 1.5 / voxel, mode="constant")
-    at_atoms = blurred[tuple(index.T)]
+    at_atoms = blurred[index]
     return ndimage.binary_fill_holes(blurred > 0.25 * float(np.median(at_atoms)))
 
 
@@ -233,7 +239,7 @@ def patchy_design(positions: np.ndarray, n: int, voxel: float, rng: np.random.Ge
         sigma = float(rng.uniform(8.0, 20.0))
         distance2 = (x - where[0]) ** 2 + (y - where[1]) ** 2 + (z - where[2]) ** 2
         field += np.float32(rng.uniform(-1.0, 1.0)) * np.exp(-0.5 * distance2 / sigma ** 2).astype(np.float32)
-    at_atoms = field[tuple(np.rint(positions[:, ::-1] / voxel).astype(int).clip(0, n - 1).T)]
+    at_atoms = field[atom_voxels(positions, n, voxel)]
     low, high = float(at_atoms.min()), float(at_atoms.max())
     return np.clip((field - low) / max(high - low, 1e-6), 0.0, 1.0)
 
@@ -254,8 +260,7 @@ def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: 
         chosen = int(rng.integers(0, model.group.max() + 1))
         members = positions[model.group == chosen]
         occupancy = np.zeros((n, n, n), np.float32)
-        index = np.clip(np.rint(members[:, ::-1] / voxel).astype(int), 0, n - 1)
-        occupancy[tuple(index.T)] = 1.0
+        occupancy[atom_voxels(members, n, voxel)] = 1.0
         weight = ndimage.gaussian_filter(occupancy, 6.0 / voxel)
         field = field + params["domain_extra"] * weight / max(float(weight.max()), 1e-12)
         params["domain_group"] = chosen
@@ -268,17 +273,17 @@ def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: 
     return np.clip(field, max(low, 2.2 * voxel), high).astype(np.float32)
 
 
-def _finish(halves: list[np.ndarray], mask: np.ndarray, field: np.ndarray, voxel: float,
+def _finish(volumes: list[np.ndarray], mask: np.ndarray, field: np.ndarray, voxel: float,
             params: dict) -> tuple[list[np.ndarray], np.ndarray]:
     """What every simulator does last: optional solvent flattening, the random scale and offset
-    (the same for every array given; the scale comes from the first), and the truth (designed
-    field inside the mask, 0 outside)."""
+    (the same for every volume given, half maps and signal; the scale comes from the first), and
+    the truth (designed field inside the mask, 0 outside)."""
     if params["flatten"]:
         soft = ndimage.gaussian_filter(dilate(mask, (4.0 / voxel,) * 3).astype(np.float32), 1.5 / voxel)
-        halves = [h * soft for h in halves]
-    spread = float(np.std(halves[0]))
+        volumes = [v * soft for v in volumes]
+    spread = float(np.std(volumes[0]))
     scale, offset = params["scale"] / max(spread, 1e-12), params["offset"] * params["scale"]
-    return [h * scale + offset for h in halves], np.where(mask, field, 0.0).astype(np.float32)
+    return [v * scale + offset for v in volumes], np.where(mask, field, 0.0).astype(np.float32)
 
 
 def fourier_filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -299,9 +304,9 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     mask = dilate(envelope, (2.0 / voxel,) * 3)
     fraction = window_fraction(envelope, voxel)
     field = designed_resolution(model, positions, n, voxel, params, rng)
-    at_atoms = np.rint(positions[:, ::-1] / voxel).astype(int).clip(0, n - 1)
-    d_atom = field[tuple(at_atoms.T)].astype(np.float64)
-    f_atom = np.maximum(fraction[tuple(at_atoms.T)].astype(np.float64), 1e-3)
+    at_atoms = atom_voxels(positions, n, voxel)
+    d_atom = field[at_atoms].astype(np.float64)
+    f_atom = np.maximum(fraction[at_atoms].astype(np.float64), 1e-3)
 
     k_nyquist = 0.5 / voxel
     gamma = params["noise_colour"]
