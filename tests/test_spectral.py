@@ -21,8 +21,10 @@ from cryores.spectral import (
     band_weight,
     bands_present,
     compute_features,
+    content_edge,
     evidence_floor,
     feature_grid,
+    map_spectrum,
 )
 from cryores.spectral_net import SpectralNet, pinball_loss
 
@@ -77,6 +79,28 @@ def test_a_low_passed_map_has_no_evidence_beyond_its_cut_off(molecule):
         finer = np.array(BANDS_A) < cut / 1.25
         assert (features.features[:N_BANDS][finer][:, features.mask] < -4).all()
         assert np.median(floor) >= cut / 1.25
+
+
+def test_the_content_edge_finds_a_low_pass_cut_to_one_shell_and_nyquist_on_a_raw_map(molecule):
+    density, _ = molecule
+    shell = 1.0 / 56.0  # 1 / box edge in Å: the shells' width
+    assert content_edge(map_spectrum(density), density.shape, (1.0,) * 3) == 2.0  # noise to Nyquist
+    for cut in (4.0, 7.0, 12.0):
+        edge = content_edge(map_spectrum(lowpass(density, 1.0, cut)), density.shape, (1.0,) * 3)
+        assert abs(1.0 / edge - 1.0 / cut) <= 0.5 * shell + 1e-9, (cut, edge)
+    coarse = (1.0, 1.0, 2.5)  # the coarsest axis sets Nyquist
+    assert content_edge(map_spectrum(density), density.shape, coarse) == pytest.approx(5.0)
+
+
+def test_the_evidence_floor_never_goes_finer_than_the_content_edge(molecule):
+    density, mask = molecule
+    features = compute_features(lowpass(density, 1.0, 9.0), (1.0,) * 3, mask)
+    assert 8.5 <= features.content_edge <= 9.5
+    bands_only = evidence_floor(features.features)[features.mask]
+    with_edge = evidence_floor(features.features, features.content_edge)[features.mask]
+    assert bands_only.min() < features.content_edge  # the bands alone let some voxels through
+    assert with_edge.min() >= np.float32(features.content_edge)
+    assert (with_edge == np.maximum(bands_only, np.float32(features.content_edge))).all()
 
 
 def test_noise_reference_only_where_the_solvent_holds_noise(molecule):

@@ -20,6 +20,11 @@ interpolation artefacts instead of "no information here").
   noise, its median power per band is the noise spectrum ``N``. Masked, flattened or zoned
   deposits (solvent mostly one constant) have none, and the features say so.
 
+* **Content edge.** The finest Fourier shell of the whole map whose mean power is at least
+  ``EVIDENCE_RELATIVE`` of the mean power of its 6-26 Å shells: a map low-passed at X Å holds
+  nothing finer than X anywhere. Shells are one box-frequency wide, so the edge is exact where the
+  bands (1.25 apart) are not; it is the map's Nyquist on any map that was not low-passed.
+
 Features per feature-grid voxel (:data:`N_FEATURES` channels): ``log10(P/E)`` per band,
 ``log10(P/N)`` per band (0 without a reference), band present (0/1), and has-reference (0/1).
 :func:`evidence_floor` gives the finest resolution the evidence allows at each voxel.
@@ -62,7 +67,8 @@ class SpectralFeatures:
 
     ``features``: float32 (N_FEATURES, *grid_shape). ``mask``: the molecular mask on the feature
     grid. ``present``: which bands exist. ``has_reference``: whether the solvent gave a noise
-    spectrum. ``voxel_size``: of the feature grid (Å per array axis).
+    spectrum. ``voxel_size``: of the feature grid (Å per array axis). ``content_edge``: the finest
+    resolution (Å) the map holds anywhere (:func:`content_edge`).
     """
 
     features: np.ndarray
@@ -72,6 +78,7 @@ class SpectralFeatures:
     voxel_size: tuple[float, float, float]
     scale: float
     noise: np.ndarray | None
+    content_edge: float
 
 
 def band_weight(frequency: np.ndarray, centre_a: float, log_frequency: np.ndarray | None = None) -> np.ndarray:
@@ -126,16 +133,48 @@ def _irfftn(spectrum: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return torch.fft.irfftn(torch.from_numpy(spectrum), s=shape).numpy()
 
 
-def local_band_power(density: np.ndarray, voxel_size: tuple[float, float, float],
-                     grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(power per band on the feature grid, bands present); absent bands are 0.
-
-    The map's spectrum is computed once; each band is band-passed on its own (cropped) grid,
-    squared, averaged with its Gaussian window and cropped onto the feature grid.
-    """
-    shape = density.shape
+def map_spectrum(density: np.ndarray) -> np.ndarray:
+    """The map's ``rfftn`` with the mean (the 0 coefficient) removed: computed once per map."""
     spectrum = _rfftn(density)
     spectrum[0, 0, 0] = 0.0
+    return spectrum
+
+
+def content_edge(spectrum: np.ndarray, shape: tuple[int, ...], voxel_size: tuple[float, float, float]) -> float:
+    """Finest resolution (Å) at which the map holds any content: the finest shell whose mean power
+    is at least EVIDENCE_RELATIVE of the mean over the 6-26 Å shells.
+
+    Shells are 1/(largest box edge in Å) wide, up to the coarsest axis's Nyquist, which is returned
+    when the content reaches it (or when the box is too small to hold a 6-26 Å shell).
+    """
+    nyquist = 2.0 * max(voxel_size)
+    width = 1.0 / max(n * v for n, v in zip(shape, voxel_size))
+    shell = np.rint(spatial_frequency(shape, voxel_size) / np.float32(width)).astype(np.int64).ravel()
+    power = np.square(np.abs(spectrum)).ravel()
+    last = int(np.floor(1.0 / (nyquist * width)))
+    keep = shell <= last
+    counts = np.bincount(shell[keep], minlength=last + 1)
+    mean = np.bincount(shell[keep], weights=power[keep], minlength=last + 1) / np.maximum(counts, 1)
+    frequency = np.arange(last + 1) * width
+    reference = (counts > 0) & (frequency >= 1.0 / BANDS_A[-1]) & (frequency <= 1.0 / SCALE_BANDS_FROM_A)
+    if not reference.any() or mean[reference].mean() <= 0:
+        return nyquist
+    holding = np.flatnonzero((counts > 0) & (mean >= EVIDENCE_RELATIVE * mean[reference].mean()))
+    finest = int(holding.max()) if holding.size else last
+    return nyquist if finest >= last else float(1.0 / frequency[finest])
+
+
+def local_band_power(density: np.ndarray, voxel_size: tuple[float, float, float],
+                     grid: tuple[int, ...], spectrum: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(power per band on the feature grid, bands present); absent bands are 0.
+
+    The map's spectrum (:func:`map_spectrum`, computed here unless given) is band-passed band by
+    band on its own (cropped) grid, squared, averaged with its Gaussian window and cropped onto
+    the feature grid.
+    """
+    shape = density.shape
+    if spectrum is None:
+        spectrum = map_spectrum(density)
     present = bands_present(voxel_size)
     power = np.zeros((N_BANDS,) + tuple(grid), dtype=np.float32)
     n_total = float(np.prod(shape))
@@ -194,7 +233,10 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
         except CryoResError:
             reference = mask
     grid, grid_voxel = feature_grid(density.shape, voxel_size)
-    power, present = local_band_power(density, voxel_size, grid)
+    spectrum = map_spectrum(density)
+    power, present = local_band_power(density, voxel_size, grid, spectrum)
+    edge = content_edge(spectrum, density.shape, voxel_size)
+    del spectrum
     outside = ~(reference | mask)
     if tuple(grid) != density.shape:
         weight = linear_resample(mask.astype(np.float32), grid)
@@ -227,11 +269,12 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
         features[N_BANDS:2 * N_BANDS] = 0.0
     features[2 * N_BANDS:3 * N_BANDS] = present[:, None, None, None]
     features[3 * N_BANDS] = float(noise is not None)
-    return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise)
+    return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge)
 
 
-def evidence_floor(features: np.ndarray) -> np.ndarray:
-    """The finest band (Å) with evidence of signal at each voxel of a feature array.
+def evidence_floor(features: np.ndarray, edge: float = 0.0) -> np.ndarray:
+    """The finest band (Å) with evidence of signal at each voxel of a feature array, and never
+    finer than ``edge`` (the map's :func:`content_edge`, Å).
 
     Two tests, each a floor of its own, and the coarser one wins:
 
@@ -248,7 +291,8 @@ def evidence_floor(features: np.ndarray) -> np.ndarray:
     has_reference = features[3 * N_BANDS] > 0.5
     content = _finest(present & (relative >= np.log10(EVIDENCE_RELATIVE)))
     signal = _finest(present & (snr >= np.log10(EVIDENCE_SNR))) / np.float32(RATIO)
-    return np.where(has_reference, np.maximum(content, signal), content).astype(np.float32)
+    floor = np.where(has_reference, np.maximum(content, signal), content)
+    return np.maximum(floor, np.float32(edge)).astype(np.float32)
 
 
 def _finest(evident: np.ndarray) -> np.ndarray:

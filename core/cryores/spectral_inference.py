@@ -4,13 +4,14 @@ Features are computed once per map (:func:`cryores.spectral.compute_features`), 
 runs on the feature-grid voxels in and around the mask in chunks, its median is smoothed a
 little (sigma ``SMOOTH_A``, inside the mask only, in ln Å), corrected by the model's calibrated
 median shift and never allowed finer than the evidence floor
-(:func:`cryores.spectral.evidence_floor`); then both the resolution and the uncertainty go back
-to the input grid by trilinear interpolation.
+(:func:`cryores.spectral.evidence_floor`, with the map-wide content edge); then both the
+resolution and the uncertainty go back to the input grid by trilinear interpolation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,17 +43,47 @@ def _fill_outside(values: np.ndarray, region: np.ndarray) -> np.ndarray:
     return values[tuple(index)]
 
 
-@torch.no_grad()
-def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
-                     loaded: LoadedModel, device: torch.device,
-                     on_progress: Callable[[int, int], None] | None = None,
-                     reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(resolution Å, uncertainty Å) on the input grid, before clipping and zeroing outside.
+@dataclass
+class SpectralParts:
+    """What the network and the evidence say on the feature grid, before any calibration.
 
-    ``reference``: the automatic mask when the caller has it already (else computed here).
+    ``log_median`` (ln Å, smoothed inside ``region``), ``log_low``/``log_high`` (ln Å, the 5 and
+    95 % quantiles), ``floor`` (Å, :func:`cryores.spectral.evidence_floor` with the content edge),
+    ``region`` (the feature-grid voxels the network ran on). Kept apart so that training can
+    calibrate the shift and interval against the floor without running the network again.
     """
+
+    log_median: np.ndarray
+    log_low: np.ndarray
+    log_high: np.ndarray
+    floor: np.ndarray
+    region: np.ndarray
+
+    def calibrated(self, shift: float, interval_scale: float, floored: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(resolution Å, std Å) on the feature grid: the median divided by exp(shift), never finer
+        than the floor (unless ``floored`` is False); the 90 % half-width scaled by
+        ``interval_scale``. Outside ``region`` each takes the nearest inside value."""
+        factor = np.float32(np.exp(-shift))
+        resolution = np.exp(self.log_median) * factor
+        if floored:
+            resolution = np.maximum(resolution, self.floor)
+        half_width = 0.5 * (np.exp(self.log_high) - np.exp(self.log_low)) * factor * np.float32(interval_scale)
+        return (_fill_outside(resolution.astype(np.float32), self.region),
+                _fill_outside((half_width / Z90).astype(np.float32), self.region))
+
+    def filled_floor(self) -> np.ndarray:
+        """The floor, outside ``region`` taking the nearest inside value (as the results do)."""
+        return _fill_outside(self.floor.astype(np.float32), self.region)
+
+
+@torch.no_grad()
+def spectral_parts(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
+                   loaded: LoadedModel, device: torch.device,
+                   on_progress: Callable[[int, int], None] | None = None,
+                   reference: np.ndarray | None = None) -> SpectralParts:
+    """Features once per map, then the network over the feature-grid voxels in and around the mask
+    (in chunks), and the evidence floor. ``reference``: the automatic mask if the caller has it."""
     features = compute_features(density, voxel_size, mask, reference)
-    grid_voxel = features.voxel_size
     region = dilate(features.mask, (2.0, 2.0, 2.0))  # two feature voxels of margin
     rows = torch.from_numpy(np.ascontiguousarray(features.features[:, region].T))
     network = loaded.network.to(device)
@@ -68,16 +99,22 @@ def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float]
     log_low = np.zeros(grid_shape, np.float32)
     log_high = np.zeros(grid_shape, np.float32)
     log_low[region], log_median[region], log_high[region] = quantiles.T
-    sigma = tuple(SMOOTH_A / v for v in grid_voxel)
-    log_median = _masked_smooth(log_median, region, sigma)
-    shift = np.float32(loaded.median_shift)
-    floor = evidence_floor(features.features)
-    resolution = np.maximum(np.exp(log_median - shift), floor)
-    half_width = 0.5 * (np.exp(log_high - shift) - np.exp(log_low - shift)) * loaded.interval_scale
-    std = (half_width / Z90).astype(np.float32)
-    resolution = _fill_outside(resolution.astype(np.float32), region)
-    std = _fill_outside(std, region)
-    if grid_shape != density.shape:
+    log_median = _masked_smooth(log_median, region, tuple(SMOOTH_A / v for v in features.voxel_size))
+    floor = evidence_floor(features.features, features.content_edge)
+    return SpectralParts(log_median, log_low, log_high, floor, region)
+
+
+def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
+                     loaded: LoadedModel, device: torch.device,
+                     on_progress: Callable[[int, int], None] | None = None,
+                     reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(resolution Å, uncertainty Å) on the input grid, before clipping and zeroing outside.
+
+    ``reference``: the automatic mask when the caller has it already (else computed here).
+    """
+    parts = spectral_parts(density, voxel_size, mask, loaded, device, on_progress, reference)
+    resolution, std = parts.calibrated(loaded.median_shift, loaded.interval_scale)
+    if resolution.shape != density.shape:
         resolution = linear_resample(resolution, density.shape)
         std = linear_resample(std, density.shape)
     return resolution.astype(np.float32), std.astype(np.float32)

@@ -214,3 +214,50 @@ def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, 
     for leftover in leftovers:
         leftover.rename(rows / leftover.name)
     assert len(load_rows(rows, "train")["y"]) == 1200
+
+
+def test_calibration_on_whole_maps_centres_the_median_and_sets_90_percent_coverage(tmp_path, shared):
+    """calibrate_on_maps measures what users get (the real predict path, floor included): with its
+    shift and scale in the card, the same validation maps read centred and hold 90 % in the interval."""
+    from cryores.model_card import save_model
+    from cryores.spectral import FEATURE_VOXEL_A
+    from cryores.spectral_net import SpectralNet
+    from cryores_train.fit_spectral import calibrate_on_maps
+    from cryores_train.rows import make_sample
+
+    groups = discover(shared / "data" / "structures" / "bm5")
+    val = [s for s in groups if split_of(s) == "val"]
+    sid = min(val, key=lambda s: sum(p.stat().st_size for p in groups[s]))  # its raw map's floor binds often
+    structures = tmp_path / "structures"
+    structures.mkdir()
+    for path in groups[sid]:
+        (structures / path.name).symlink_to(path)
+    torch.manual_seed(0)
+    network = SpectralNet(N_FEATURES, (8,))
+    network.target_mean.fill_(float(np.log(9.0)))  # reads ~9 Å: off-centre on purpose
+    card = {"name": "calib-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
+            "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}
+    card_path = save_model(network.eval(), card, tmp_path / "card.json")
+    rows = tmp_path / "training" / "data" / "v3" / "rows" / "bfactor"  # calibration resolves from training/
+    config = {"dataset": str(rows), "seed": 0,
+              "calibration": {"structures": [str(structures)], "maps": 1,
+                              "per_structure": 1}}
+    scale, shift = calibrate_on_maps(card_path, {**config, "calibration": {**config["calibration"]}})
+    assert scale > 0 and abs(shift) > 0.01  # the 9-Å network is not centred on the labels
+
+    model = load_model(card_path)
+    model.card["calibration"] = {"median_log_shift": shift}
+    model.card["uncertainty"] = {"interval_scale": scale}
+    params, arrays = make_sample(sid, groups[sid], 0, 0, "bfactor")
+    voxel = float(params["voxel_size"])
+    variants = make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel,
+                             np.random.default_rng(params["seed"] + 3))[:2]
+    ratios, logs = [], []
+    for variant in variants:
+        region = variant.label > 0
+        result = predict(variant.density, voxel, region, model=model)
+        label = variant.label[region]
+        logs.append(np.log(result.resolution[region]) - np.log(label))
+        ratios.append(np.abs(result.resolution[region] - label) / (1.6449 * result.uncertainty[region]))
+    assert abs(np.median(np.concatenate(logs))) < 0.05
+    assert 0.88 <= (np.concatenate(ratios) <= 1.0).mean() <= 0.92

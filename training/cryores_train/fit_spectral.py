@@ -1,8 +1,10 @@
 """Training cryores-v3 (:class:`cryores.spectral_net.SpectralNet`) on rows, resumably.
 
-Rows come from ``cryores-train rows`` (features exactly as inference computes them). The
-target is ln(resolution); the loss is the pinball loss of the 5/50/95 % quantiles, where rows
-whose label is only a lower bound (noise added) cost only when a quantile falls below it.
+Rows come from ``cryores-train rows`` (simulated maps; the config's ``dataset``) and, when the
+config names ``real_rows``, from ``cryores-train real-rows`` (real maps cut at X: lower bounds),
+with features exactly as inference computes them. The target is ln(resolution); the loss is the
+pinball loss of the 5/50/95 % quantiles, where rows whose label is only a lower bound (noise
+added, or a real map's cut) cost only when a quantile falls below it.
 Rows are weighted so that every 1-Å bin of the label counts the same (without it the rare
 coarse and very fine regions would be biased toward the middle).
 
@@ -105,7 +107,8 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     if context.is_rank0:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    train_rows, val_rows = load_rows(Path(config["dataset"]), "train"), load_rows(Path(config["dataset"]), "val")
+    folders = [Path(config["dataset"])] + ([Path(config["real_rows"])] if config.get("real_rows") else [])
+    train_rows, val_rows = load_rows(folders, "train"), load_rows(folders, "val")
     torch.manual_seed(config["seed"])
     network = SpectralNet(N_FEATURES, tuple(config["architecture"]["hidden"]), config["architecture"]["dropout"])
     x_train = train_rows["x"].astype(np.float32)
@@ -190,9 +193,11 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
         "uncertainty": {"kind": "5-95 % quantiles, calibrated on validation rows", "interval_scale": scale},
         "training": {
             "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
-            "config": {k: v for k, v in config.items() if k not in ("dataset", "output")},
+            "config": {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows")},
             "data": "simulated maps (BM5 + extra PDB structures, family 'bfactor'), variants raw/deposit/"
-                    "lowpass/noisier/sharp; family 'lowpass' held out",
+                    "lowpass/noisier/sharp; family 'lowpass' held out"
+                    + ("; real EMDB maps cut at X as lower bounds (training/real_maps)" if config.get("real_rows")
+                       else ""),
             "rows": {"train": int(len(train_rows["y"])), "val": int(len(val_rows["y"]))},
             "samples": {split: int(np.unique(rows["sample"]).size)
                         for split, rows in (("train", train_rows), ("val", val_rows))},
@@ -217,44 +222,65 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
 
 
 def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
-    """(interval scale, median shift) from whole maps of validation structures, through the real
-    predict path.
+    """(interval scale, median shift) from whole maps of validation structures, the way users get
+    predictions (features on the whole map, smoothing, evidence floor, back to the input grid).
 
-    Rows miss what inference adds (smoothing, and the evidence floor, which only ever coarsens),
-    so both are measured the way users get them: first the median of ln(predicted / true) over
-    the labelled voxels (the shift that centres the errors), then, with that shift applied, the
-    factor that makes +-1.645 sigma hold 90 % of the voxels.
+    Rows miss what inference adds, above all the evidence floor, which only ever coarsens: on maps
+    it binds on many voxels, so the median of ln(predicted / true) measured with the floor in place
+    is not the shift that centres the errors once applied under it. The network runs once per
+    map (:func:`cryores.spectral_inference.spectral_parts`); the shift s is then solved (bisection)
+    so that the median of ln(max(median / e^s, floor) / true) over the labelled voxels is 0, and the
+    interval scale is the factor that makes +-1.645 sigma hold 90 % of them at that shift.
     """
-    import cryores
+    from cryores.masking import mask_from_array
     from cryores.model_card import load_model
+    from cryores.resample import linear_resample
+    from cryores.spectral_inference import spectral_parts
 
     from .rows import make_sample, split_of
     from .structures import discover
     from .variants import make_variants
 
     model = load_model(card_path)
-    model.card["uncertainty"] = {"interval_scale": 1.0}
-    model.card["calibration"] = {"median_log_shift": 0.0}
     calibration = config["calibration"]
     base = Path(config["dataset"]).resolve().parents[3]  # training/ (dataset is training/data/v3/rows/<family>)
     groups: dict[str, list[Path]] = {}
     for root in calibration["structures"]:
         groups.update(discover(base / root if not Path(root).is_absolute() else Path(root)))
     ids = [sid for sid in sorted(groups) if split_of(sid) == "val"][: int(calibration["maps"])]
-    maps = []
+    medians, floors, widths, labels, nyquists = [], [], [], [], []
     for sid, index in [(sid, i) for i in range(int(calibration.get("per_structure", 1))) for sid in ids]:
         params, arrays = make_sample(sid, groups[sid], index, config["seed"], "bfactor")
         voxel = float(params["voxel_size"])
         rng = np.random.default_rng(params["seed"] + 3)
         for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]:
-            maps.append((variant.density, voxel, variant.label > 0, variant.label[variant.label > 0]))
+            region = variant.label > 0
+            parts = spectral_parts(variant.density, (voxel,) * 3, mask_from_array(region, region.shape), model,
+                                   torch.device("cpu"))
+            median, width = parts.calibrated(0.0, 1.0, floored=False)  # floored below, at each trial shift
+            on_grid = [median, parts.filled_floor(), width]
+            if median.shape != region.shape:
+                on_grid = [linear_resample(a.astype(np.float32), region.shape) for a in on_grid]
+            medians.append(on_grid[0][region])
+            floors.append(on_grid[1][region])
+            widths.append(on_grid[2][region])
+            labels.append(variant.label[region])
+            nyquists.append(np.full(int(region.sum()), 2.0 * voxel, np.float32))
+    median, floor, width, label, nyquist = (np.concatenate(a) for a in (medians, floors, widths, labels, nyquists))
+    ceiling = float(model.max_resolution)
 
-    def predictions():
-        for density, voxel, region, label in maps:
-            result = cryores.predict(density, voxel, region, model=model)
-            yield result.resolution[region], result.uncertainty[region], label
+    def predicted(shift: float) -> np.ndarray:  # as cryores.predict clips it
+        return np.clip(np.maximum(median * np.float32(np.exp(-shift)), floor), nyquist, ceiling)
 
-    shift = float(np.median(np.concatenate([np.log(p) - np.log(y) for p, _, y in predictions()])))
-    model.card["calibration"]["median_log_shift"] = shift
-    ratios = [np.abs(p - y) / np.maximum(Z90 * sigma, 1e-6) for p, sigma, y in predictions()]
-    return float(np.quantile(np.concatenate(ratios), 0.9)), shift
+    log_label = np.log(label)
+    below, above = -3.0, 3.0  # median(ln(predicted / true)) falls as the shift grows
+    for _ in range(40):
+        shift = 0.5 * (below + above)
+        if np.median(np.log(predicted(shift)) - log_label) > 0:
+            below = shift
+        else:
+            above = shift
+    shift = 0.5 * (below + above)
+    sigma = width * np.float32(np.exp(-shift))
+    ratio = np.abs(predicted(shift) - label) / np.maximum(Z90 * sigma, 1e-6)
+    return float(np.quantile(ratio, 0.9)), float(shift)
