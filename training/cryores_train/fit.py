@@ -40,8 +40,9 @@ def load_config(path: Path) -> dict:
     except (OSError, ValueError) as error:
         raise CryoResError(f"config {path}: unreadable ({error})") from None
     base = Path(path).resolve().parent.parent
-    for key in ("dataset", "output"):
-        config[key] = str((base / config[key]).resolve()) if not os.path.isabs(config[key]) else config[key]
+    for key in ("dataset", "output", "real_rows"):
+        if key in config:
+            config[key] = str((base / config[key]).resolve()) if not os.path.isabs(config[key]) else config[key]
     return config
 
 

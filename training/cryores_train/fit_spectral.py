@@ -213,8 +213,9 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
     if config.get("calibration"):
         scale, shift = calibrate_on_maps(card_path, config)
         card = json.loads(card_path.read_text())
-        card["calibration"] = {"kind": "median of ln(predicted / true) on whole validation maps (raw and "
-                                       "deposited-style), subtracted at inference", "median_log_shift": shift}
+        card["calibration"] = {"kind": "shift of ln(median) that centres ln(predicted / true) on whole validation "
+                                       "maps (raw and deposited-style) with the evidence floor in place; "
+                                       "subtracted at inference", "median_log_shift": shift}
         card["uncertainty"] = {"kind": "5-95 % quantiles; interval scaled to hold 90 % of the voxels of whole "
                                        "validation maps (raw and deposited-style)", "interval_scale": scale}
         card_path.write_text(json.dumps(card, indent=2) + "\n")

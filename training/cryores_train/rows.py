@@ -114,11 +114,13 @@ def run_rows(structures: list[Path], output: Path, *, family: str, per_structure
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
 
-def load_rows(folder: Path, split: str) -> dict[str, np.ndarray]:
-    """Every row of one split under ``folder`` (all families found there); a sample with
-    non-finite features is refused, naming its file."""
+def load_rows(folders: Path | list[Path], split: str) -> dict[str, np.ndarray]:
+    """Every row of one split in ``folders`` (one folder or several: simulated and real-map rows);
+    a sample with non-finite features is refused, naming its file."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": [], "sample": []}
-    for i, path in enumerate(sorted(Path(folder).glob("*.npz"))):
+    files = [path for folder in folders for path in sorted(folder.glob("*.npz"))]
+    for i, path in enumerate(files):
         with np.load(path) as data:
             if str(data["split"]) != split:
                 continue
@@ -128,7 +130,7 @@ def load_rows(folder: Path, split: str) -> dict[str, np.ndarray]:
                 blocks[key].append(data[key])
             blocks["sample"].append(np.full(len(data["y"]), i, dtype=np.int32))
     if not blocks["y"]:
-        raise CryoResError(f"rows {folder}: no samples in split {split!r}")
+        raise CryoResError(f"rows {', '.join(map(str, folders))}: no samples in split {split!r}")
     return {k: np.concatenate(v) for k, v in blocks.items()}
 
 

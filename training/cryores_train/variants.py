@@ -40,7 +40,7 @@ from cryores.masking import dilate
 
 from .simulate import fourier_filter, radial_power
 
-KINDS = ("raw", "deposit", "lowpass", "noisier", "sharp")
+KINDS = ("raw", "deposit", "lowpass", "noisier", "sharp", "real")  # "real": rows of real maps (real_rows)
 MAX_SHARPENING = 1000.0  # a deposit's amplitudes are boosted at most this much at its cut-off
 
 
