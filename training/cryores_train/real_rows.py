@@ -5,8 +5,8 @@ it is low-pass filtered at X Å, nothing finer than X is left anywhere in it, so
 resolution is at least X everywhere, whatever the map looked like before. Each map gives
 ``per_map`` variants: cut at X (log-uniform between max(``MIN_CUT_A``, ``NYQUIST_FACTOR`` x
 Nyquist) and ``MAX_CUT_A``; half by a brick wall, half by a raised cosine ending at 1/X), then
-sometimes white noise (0.1-1 x the map's std inside the mask; noise adds
-no information) and sometimes a soft mask on the solvent (deposited-style). Their rows (features exactly as for
+sometimes white noise (0.1-1 x the map's std inside the mask; noise adds no information) and
+sometimes a soft mask on the solvent (deposited-style). Their rows (features exactly as for
 simulated samples, :func:`cryores_train.rows.feature_rows`) carry label X as a lower bound.
 
 The maps come from a folder (``training/real_maps``) whose README records their sources; none of
