@@ -31,16 +31,15 @@ from scipy import stats
 
 import cryores
 from cryores.errors import CryoResError
-from cryores.fourier import spatial_frequency
 from cryores.localfsc import local_fsc
 from cryores.model_card import load_model, sha256_of
 from cryores.mrc_io import read_map
 from cryores.spectral_inference import Z90
 
 from .fit import load_config
+from .real_rows import cut
 from .resmap import resmap_local_resolution
 from .rows import make_sample, split_of
-from .simulate import fourier_filter
 from .structures import discover
 from .variants import make_variants
 
@@ -62,11 +61,6 @@ REAL_MAPS = [
 ]
 LOWPASS_A = (6.0, 9.0, 12.0)
 BIN_EDGES = (2, 4, 6, 8, 10, 12, 14)
-
-
-def brick_wall(density: np.ndarray, voxel: tuple[float, float, float], resolution: float) -> np.ndarray:
-    """Everything finer than ``resolution`` Å removed (a sharp low-pass, unlike training's)."""
-    return fourier_filter(density, spatial_frequency(density.shape, voxel) <= 1.0 / resolution)
 
 
 def error_table(truth: np.ndarray, estimate: np.ndarray) -> dict:
@@ -176,8 +170,8 @@ def real_map_checks(model, maps=REAL_MAPS) -> list[dict]:
         for x in LOWPASS_A:
             if x < 1.5 * nyquist:
                 continue
-            cut = cryores.predict(brick_wall(density.data, voxel, x), voxel, base.mask, model=model)
-            values = cut.resolution[base.mask]
+            low_passed = cryores.predict(cut(density.data, voxel, x, brick_wall=True), voxel, base.mask, model=model)
+            values = low_passed.resolution[base.mask]
             row["lowpass"][str(x)] = {"median": float(np.median(values)),
                                       "finer_085": float((values < 0.85 * x).mean())}
         medians = [v["median"] for v in row["lowpass"].values()]

@@ -61,7 +61,8 @@ def map_id(path: Path) -> str:
 
 def cut(density: np.ndarray, voxel: tuple[float, float, float], resolution: float, brick_wall: bool) -> np.ndarray:
     """``density`` with nothing finer than ``resolution`` Å: a brick wall at 1/X, or gain 1 up to
-    0.85/X falling with a raised cosine to 0 at 1/X."""
+    0.85/X falling with a raised cosine to 0 at 1/X. The evaluation's real-map checks
+    (``evaluate_v3``) cut their maps with the same brick wall."""
     frequency = spatial_frequency(density.shape, voxel)
     if brick_wall:
         gain = (frequency <= 1.0 / resolution).astype(np.float32)
