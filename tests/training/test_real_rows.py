@@ -75,6 +75,8 @@ def test_rows_of_a_real_map_are_lower_bounds_in_the_training_split(tmp_path):
     assert len(load_rows([tmp_path / "rows"], "train")["y"]) == len(np.load(tmp_path / "rows" / name)["y"])
     with pytest.raises(CryoResError, match="no map files"):
         real_map_files(tmp_path / "rows")
+    with pytest.raises(CryoResError, match="not a folder of real maps"):
+        real_map_files(tmp_path / "missing")
 
 
 def test_training_real_maps_are_none_of_the_evaluations_real_maps():

@@ -43,7 +43,10 @@ MASK_SHARE = 0.3
 
 
 def real_map_files(folder: Path) -> list[Path]:
-    """The map files in ``folder`` (by name), or an error naming the folder when there are none."""
+    """The map files in ``folder`` (by name), or an error naming the folder when it is missing or
+    holds none."""
+    if not Path(folder).is_dir():
+        raise CryoResError(f"{folder}: not a folder of real maps")
     files = sorted(p for p in Path(folder).iterdir() if p.name.lower().endswith(MAP_SUFFIXES))
     if not files:
         raise CryoResError(f"{folder}: no map files ({', '.join(MAP_SUFFIXES)})")
