@@ -159,3 +159,29 @@ def test_the_calibrated_median_shift_scales_the_network_median_but_never_the_flo
     assert (ratio <= 1.0 + 1e-5).all()
     assert shifted.resolution[mask].min() >= 2.0  # never finer than Nyquist after the shift
     assert np.median(shifted.uncertainty[mask] / plain.uncertainty[mask]) == pytest.approx(1 / 1.5, rel=0.02)
+
+
+def test_adaptive_smoothing_keeps_fine_detail_and_evens_out_coarse_scatter():
+    from cryores.spectral_inference import adaptive_smooth
+
+    rng = np.random.default_rng(0)
+    shape = (48, 48, 48)
+    fine = (np.log(3.0) + 0.1 * rng.standard_normal(shape)).astype(np.float32)  # a 3 Å map, scatter ±10 %
+    coarse = (np.log(15.0) + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    region = np.ones(shape, bool)
+    voxel = (2.0, 2.0, 2.0)
+    fine_out = adaptive_smooth(fine, region, voxel)
+    coarse_out = adaptive_smooth(coarse, region, voxel)
+    inner = (slice(12, 36),) * 3
+    # sigma = d: 3 Å (≈1.5 voxels) keeps more scatter than 15 Å (7.5 voxels), and the level is kept
+    assert coarse_out[inner].std() < 0.3 * fine_out[inner].std()
+    assert abs(float(np.exp(np.median(coarse_out))) - 15.0) < 0.5
+    assert abs(float(np.exp(np.median(fine_out))) - 3.0) < 0.1
+    # a step from 3 to 15 Å stays a step: the fine side is not pulled toward the coarse one
+    step = np.where(np.arange(48)[:, None, None] < 24, np.log(3.0), np.log(15.0)).astype(np.float32)
+    out = np.exp(adaptive_smooth(np.broadcast_to(step, shape).copy(), region, voxel))
+    assert out[:18].max() < 3.5 and out[30:].min() > 9.0
+    # outside the region nothing changes
+    region[:, :, :8] = False
+    kept = adaptive_smooth(coarse, region, voxel)
+    assert np.array_equal(kept[:, :, :8], coarse[:, :, :8])

@@ -1,9 +1,10 @@
 """Running a v3 (spectral) model over a map: features -> network -> floor -> back to the grid.
 
 Features are computed once per map (:func:`cryores.spectral.compute_features`), the network
-runs on the feature-grid voxels in and around the mask in chunks, its median is smoothed a
-little (sigma ``SMOOTH_A``, inside the mask only, in ln Å), corrected by the model's calibrated
-median shift and never allowed finer than the evidence floor
+runs on the feature-grid voxels in and around the mask in chunks, its median is smoothed inside
+the mask in ln Å over a window that grows with the resolution it reads (:func:`adaptive_smooth`:
+sigma ``SMOOTH_FRACTION`` x d, as a resolution d is only measurable over a window of about d),
+corrected by the model's calibrated median shift and never allowed finer than the evidence floor
 (:func:`cryores.spectral.evidence_floor`, with the map-wide content edge); then both the
 resolution and the uncertainty go back to the input grid by trilinear interpolation.
 """
@@ -22,16 +23,52 @@ from .model_card import LoadedModel
 from .resample import linear_resample
 from .spectral import compute_features, evidence_floor
 
-SMOOTH_A = 2.0
+SMOOTH_SIGMAS_A = (2.0, 4.0, 8.0, 16.0)  # the smoothing stack: sigma doubles per level
+SMOOTH_FRACTION = 1.0  # sigma / local resolution; chosen on validation maps (docs/evaluation.md)
 CHUNK = 65536
 Z90 = 1.6449
 
 
 def _masked_smooth(values: np.ndarray, mask: np.ndarray, sigma_voxels: tuple[float, ...]) -> np.ndarray:
     """Gaussian smoothing that averages only voxels inside ``mask`` (normalised convolution)."""
-    weight = ndimage.gaussian_filter(mask.astype(np.float32), sigma_voxels, mode="nearest")
-    total = ndimage.gaussian_filter(np.where(mask, values, 0.0).astype(np.float32), sigma_voxels, mode="nearest")
+    weight = ndimage.gaussian_filter(mask.astype(np.float32), sigma_voxels, mode="constant")
+    total = ndimage.gaussian_filter(np.where(mask, values, 0.0).astype(np.float32), sigma_voxels, mode="constant")
     return np.where(mask, total / np.maximum(weight, 1e-6), values)
+
+
+def adaptive_smooth(log_resolution: np.ndarray, region: np.ndarray, voxel_size: tuple[float, ...],
+                    fraction: float = SMOOTH_FRACTION) -> np.ndarray:
+    """Smooth ln-resolution inside ``region`` with a Gaussian whose sigma is ``fraction`` x the
+    resolution read at each voxel (the first level's reading), within SMOOTH_SIGMAS_A.
+
+    Fine regions keep their detail and coarse ones, whose evidence comes from a few wide waves,
+    lose their voxel-to-voxel scatter. Done as a stack of smoothings at SMOOTH_SIGMAS_A,
+    interpolated per voxel in log2(sigma): a handful of Gaussian filters instead of one per voxel,
+    on the region's bounding box only (outside voxels weigh nothing), and no wider than needed.
+    """
+    out = log_resolution.astype(np.float32, copy=True)
+    if not region.any():
+        return out
+    box = ndimage.find_objects(region.astype(np.int8))[0]
+    values, inside = log_resolution[box], region[box]
+    levels = [_masked_smooth(values, inside, tuple(SMOOTH_SIGMAS_A[0] / v for v in voxel_size))]
+    wanted = np.clip(fraction * np.exp(levels[0]), SMOOTH_SIGMAS_A[0], SMOOTH_SIGMAS_A[-1])
+    widest = float(wanted[inside].max())
+    for sigma in SMOOTH_SIGMAS_A[1:]:
+        if sigma / 2.0 >= widest:  # no voxel wants this level (nor the one below it to blend toward)
+            break
+        levels.append(_masked_smooth(values, inside, tuple(sigma / v for v in voxel_size)))
+    if len(levels) == 1:
+        out[box] = np.where(inside, levels[0], values)
+        return out
+    position = np.log2(wanted / SMOOTH_SIGMAS_A[0]).astype(np.float32)
+    lower = np.clip(np.floor(position).astype(np.int64), 0, len(levels) - 2)
+    weight = np.clip(position - lower, 0.0, 1.0)
+    stack = np.stack(levels)
+    below = np.take_along_axis(stack, lower[None], 0)[0]
+    above = np.take_along_axis(stack, lower[None] + 1, 0)[0]
+    out[box] = np.where(inside, (1.0 - weight) * below + weight * above, values)
+    return out
 
 
 def _fill_outside(values: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -47,10 +84,11 @@ def _fill_outside(values: np.ndarray, region: np.ndarray) -> np.ndarray:
 class SpectralParts:
     """What the network and the evidence say on the feature grid, before any calibration.
 
-    ``log_median`` (ln Å, smoothed inside ``region``), ``log_low``/``log_high`` (ln Å, the 5 and
-    95 % quantiles), ``floor`` (Å, :func:`cryores.spectral.evidence_floor` with the content edge),
-    ``region`` (the feature-grid voxels the network ran on). Kept apart so that training can
-    calibrate the shift and interval against the floor without running the network again.
+    ``log_median`` (ln Å, smoothed inside ``region`` by :func:`adaptive_smooth`),
+    ``log_low``/``log_high`` (ln Å, the 5 and 95 % quantiles), ``floor`` (Å,
+    :func:`cryores.spectral.evidence_floor` with the content edge), ``region`` (the feature-grid
+    voxels the network ran on). Kept apart so that training can calibrate the shift and interval
+    against the floor without running the network again.
     """
 
     log_median: np.ndarray
@@ -99,7 +137,7 @@ def spectral_parts(density: np.ndarray, voxel_size: tuple[float, float, float], 
     log_low = np.zeros(grid_shape, np.float32)
     log_high = np.zeros(grid_shape, np.float32)
     log_low[region], log_median[region], log_high[region] = quantiles.T
-    log_median = _masked_smooth(log_median, region, tuple(SMOOTH_A / v for v in features.voxel_size))
+    log_median = adaptive_smooth(log_median, region, features.voxel_size)
     floor = evidence_floor(features.features, features.content_edge)
     return SpectralParts(log_median, log_low, log_high, floor, region)
 

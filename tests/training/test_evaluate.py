@@ -28,3 +28,19 @@ def test_install_refuses_weights_that_do_not_match_the_card(tmp_path):
     weights.write_bytes(weights.read_bytes() + b"x")
     with pytest.raises(CryoResError, match="sha256"):
         install(card)
+
+
+def test_per_map_pearson_is_also_given_over_the_maps_whose_truth_varies():
+    from cryores_train.evaluate_v3 import Collector
+
+    rng = np.random.default_rng(1)
+    collector = Collector()
+    varied = np.linspace(4.0, 8.0, 500)
+    collector.add(varied, varied + 0.1 * rng.standard_normal(500), 0.1)  # well ranked, spans 2x
+    flat = np.full(500, 6.0) + 0.01 * rng.standard_normal(500)  # nearly uniform truth: nothing to rank
+    collector.add(flat, rng.standard_normal(500), 0.1)
+    collector.add(flat, rng.standard_normal(500), 0.1)
+    summary = collector.summary()
+    assert summary["maps"] == 3 and summary["varied_maps"] == 1
+    assert summary["pearson_varied"] > 0.95
+    assert summary["pearson"] < 0.5  # the median over all maps is a flat map's noise
