@@ -181,7 +181,57 @@ def test_adaptive_smoothing_keeps_fine_detail_and_evens_out_coarse_scatter():
     step = np.where(np.arange(48)[:, None, None] < 24, np.log(3.0), np.log(15.0)).astype(np.float32)
     out = np.exp(adaptive_smooth(np.broadcast_to(step, shape).copy(), region, voxel))
     assert out[:18].max() < 3.5 and out[30:].min() > 9.0
+    # the bounding-box crop and skipped levels change nothing: the same as every level on the whole array
+    from cryores.spectral_inference import SMOOTH_SIGMAS_A, _masked_smooth
+
+    values = (np.log(6.0) + 0.4 * rng.standard_normal(shape)).astype(np.float32)
+    for box, spacing in ((np.s_[5:30, 10:40, 0:20], (1.3, 2.0, 3.1)), (np.s_[10:38, 12:36, 8:40], voxel)):
+        region = np.zeros(shape, bool)
+        region[box] = True  # touches an array face in the first case, none in the second
+        full = [_masked_smooth(values, region, tuple(s / v for v in spacing)) for s in SMOOTH_SIGMAS_A]
+        position = np.log2(np.clip(np.exp(full[0]), 2.0, 16.0) / 2.0)
+        lower = np.minimum(np.floor(position).astype(int), 2)
+        stack = np.stack(full)
+        expected = ((1 - (position - lower)) * np.take_along_axis(stack, lower[None], 0)[0]
+                    + (position - lower) * np.take_along_axis(stack, lower[None] + 1, 0)[0])
+        np.testing.assert_allclose(adaptive_smooth(values, region, spacing)[region], expected[region], rtol=1e-5)
     # outside the region nothing changes
+    region = np.ones(shape, bool)
     region[:, :, :8] = False
     kept = adaptive_smooth(coarse, region, voxel)
     assert np.array_equal(kept[:, :, :8], coarse[:, :, :8])
+
+
+def test_network_inputs_are_the_voxels_features_then_the_maps_context(molecule):
+    from cryores.spectral import N_CONTEXT, N_INPUTS, network_inputs
+
+    density, mask = molecule
+    features = compute_features(density, (1.0, 1.0, 1.0), mask)
+    inside = features.mask.ravel()
+    rows = network_inputs(features, inside)
+    assert rows.shape == (int(inside.sum()), N_INPUTS) and rows.dtype == np.float32
+    np.testing.assert_array_equal(rows[:, :N_FEATURES], features.features.reshape(N_FEATURES, -1)[:, inside].T)
+    np.testing.assert_allclose(rows[0, N_FEATURES:], np.median(rows[:, :N_CONTEXT], axis=0), rtol=1e-5)
+    assert (rows[:, N_FEATURES:] == rows[0, N_FEATURES:]).all()
+    # the context is the map's, over the automatic mask: a user's zone of the molecule does not move it
+    zone = mask & (np.arange(mask.shape[0]) < mask.shape[0] // 2)[:, None, None]
+    np.testing.assert_array_equal(compute_features(density, (1.0, 1.0, 1.0), zone, reference=mask).context,
+                                  features.context)
+    assert network_inputs(features, np.flatnonzero(inside)[:5], with_context=False).shape == (5, N_FEATURES)
+    # the context follows the map: the same map low-passed at 8 Å has a lower fine-band profile
+    cut = compute_features(lowpass(density, 1.0, 8.0), (1.0, 1.0, 1.0), mask)
+    assert cut.context[4] < features.context[4] - 1.0  # the 4.4 Å band's log10 relative power
+
+
+def test_a_model_with_context_runs_through_predict(tmp_path, molecule):
+    from cryores.spectral import N_INPUTS
+
+    torch.manual_seed(3)
+    network = SpectralNet(N_INPUTS, (8,))
+    network.target_mean.fill_(float(np.log(6.0)))
+    card = {"name": "context-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
+            "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}
+    density, mask = molecule
+    result = predict(density, 1.0, mask, model=load_model(save_model(network, card, tmp_path / "card.json")))
+    inside = result.resolution[mask]
+    assert np.isfinite(inside).all() and inside.min() >= 2.0 and (result.resolution[~mask] == 0).all()

@@ -27,7 +27,11 @@ interpolation artefacts instead of "no information here").
 
 Features per feature-grid voxel (:data:`N_FEATURES` channels): ``log10(P/E)`` per band,
 ``log10(P/N)`` per band (0 without a reference), band present (0/1), and has-reference (0/1).
-:func:`evidence_floor` gives the finest resolution the evidence allows at each voxel.
+Beside them the network reads the map's own profile (:data:`N_CONTEXT` values, the same at every
+voxel; :func:`network_inputs`): the median over the automatic mask of the first two groups (not
+over the user's mask, which may be a zone of the molecule), so a voxel is
+read against its own map (how it was sharpened, its noise colour) and not against the average
+training map. :func:`evidence_floor` gives the finest resolution the evidence allows at each voxel.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ ABSENT = -7.0  # log10 relative power of a band that does not exist (or holds no
 EPS = 1e-7
 N_BANDS = len(BANDS_A)
 N_FEATURES = 3 * N_BANDS + 1
+N_CONTEXT = 2 * N_BANDS  # the map's median relative power and SNR per band
+N_INPUTS = N_FEATURES + N_CONTEXT  # what a network with context reads per voxel
 EVIDENCE_RELATIVE = 1e-5  # band power below this fraction of E carries no information
 EVIDENCE_SNR = 1.5  # with a noise reference, band power must exceed noise by this factor
 
@@ -68,7 +74,9 @@ class SpectralFeatures:
     ``features``: float32 (N_FEATURES, *grid_shape). ``mask``: the molecular mask on the feature
     grid. ``present``: which bands exist. ``has_reference``: whether the solvent gave a noise
     spectrum. ``voxel_size``: of the feature grid (Å per array axis). ``content_edge``: the finest
-    resolution (Å) the map holds anywhere (:func:`content_edge`).
+    resolution (Å) the map holds anywhere (:func:`content_edge`). ``context``: the map's profile
+    (:data:`N_CONTEXT` values), the median of the relative powers and SNRs over the reference
+    region (the automatic mask by default), whatever ``mask`` is.
     """
 
     features: np.ndarray
@@ -79,6 +87,7 @@ class SpectralFeatures:
     scale: float
     noise: np.ndarray | None
     content_edge: float
+    context: np.ndarray
 
 
 def band_weight(frequency: np.ndarray, centre_a: float, log_frequency: np.ndarray | None = None) -> np.ndarray:
@@ -269,7 +278,22 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
         features[N_BANDS:2 * N_BANDS] = 0.0
     features[2 * N_BANDS:3 * N_BANDS] = present[:, None, None, None]
     features[3 * N_BANDS] = float(noise is not None)
-    return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge)
+    # over the reference (the automatic mask), as the scale E: a user's tighter mask must not move it
+    context = np.median(features[:N_CONTEXT, grid_reference], axis=1).astype(np.float32)
+    return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge, context)
+
+
+def network_inputs(features: SpectralFeatures, where: np.ndarray, with_context: bool = True) -> np.ndarray:
+    """(n, N_INPUTS) float32 rows for the voxels ``where`` (flat indices or a flat boolean over the
+    feature grid): each voxel's features, then the map's context; (n, N_FEATURES) without it.
+
+    Training rows and inference both build their inputs here, so they cannot drift apart.
+    """
+    rows = features.features.reshape(N_FEATURES, -1)[:, where].T
+    if not with_context:
+        return np.ascontiguousarray(rows, dtype=np.float32)
+    return np.concatenate([rows, np.broadcast_to(features.context, (rows.shape[0], N_CONTEXT))], axis=1,
+                          dtype=np.float32)
 
 
 def evidence_floor(features: np.ndarray, edge: float = 0.0) -> np.ndarray:

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .errors import CryoResError
 from .masking import dilate
 from .model_card import LoadedModel
 from .resample import linear_resample
-from .spectral import compute_features, evidence_floor
+from .spectral import N_FEATURES, N_INPUTS, compute_features, evidence_floor, network_inputs
 
-SMOOTH_SIGMAS_A = (2.0, 4.0, 8.0, 16.0)  # the smoothing stack: sigma doubles per level
-SMOOTH_FRACTION = 1.0  # sigma / local resolution; chosen on validation maps (docs/evaluation.md)
+SMOOTH_SIGMAS_A = (2.0, 4.0, 8.0, 16.0)  # the smoothing stack: sigma doubles per level (adaptive_smooth needs it)
+SMOOTH_FRACTION = 1.0  # sigma / local resolution; chosen on validation maps (README, "Models and model cards")
 CHUNK = 65536
 Z90 = 1.6449
 
@@ -39,7 +40,8 @@ def _masked_smooth(values: np.ndarray, mask: np.ndarray, sigma_voxels: tuple[flo
 def adaptive_smooth(log_resolution: np.ndarray, region: np.ndarray, voxel_size: tuple[float, ...],
                     fraction: float = SMOOTH_FRACTION) -> np.ndarray:
     """Smooth ln-resolution inside ``region`` with a Gaussian whose sigma is ``fraction`` x the
-    resolution read at each voxel (the first level's reading), within SMOOTH_SIGMAS_A.
+    resolution read at each voxel (the first level's reading, before the calibrated shift, which
+    moves it by a few %), within SMOOTH_SIGMAS_A.
 
     Fine regions keep their detail and coarse ones, whose evidence comes from a few wide waves,
     lose their voxel-to-voxel scatter. Done as a stack of smoothings at SMOOTH_SIGMAS_A,
@@ -63,7 +65,7 @@ def adaptive_smooth(log_resolution: np.ndarray, region: np.ndarray, voxel_size: 
         return out
     position = np.log2(wanted / SMOOTH_SIGMAS_A[0]).astype(np.float32)
     lower = np.clip(np.floor(position).astype(np.int64), 0, len(levels) - 2)
-    weight = np.clip(position - lower, 0.0, 1.0)
+    weight = np.clip(position - lower, 0.0, 1.0).astype(np.float32)
     stack = np.stack(levels)
     below = np.take_along_axis(stack, lower[None], 0)[0]
     above = np.take_along_axis(stack, lower[None] + 1, 0)[0]
@@ -121,10 +123,14 @@ def spectral_parts(density: np.ndarray, voxel_size: tuple[float, float, float], 
                    reference: np.ndarray | None = None) -> SpectralParts:
     """Features once per map, then the network over the feature-grid voxels in and around the mask
     (in chunks), and the evidence floor. ``reference``: the automatic mask if the caller has it."""
+    if loaded.network.n_features not in (N_FEATURES, N_INPUTS):  # before the costly features
+        raise CryoResError(f"model {loaded.card.get('name', '?')}: its network reads {loaded.network.n_features} "
+                           f"inputs; this cryores gives {N_FEATURES} (features) or {N_INPUTS} (with the map's context)")
     features = compute_features(density, voxel_size, mask, reference)
     region = dilate(features.mask, (2.0, 2.0, 2.0))  # two feature voxels of margin
-    rows = torch.from_numpy(np.ascontiguousarray(features.features[:, region].T))
     network = loaded.network.to(device)
+    with_context = network.n_features == N_INPUTS  # older v3 cards read the voxel's features alone
+    rows = torch.from_numpy(network_inputs(features, region.ravel(), with_context))
     outputs = []
     total = rows.shape[0]
     for start in range(0, total, CHUNK):

@@ -1,6 +1,7 @@
 """The v3 network: local spectral evidence -> quantiles of the local resolution.
 
-A small per-voxel network over the features of :mod:`cryores.spectral`. It needs no
+A small per-voxel network over the features of :mod:`cryores.spectral` and, beside them, the
+map's own profile (:func:`cryores.spectral.network_inputs`; older cards read the features alone). It needs no
 convolutional context: each feature already averages a window of several Å around its voxel,
 in Å, so the same weights hold at any voxel size (a U-Net's receptive field would cover 8x
 more Å at 2 Å voxels than at 1 Å). It predicts three quantiles (5 %, 50 %, 95 %) of

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from cryores.errors import CryoResError
 from cryores.model_card import load_model
 from cryores.predict import predict
-from cryores.spectral import N_FEATURES
+from cryores.spectral import N_FEATURES, N_INPUTS
 from cryores_train.fit_spectral import train
 from cryores_train.rows import build_sample, load_rows, split_of
 from cryores_train.simulate import draw_parameters_v3, simulate_regional_lowpass
@@ -128,7 +129,10 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
     sid, paths = small_structure
     name = build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path)))
     with np.load(tmp_path / "bfactor" / name) as data:
-        assert data["x"].shape[1] == N_FEATURES and len(data["y"]) == len(data["x"]) == len(data["bound"])
+        assert data["x"].shape[1] == N_INPUTS and len(data["y"]) == len(data["x"]) == len(data["bound"])
+        for kind in np.unique(data["kind"]):  # the map's context: one value per variant, in every row
+            context = data["x"][data["kind"] == kind, N_FEATURES:]
+            assert (context == context[0]).all()
         assert set(np.unique(data["kind"])) <= {0, 1, 2, 3, 4} and {0, 1, 2, 3} <= set(np.unique(data["kind"]))
         assert str(data["split"]) == split_of(sid)
         assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
@@ -137,11 +141,19 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
 
 
-def synthetic_rows(folder: Path, seed: int = 0) -> None:
+def test_rows_of_another_width_are_refused_naming_the_file(tmp_path):
+    synthetic_rows(tmp_path)
+    np.savez(tmp_path / "S9_000.npz", x=np.zeros((10, N_FEATURES + 1), np.float16), y=np.full(10, 5.0, np.float32),
+             bound=np.zeros(10, bool), kind=np.zeros(10, np.int8), voxel=1.0, structure="S9", split="train")
+    with pytest.raises(CryoResError, match="S9_000.npz: 41 inputs per row"):
+        load_rows(tmp_path, "train")
+
+
+def synthetic_rows(folder: Path, seed: int = 0, width: int = N_FEATURES) -> None:
     """Rows where the label is a function of the features (so a few steps can learn it)."""
     rng = np.random.default_rng(seed)
     for i, split in enumerate(["train"] * 4 + ["val"] * 2):
-        x = rng.normal(size=(300, N_FEATURES)).astype(np.float16)
+        x = rng.normal(size=(300, width)).astype(np.float16)
         y = np.exp(1.6 + 0.3 * x[:, 0].astype(np.float32)).astype(np.float32)
         np.savez(folder / f"S{i}_000.npz", x=x, y=y, bound=rng.random(300) < 0.2, kind=np.zeros(300, np.int8),
                  voxel=1.0, structure=f"S{i}", split=split)
@@ -157,7 +169,7 @@ def tiny_config(folder: Path, rows: Path, steps: int = 40) -> dict:
 def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
     rows = tmp_path / "rows"
     rows.mkdir()
-    synthetic_rows(rows)
+    synthetic_rows(rows, width=N_INPUTS)  # as cryores-train rows makes them: features and the map's context
     assert len(load_rows(rows, "train")["y"]) == 1200
     whole = train(tiny_config(tmp_path / "whole", rows), progress=False)
     train(tiny_config(tmp_path / "split", rows), progress=False, max_steps=20)  # "killed" after a checkpoint
@@ -168,6 +180,7 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
     card = json.loads(whole.read_text())
     assert card["architecture"]["type"] == "SpectralNet" and card["uncertainty"]["interval_scale"] > 0
+    assert card["architecture"]["n_features"] == N_INPUTS and card["features"]["n_context"] == N_INPUTS - N_FEATURES
     history = json.loads((tmp_path / "whole" / "history.json").read_text())
     assert history["val"][-1][1]["mae"] < history["val"][0][1]["mae"] * 1.5
     model = load_model(whole)

@@ -4,7 +4,8 @@ For each (structure, index): simulate a map of one degradation family
 (:func:`~cryores_train.simulate.draw_parameters_v3`), make the variants users hold
 (:mod:`cryores_train.variants`), and for each variant compute the spectral features exactly as
 inference does (automatic mask, :func:`cryores.spectral.compute_features` on the map's own
-grid). Feature-grid voxels inside the labelled region become rows: features, label (Å) and
+grid). Feature-grid voxels inside the labelled region become rows: network inputs (the voxel's
+features and the map's context, :func:`cryores.spectral.network_inputs`), label (Å) and
 whether the label is only a lower bound. Maps are not kept (they are re-made from the seed when
 needed), so a sample costs ~100 kB. Finished samples are skipped: a killed run resumes.
 
@@ -22,7 +23,7 @@ import numpy as np
 from cryores.errors import CryoResError
 from cryores.masking import automatic_mask
 from cryores.resample import linear_resample
-from cryores.spectral import compute_features
+from cryores.spectral import compute_features, network_inputs
 
 from .simulate import draw_parameters_v3, run_tasks, sample_seed, simulate, simulate_regional_lowpass
 from .structures import discover, load_model
@@ -55,8 +56,9 @@ def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, fam
 
 def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask: np.ndarray, rows: int,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n, F) float16, labels (n,)) of one map, masked as inference would (the
-    simulation's mask only where the automatic one refuses the map)."""
+    """(network inputs (n, N_INPUTS) float16: the voxel's features and the map's context, labels (n,))
+    of one map, masked as inference would (the simulation's mask only where the automatic one
+    refuses the map)."""
     try:
         mask = automatic_mask(density, (voxel,) * 3)
     except CryoResError:
@@ -72,8 +74,7 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
     index = np.flatnonzero(keep)
     if index.size > rows:
         index = rng.choice(index, rows, replace=False)
-    flat = features.features.reshape(features.features.shape[0], -1)
-    return flat[:, index].T.astype(np.float16), grid_label.ravel()[index].astype(np.float32)
+    return network_inputs(features, index).astype(np.float16), grid_label.ravel()[index].astype(np.float32)
 
 
 def build_sample(task: tuple) -> str:
@@ -116,16 +117,22 @@ def run_rows(structures: list[Path], output: Path, *, family: str, per_structure
 
 def load_rows(folders: Path | list[Path], split: str) -> dict[str, np.ndarray]:
     """Every row of one split in ``folders`` (one folder or several: simulated and real-map rows);
-    a sample with non-finite features is refused, naming its file."""
+    a sample with non-finite features, or with another number of inputs than the rest (rows of an
+    older version), is refused, naming its file."""
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": [], "sample": []}
     files = [path for folder in folders for path in sorted(folder.glob("*.npz"))]
+    width, first = None, None
     for i, path in enumerate(files):
         with np.load(path) as data:
             if str(data["split"]) != split:
                 continue
             if not np.isfinite(data["x"]).all():  # one NaN row turns every weight into NaN
                 raise CryoResError(f"rows {path}: non-finite features; delete the file and make it again")
+            if width is not None and data["x"].shape[1] != width:
+                raise CryoResError(f"rows {path}: {data['x'].shape[1]} inputs per row where {first.name} has {width} "
+                                   "(made by another version); delete the older rows and make them again")
+            width, first = data["x"].shape[1], first or path
             for key in ("x", "y", "bound", "kind"):
                 blocks[key].append(data[key])
             blocks["sample"].append(np.full(len(data["y"]), i, dtype=np.int32))
