@@ -25,7 +25,7 @@ from .resample import linear_resample
 from .spectral import N_FEATURES, N_INPUTS, compute_features, evidence_floor, network_inputs
 
 SMOOTH_SIGMAS_A = (2.0, 4.0, 8.0, 16.0)  # the smoothing stack: sigma doubles per level (adaptive_smooth needs it)
-SMOOTH_FRACTION = 1.0  # sigma / local resolution; chosen on validation maps (README, "Models and model cards")
+SMOOTH_FRACTION = 0.75  # sigma / local resolution; chosen on validation maps (README, "Models and model cards")
 CHUNK = 65536
 Z90 = 1.6449
 
