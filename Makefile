@@ -74,7 +74,7 @@ bench: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) $(OLDEST) $(SCIPION) demo
 
-# The shipped model (cryores-v3), reproducibly; every step resumes if stopped (about 75 min on 2
+# The shipped model (cryores-v3), reproducibly; every step resumes if stopped (about 70 min on 2
 # shared CPU cores): simulated samples of the training and validation structures (BM5 + extra PDB
 # entries, family "bfactor") -> variants users hold -> spectral feature rows; real EMDB maps cut at
 # X -> lower-bound rows -> SpectralNet -> evaluation on unseen structures, the held-out "lowpass"
