@@ -173,7 +173,7 @@ def test_adaptive_smoothing_keeps_fine_detail_and_evens_out_coarse_scatter():
     fine_out = adaptive_smooth(fine, region, voxel)
     coarse_out = adaptive_smooth(coarse, region, voxel)
     inner = (slice(12, 36),) * 3
-    # sigma = d: 3 Å (≈1.5 voxels) keeps more scatter than 15 Å (7.5 voxels), and the level is kept
+    # sigma grows with d: 3 Å keeps more scatter than 15 Å, and the level is kept
     assert coarse_out[inner].std() < 0.3 * fine_out[inner].std()
     assert abs(float(np.exp(np.median(coarse_out))) - 15.0) < 0.5
     assert abs(float(np.exp(np.median(fine_out))) - 3.0) < 0.1
@@ -182,14 +182,14 @@ def test_adaptive_smoothing_keeps_fine_detail_and_evens_out_coarse_scatter():
     out = np.exp(adaptive_smooth(np.broadcast_to(step, shape).copy(), region, voxel))
     assert out[:18].max() < 3.5 and out[30:].min() > 9.0
     # the bounding-box crop and skipped levels change nothing: the same as every level on the whole array
-    from cryores.spectral_inference import SMOOTH_SIGMAS_A, _masked_smooth
+    from cryores.spectral_inference import SMOOTH_FRACTION, SMOOTH_SIGMAS_A, _masked_smooth
 
     values = (np.log(6.0) + 0.4 * rng.standard_normal(shape)).astype(np.float32)
     for box, spacing in ((np.s_[5:30, 10:40, 0:20], (1.3, 2.0, 3.1)), (np.s_[10:38, 12:36, 8:40], voxel)):
         region = np.zeros(shape, bool)
         region[box] = True  # touches an array face in the first case, none in the second
         full = [_masked_smooth(values, region, tuple(s / v for v in spacing)) for s in SMOOTH_SIGMAS_A]
-        position = np.log2(np.clip(np.exp(full[0]), 2.0, 16.0) / 2.0)
+        position = np.log2(np.clip(SMOOTH_FRACTION * np.exp(full[0]), 2.0, 16.0) / 2.0)
         lower = np.minimum(np.floor(position).astype(int), 2)
         stack = np.stack(full)
         expected = ((1 - (position - lower)) * np.take_along_axis(stack, lower[None], 0)[0]
