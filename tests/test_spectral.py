@@ -235,3 +235,14 @@ def test_a_model_with_context_runs_through_predict(tmp_path, molecule):
     result = predict(density, 1.0, mask, model=load_model(save_model(network, card, tmp_path / "card.json")))
     inside = result.resolution[mask]
     assert np.isfinite(inside).all() and inside.min() >= 2.0 and (result.resolution[~mask] == 0).all()
+
+
+def test_a_model_of_another_input_width_is_refused_in_one_line(tmp_path, molecule):
+    from cryores.errors import CryoResError
+
+    network = SpectralNet(N_FEATURES + 1, (8,))
+    card = {"name": "odd-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
+            "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}
+    density, mask = molecule
+    with pytest.raises(CryoResError, match=f"model odd-v3: {N_FEATURES + 1} inputs per voxel"):
+        predict(density, 1.0, mask, model=load_model(save_model(network, card, tmp_path / "card.json")))

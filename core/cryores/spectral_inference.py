@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .errors import CryoResError
 from .masking import dilate
 from .model_card import LoadedModel
 from .resample import linear_resample
-from .spectral import N_FEATURES, N_INPUTS, compute_features, evidence_floor, network_inputs
+from .spectral import compute_features, evidence_floor, network_inputs, reads_context
 
 SMOOTH_SIGMAS_A = (2.0, 4.0, 8.0, 16.0)  # the smoothing stack: sigma doubles per level (adaptive_smooth needs it)
 SMOOTH_FRACTION = 0.75  # sigma / local resolution; chosen on validation maps (README, "Models and model cards")
@@ -123,13 +122,11 @@ def spectral_parts(density: np.ndarray, voxel_size: tuple[float, float, float], 
                    reference: np.ndarray | None = None) -> SpectralParts:
     """Features once per map, then the network over the feature-grid voxels in and around the mask
     (in chunks), and the evidence floor. ``reference``: the automatic mask if the caller has it."""
-    if loaded.network.n_features not in (N_FEATURES, N_INPUTS):  # before the costly features
-        raise CryoResError(f"model {loaded.card.get('name', '?')}: its network reads {loaded.network.n_features} "
-                           f"inputs; this cryores gives {N_FEATURES} (features) or {N_INPUTS} (with the map's context)")
+    # older v3 cards read the voxel's features alone; checked before the costly features
+    with_context = reads_context(loaded.network.n_features, f"model {loaded.card.get('name', '?')}")
     features = compute_features(density, voxel_size, mask, reference)
     region = dilate(features.mask, (2.0, 2.0, 2.0))  # two feature voxels of margin
     network = loaded.network.to(device)
-    with_context = network.n_features == N_INPUTS  # older v3 cards read the voxel's features alone
     rows = torch.from_numpy(network_inputs(features, region.ravel(), with_context))
     outputs = []
     total = rows.shape[0]

@@ -149,6 +149,14 @@ def test_rows_of_another_width_are_refused_naming_the_file(tmp_path):
         load_rows(tmp_path, "train")
 
 
+def test_fit_refuses_rows_of_a_width_no_network_reads(tmp_path):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    synthetic_rows(rows, width=N_FEATURES + 1)  # all alike, so load_rows takes them
+    with pytest.raises(CryoResError, match=f"rows in .*: {N_FEATURES + 1} inputs per voxel"):
+        train(tiny_config(tmp_path / "run", rows), progress=False)
+
+
 def synthetic_rows(folder: Path, seed: int = 0, width: int = N_FEATURES) -> None:
     """Rows where the label is a function of the features (so a few steps can learn it)."""
     rng = np.random.default_rng(seed)

@@ -36,7 +36,7 @@ import torch
 
 from cryores.errors import CryoResError
 from cryores.model_card import save_model
-from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_CONTEXT, N_FEATURES, N_INPUTS
+from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_CONTEXT, N_FEATURES, N_INPUTS, reads_context
 from cryores.spectral_inference import Z90
 from cryores.spectral_net import SpectralNet, pinball_loss
 
@@ -109,10 +109,11 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     folders = [Path(config["dataset"])] + ([Path(config["real_rows"])] if config.get("real_rows") else [])
     train_rows, val_rows = load_rows(folders, "train"), load_rows(folders, "val")
-    if train_rows["x"].shape[1] != val_rows["x"].shape[1] or train_rows["x"].shape[1] not in (N_FEATURES, N_INPUTS):
+    if train_rows["x"].shape[1] != val_rows["x"].shape[1]:
         raise CryoResError(f"rows in {', '.join(map(str, folders))}: {train_rows['x'].shape[1]} inputs in training and "
                            f"{val_rows['x'].shape[1]} in validation rows (this cryores makes {N_INPUTS}); "
                            "make the rows again")
+    reads_context(train_rows["x"].shape[1], f"rows in {', '.join(map(str, folders))}")
     torch.manual_seed(config["seed"])
     x_train = train_rows["x"].astype(np.float32)
     network = SpectralNet(x_train.shape[1], tuple(config["architecture"]["hidden"]), config["architecture"]["dropout"])
@@ -194,7 +195,8 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
         "weights": f"{config['name']}.pt",
         "parameters": sum(p.numel() for p in network.parameters()),
         "features": {"bands_A": list(BANDS_A), "n_features": N_FEATURES,
-                     "n_context": N_CONTEXT if network.n_features == N_INPUTS else 0, "module": "cryores.spectral"},
+                     "n_context": N_CONTEXT if reads_context(network.n_features, "network") else 0,
+                     "module": "cryores.spectral"},
         "uncertainty": {"kind": "5-95 % quantiles, calibrated on validation rows", "interval_scale": scale},
         "training": {
             "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
