@@ -55,3 +55,13 @@ def test_linear_resample_of_constant_and_ramp():
     up = linear_resample(ramp, (10, 10, 40))
     np.testing.assert_allclose(up[0, 0, :38:2], np.arange(19), atol=1e-5)
     assert linear_resample(np.full((8, 8, 8), 3.0), (5, 6, 7)).max() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("shape_out", [(40, 30, 17), (10, 30, 50)])
+def test_linear_resample_of_a_box_gives_the_same_values_as_the_whole(shape_out):
+    field = np.random.default_rng(3).normal(size=(20, 30, 25)).astype(np.float32)
+    box = (slice(3, 9), slice(0, 30), slice(shape_out[2] - 5, shape_out[2]))  # one axis whole, one at the far edge
+    whole = linear_resample(field, shape_out)
+    np.testing.assert_array_equal(linear_resample(field, shape_out, box=box), whole[box])
+    with pytest.raises(ValueError):
+        linear_resample(field, shape_out, order=3, box=box)

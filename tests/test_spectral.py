@@ -18,14 +18,19 @@ from cryores.spectral import (
     FEATURE_VOXEL_A,
     N_BANDS,
     N_FEATURES,
+    WINDOW_FACTOR,
+    WINDOW_MIN_A,
+    _log_steps,
     band_weight,
     bands_present,
     compute_features,
     content_edge,
     evidence_floor,
     feature_grid,
+    local_band_power,
     map_spectrum,
 )
+from cryores.spectral_inference import _fill_outside
 from cryores.spectral_net import SpectralNet, pinball_loss
 
 
@@ -56,6 +61,58 @@ def test_bands_finer_than_nyquist_do_not_exist():
     absent = ~features.present
     assert (features.features[:N_BANDS][absent] == ABSENT).all()  # marked absent, never interpolated
     assert (features.features[2 * N_BANDS:3 * N_BANDS][absent] == 0).all()
+
+
+@pytest.mark.parametrize("voxel", [(1.0, 1.0, 1.0), (1.3, 1.7, 1.1)])
+def test_local_band_power_matches_the_plain_computation_on_the_whole_grid(voxel):
+    """Band-passed on the map's whole grid, squared, averaged with the Gaussian window and cropped
+    onto the feature grid in one go: the cropped and padded grids must give the same numbers."""
+    density = synthetic_map(shape=(48, 44, 40), n_atoms=500, noise=0.1, seed=4)
+    grid, _ = feature_grid(density.shape, voxel)
+    power, present = local_band_power(density, voxel, grid)
+    spectrum = scipy.fft.rfftn(density.astype(np.float64))
+    spectrum[0, 0, 0] = 0.0
+    frequency = spatial_frequency(density.shape, voxel, dtype=np.float64)
+    for j, centre in enumerate(BANDS_A):
+        if not present[j]:
+            assert not power[j].any()
+            continue
+        weight = band_weight(frequency.astype(np.float32), centre, _log_steps(frequency.astype(np.float32)))
+        square = scipy.fft.irfftn(spectrum * weight, s=density.shape) ** 2
+        sigma = max(WINDOW_MIN_A, WINDOW_FACTOR * centre)
+        smoothed = scipy.fft.rfftn(square) * np.exp(-2.0 * np.pi ** 2 * sigma ** 2 * frequency ** 2)
+        expected = np.maximum(fourier_resample_spectrum(smoothed, density.shape, grid), 0.0)
+        scale = float(expected.max())
+        np.testing.assert_allclose(power[j], expected, atol=2e-4 * scale, err_msg=f"band {centre} Å")
+
+
+def fourier_resample_spectrum(spectrum: np.ndarray, shape: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray:
+    """The real array of ``grid`` whose spectrum is ``spectrum`` (of a ``shape`` array) cropped."""
+    from cryores.resample import resize_spectrum
+
+    cropped = resize_spectrum(spectrum.astype(np.complex64), shape, grid)
+    return scipy.fft.irfftn(cropped, s=grid) * (np.prod(grid) / np.prod(shape))
+
+
+def test_filling_outside_the_region_takes_the_nearest_inside_value():
+    rng = np.random.default_rng(5)
+    region = np.zeros((30, 26, 22), bool)
+    region[8:15, 6:20, 5:9] = True
+    region[12:20, 10:12, 9:16] = True
+    values = rng.normal(size=region.shape).astype(np.float32)
+    filled, twice = _fill_outside(region, values, 2 * values)
+    distance = ndimage_nearest(region)
+    box = tuple(slice(a.min(), a.max() + 1) for a in np.nonzero(region))
+    np.testing.assert_array_equal(filled[region], values[region])
+    np.testing.assert_array_equal(filled[box], values[distance][box])  # exact within the region's box
+    np.testing.assert_array_equal(twice, 2 * filled)
+    assert filled[0, 0, 0] == filled[box[0].start, box[1].start, box[2].start]  # beyond it: the box's face
+
+
+def ndimage_nearest(region: np.ndarray) -> tuple[np.ndarray, ...]:
+    from scipy import ndimage
+
+    return tuple(ndimage.distance_transform_edt(~region, return_indices=True)[1])
 
 
 def test_feature_grid_is_the_maps_own_grid_when_coarse_and_about_2_A_when_fine():

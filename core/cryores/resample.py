@@ -75,35 +75,42 @@ def fourier_resample(volume: np.ndarray, shape: tuple[int, int, int], workers: i
     return result.astype(np.float32, copy=False)
 
 
-def linear_resample(volume: np.ndarray, shape: tuple[int, int, int], order: int = 1) -> np.ndarray:
+def linear_resample(volume: np.ndarray, shape: tuple[int, int, int], order: int = 1,
+                    box: tuple[slice, ...] | None = None) -> np.ndarray:
     """Resample a smooth field to ``shape`` by interpolation (trilinear by default), float32.
 
     Uses the same grid convention as :func:`fourier_resample`; points past the last input voxel
-    take the edge value.
+    take the edge value. ``box`` (slices of the output grid, trilinear only): compute just that
+    part of the output, with the same values as the whole, from the input voxels it needs.
     """
     volume = np.asarray(volume, dtype=np.float32)
     shape = tuple(int(s) for s in shape)
-    if shape == volume.shape:
+    if box is None and shape == volume.shape:
         return volume.copy()
     step = [n_in / n_out for n_in, n_out in zip(volume.shape, shape)]
     if order != 1:
+        if box is not None:
+            raise ValueError("linear_resample: a box needs order 1")
         return ndimage.affine_transform(volume, step, output_shape=shape, order=order,
                                         mode="nearest", prefilter=False).astype(np.float32, copy=False)
-    for axis, (n_in, n_out) in enumerate(zip(volume.shape, shape)):  # separable: one axis at a time
-        if n_in != n_out:
-            volume = _linear_along(volume, axis, n_in, n_out)
+    ranges = [(0, n) for n in shape] if box is None else [b.indices(n)[:2] for b, n in zip(box, shape)]
+    for axis, ((start, stop), n_in, n_out) in enumerate(zip(ranges, volume.shape, shape)):  # one axis at a time
+        if n_in != n_out or (start, stop) != (0, n_out):
+            volume = _linear_along(volume, axis, n_in, n_out, start, stop)
     return volume
 
 
-def _linear_along(volume: np.ndarray, axis: int, n_in: int, n_out: int) -> np.ndarray:
-    """Linear interpolation along one axis: output j at input coordinate j * n_in / n_out, edge
-    values beyond the last voxel. Two gathers and a blend, 10x faster than affine_transform."""
-    position = np.arange(n_out, dtype=np.float64) * (n_in / n_out)
+def _linear_along(volume: np.ndarray, axis: int, n_in: int, n_out: int, start: int = 0,
+                  stop: int | None = None) -> np.ndarray:
+    """Linear interpolation along one axis: output j (``start`` <= j < ``stop``) at input coordinate
+    j * n_in / n_out, edge values beyond the last voxel. Two gathers and a blend, 10x faster than
+    affine_transform."""
+    position = np.arange(start, n_out if stop is None else stop, dtype=np.float64) * (n_in / n_out)
     low = np.minimum(np.floor(position).astype(np.int64), n_in - 1)
     high = np.minimum(low + 1, n_in - 1)
     weight = np.clip(position - low, 0.0, 1.0).astype(np.float32)
     view = [1] * volume.ndim
-    view[axis] = n_out
+    view[axis] = position.size
     weight = weight.reshape(view)
     a = np.take(volume, low, axis=axis)
     a *= 1.0 - weight

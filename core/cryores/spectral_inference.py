@@ -50,7 +50,7 @@ def adaptive_smooth(log_resolution: np.ndarray, region: np.ndarray, voxel_size: 
     out = log_resolution.astype(np.float32, copy=True)
     if not region.any():
         return out
-    box = ndimage.find_objects(region.astype(np.int8))[0]
+    box = bounding_box(region)
     values, inside = log_resolution[box], region[box]
     levels = [_masked_smooth(values, inside, tuple(SMOOTH_SIGMAS_A[0] / v for v in voxel_size))]
     wanted = np.clip(fraction * np.exp(levels[0]), SMOOTH_SIGMAS_A[0], SMOOTH_SIGMAS_A[-1])
@@ -72,13 +72,33 @@ def adaptive_smooth(log_resolution: np.ndarray, region: np.ndarray, voxel_size: 
     return out
 
 
-def _fill_outside(values: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Values outside ``region`` take the nearest inside value, so interpolation at the mask's
-    edge blends with neighbours instead of with zeros."""
-    if region.all():
-        return values
-    _, index = ndimage.distance_transform_edt(~region, return_indices=True)
-    return values[tuple(index)]
+def bounding_box(region: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """Slices of the smallest box holding ``region`` (which must not be empty), grown by
+    ``margin`` voxels per side within the array."""
+    box = ndimage.find_objects(region.astype(np.int8))[0]
+    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n)) for b, n in zip(box, region.shape))
+
+
+def pad_to(values: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` (the contents of ``box``) placed in an array of ``shape``, each voxel outside the
+    box taking the value of the nearest voxel on the box's faces."""
+    widths = [(b.start, n - b.stop) for b, n in zip(box, shape)]
+    return np.pad(values, widths, mode="edge") if any(w != (0, 0) for w in widths) else values
+
+
+def _fill_outside(region: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each array with its values outside ``region`` replaced by the nearest inside value, so
+    interpolation at the mask's edge blends with neighbours instead of with zeros.
+
+    One distance transform for all the arrays, on the region's bounding box (where the nearest
+    inside voxel is exact); beyond the box, the value on the box's nearest face.
+    """
+    if region.all() or not region.any():
+        return arrays
+    box = bounding_box(region)
+    _, index = ndimage.distance_transform_edt(~region[box], return_indices=True)
+    index = tuple(index)
+    return tuple(pad_to(values[box][index], box, values.shape) for values in arrays)
 
 
 @dataclass
@@ -107,12 +127,11 @@ class SpectralParts:
         if floored:
             resolution = np.maximum(resolution, self.floor)
         half_width = 0.5 * (np.exp(self.log_high) - np.exp(self.log_low)) * factor * np.float32(interval_scale)
-        return (_fill_outside(resolution.astype(np.float32), self.region),
-                _fill_outside((half_width / Z90).astype(np.float32), self.region))
+        return _fill_outside(self.region, resolution.astype(np.float32), (half_width / Z90).astype(np.float32))
 
     def filled_floor(self) -> np.ndarray:
         """The floor, outside ``region`` taking the nearest inside value (as the results do)."""
-        return _fill_outside(self.floor.astype(np.float32), self.region)
+        return _fill_outside(self.region, self.floor.astype(np.float32))[0]
 
 
 @torch.no_grad()
@@ -149,13 +168,16 @@ def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float]
                      loaded: LoadedModel, device: torch.device,
                      on_progress: Callable[[int, int], None] | None = None,
                      reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(resolution Å, uncertainty Å) on the input grid, before clipping and zeroing outside.
+    """(resolution Å, uncertainty Å) on the input grid, before clipping and zeroing outside
+    (outside the mask's bounding box each is the value on the box's nearest face).
 
     ``reference``: the automatic mask when the caller has it already (else computed here).
     """
     parts = spectral_parts(density, voxel_size, mask, loaded, device, on_progress, reference)
     resolution, std = parts.calibrated(loaded.median_shift, loaded.interval_scale)
     if resolution.shape != density.shape:
-        resolution = linear_resample(resolution, density.shape)
-        std = linear_resample(std, density.shape)
+        # interpolated over the mask's bounding box only; beyond it, the box's nearest face
+        box = bounding_box(mask) if mask.any() else tuple(slice(0, n) for n in density.shape)
+        resolution = pad_to(linear_resample(resolution, density.shape, box=box), box, density.shape)
+        std = pad_to(linear_resample(std, density.shape, box=box), box, density.shape)
     return resolution.astype(np.float32), std.astype(np.float32)
