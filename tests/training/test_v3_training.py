@@ -181,12 +181,20 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
     assert len(load_rows(rows, "train")["y"]) == 1200
     whole = train(tiny_config(tmp_path / "whole", rows), progress=False)
     train(tiny_config(tmp_path / "split", rows), progress=False, max_steps=20)  # "killed" after a checkpoint
+    checkpoint = tmp_path / "split" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["seconds"] > 0
+    state["seconds"] = 1000.0  # as if the first leg had trained for 1000 s
+    torch.save(state, checkpoint)
     resumed = train(tiny_config(tmp_path / "split", rows), progress=False)
     a = torch.load(whole.parent / "tiny-v3.pt", weights_only=True)
     b = torch.load(resumed.parent / "tiny-v3.pt", weights_only=True)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
     card = json.loads(whole.read_text())
+    legs = json.loads(resumed.read_text())["training"]
+    assert legs["training_seconds_all_legs"] == 1000 + legs["cpu_seconds_last_leg"]  # both legs counted
+    assert card["training"]["training_seconds_all_legs"] == card["training"]["cpu_seconds_last_leg"]
     assert card["architecture"]["type"] == "SpectralNet" and card["uncertainty"]["interval_scale"] > 0
     assert card["architecture"]["n_features"] == N_INPUTS and card["features"]["n_context"] == N_INPUTS - N_FEATURES
     history = json.loads((tmp_path / "whole" / "history.json").read_text())

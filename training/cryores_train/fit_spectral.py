@@ -126,9 +126,11 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     rng = np.random.default_rng(config["seed"])
     checkpoint = output / "checkpoint.pt"
     step, history = 0, {"train": [], "val": []}
+    earlier_seconds: float | None = 0.0  # training time of the legs before this one (None: not recorded)
     state = restore_checkpoint(checkpoint, network, optimizer, rng)
     if state is not None:
         step, history = state["step"], state["history"]
+        earlier_seconds = state.get("seconds")
     distributed.barrier(context)  # every rank has read the checkpoint before rank 0 may replace it
     model = distributed.wrap(network, context)  # trains; ``network`` (unwrapped) is what is saved
     weights = _weights(train_rows["y"])
@@ -170,7 +172,8 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         if step % config["checkpoint_every"] == 0 or step == stop:
             _save_checkpoint(checkpoint, {
                 "network": network.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history})
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
+                "seconds": None if earlier_seconds is None else earlier_seconds + time.perf_counter() - started})
         bar.update()
     bar.close()
     if not context.is_rank0:  # rank 0 alone writes history, checkpoint and model
@@ -179,11 +182,15 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     if step < config["steps"]:
         print(f"stopped at step {step} of {config['steps']}; run again to resume")
         return checkpoint
-    return export(network.cpu(), config, train_rows, val_rows, history, time.perf_counter() - started, step)
+    seconds = time.perf_counter() - started
+    total = None if earlier_seconds is None else earlier_seconds + seconds
+    return export(network.cpu(), config, train_rows, val_rows, history, seconds, step, total)
 
 
 def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict, history: dict, seconds: float,
-           step: int) -> Path:
+           step: int, total_seconds: float | None = None) -> Path:
+    """Write the weights and the card. ``seconds``: this leg's training time; ``total_seconds``:
+    all legs' (None when an older checkpoint did not record it)."""
     scale = calibrate_interval(network, val_rows)
     card = {
         "name": config["name"],
@@ -210,6 +217,7 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
                         for split, rows in (("train", train_rows), ("val", val_rows))},
             "steps": step,
             "cpu_seconds_last_leg": round(seconds),
+            "training_seconds_all_legs": None if total_seconds is None else round(total_seconds),
             "final_validation": history["val"][-1][1] if history["val"] else None,
         },
         "metrics": {},
