@@ -83,7 +83,9 @@ def _bin(volume: np.ndarray, factor: int) -> np.ndarray:
     """Block means of ``factor``^3 voxels (the far edges padded by replication)."""
     padded_shape = [-(-n // factor) * factor for n in volume.shape]
     pad = [(0, p - n) for p, n in zip(padded_shape, volume.shape)]
-    padded = np.pad(np.asarray(volume, dtype=np.float32), pad, mode="edge")
+    padded = np.asarray(volume, dtype=np.float32)
+    if any(after for _, after in pad):  # a copy only when a side needs padding
+        padded = np.pad(padded, pad, mode="edge")
     blocks = padded.reshape(padded_shape[0] // factor, factor, padded_shape[1] // factor, factor,
                             padded_shape[2] // factor, factor)
     return blocks.mean(axis=(1, 3, 5), dtype=np.float32)

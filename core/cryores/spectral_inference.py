@@ -1,9 +1,10 @@
 """Running a v3 (spectral) model over a map: features -> network -> floor -> back to the grid.
 
 Features are computed once per map (:func:`cryores.spectral.compute_features`), the network
-runs on the feature-grid voxels in and around the mask in chunks, its median is smoothed inside
-the mask in ln Å over a window that grows with the resolution it reads (:func:`adaptive_smooth`:
-sigma ``SMOOTH_FRACTION`` x d, as a resolution d is only measurable over a window of about d),
+runs on the feature-grid voxels in and around the mask (two feature voxels beyond it) in
+chunks, its median is smoothed over those same voxels in ln Å over a window that grows with the
+resolution it reads (:func:`adaptive_smooth`: sigma ``SMOOTH_FRACTION`` x d, as a resolution d
+is only measurable over a window of about d),
 corrected by the model's calibrated median shift and never allowed finer than the evidence floor
 (:func:`cryores.spectral.evidence_floor`, with the map-wide content edge); then both the
 resolution and the uncertainty go back to the input grid by trilinear interpolation.
