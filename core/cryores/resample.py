@@ -100,12 +100,11 @@ def linear_resample(volume: np.ndarray, shape: tuple[int, int, int], order: int 
     return volume
 
 
-def _linear_along(volume: np.ndarray, axis: int, n_in: int, n_out: int, start: int = 0,
-                  stop: int | None = None) -> np.ndarray:
+def _linear_along(volume: np.ndarray, axis: int, n_in: int, n_out: int, start: int, stop: int) -> np.ndarray:
     """Linear interpolation along one axis: output j (``start`` <= j < ``stop``) at input coordinate
     j * n_in / n_out, edge values beyond the last voxel. Two gathers and a blend, 10x faster than
     affine_transform."""
-    position = np.arange(start, n_out if stop is None else stop, dtype=np.float64) * (n_in / n_out)
+    position = np.arange(start, stop, dtype=np.float64) * (n_in / n_out)
     low = np.minimum(np.floor(position).astype(np.int64), n_in - 1)
     high = np.minimum(low + 1, n_in - 1)
     weight = np.clip(position - low, 0.0, 1.0).astype(np.float32)

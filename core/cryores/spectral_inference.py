@@ -73,11 +73,9 @@ def adaptive_smooth(log_resolution: np.ndarray, region: np.ndarray, voxel_size: 
     return out
 
 
-def bounding_box(region: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """Slices of the smallest box holding ``region`` (which must not be empty), grown by
-    ``margin`` voxels per side within the array."""
-    box = ndimage.find_objects(region.astype(np.int8))[0]
-    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n)) for b, n in zip(box, region.shape))
+def bounding_box(region: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the smallest box holding ``region`` (which must not be empty)."""
+    return ndimage.find_objects(region.astype(np.int8))[0]
 
 
 def pad_to(values: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
