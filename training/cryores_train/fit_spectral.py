@@ -208,8 +208,8 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
         "training": {
             "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
             "config": {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows")},
-            "data": "simulated maps (BM5 + extra PDB structures, family 'bfactor'), variants raw/deposit/"
-                    "lowpass/noisier/sharp; family 'lowpass' held out"
+            "data": "simulated maps (BM5 + the PDB entries of training/structures/extra and /more, family 'bfactor'), "
+                    "variants raw/deposit/lowpass/noisier/sharp; family 'lowpass' held out"
                     + ("; real EMDB maps cut at X as lower bounds (training/real_maps)" if config.get("real_rows")
                        else ""),
             "rows": {"train": int(len(train_rows["y"])), "val": int(len(val_rows["y"]))},
