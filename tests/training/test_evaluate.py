@@ -44,3 +44,16 @@ def test_per_map_pearson_is_also_given_over_the_maps_whose_truth_varies():
     assert summary["maps"] == 3 and summary["varied_maps"] == 1
     assert summary["pearson_varied"] > 0.95
     assert summary["pearson"] < 0.5  # the median over all maps is a flat map's noise
+
+
+def test_interval_coverage_is_given_pooled_over_voxels_and_map_by_map():
+    """A large map inside its interval and a small one offset outside it: pooled over voxels the
+    interval looks fine, map by map it misses half the maps."""
+    from cryores_train.evaluate_v3 import interval_coverage
+
+    truth = [np.full(900, 5.0), np.full(100, 8.0)]
+    estimate = [np.full(900, 5.5), np.full(100, 11.0)]  # 0.5 Å and 3 Å off
+    sigma = [np.full(900, 1.0), np.full(100, 1.2)]  # 90 % half-widths 1.6 and 2.0 Å
+    result = interval_coverage(truth, estimate, sigma)
+    assert result["coverage_90"] == pytest.approx(0.9)
+    assert result["coverage_90_per_map"] == {"mean": 0.5, "median": 0.5, "under_80": 1, "maps": 2}

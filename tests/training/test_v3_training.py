@@ -245,20 +245,22 @@ def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, 
     assert len(load_rows(rows, "train")["y"]) == 1200
 
 
-def test_calibration_on_whole_maps_centres_the_median_and_sets_90_percent_coverage(tmp_path, shared):
-    """calibrate_on_maps measures what users get (the real predict path, floor included): with its
-    shift and scale in the card, the same validation maps read centred and hold 90 % in the interval."""
+def test_calibration_on_whole_maps_centres_the_median_and_sets_90_percent_coverage(tmp_path, shared, capsys):
+    """``cryores-train calibrate`` measures what users get (the real predict path, floor included):
+    with the shift and scale it writes into the card, the same validation maps read centred and
+    their interval holds 90 % of each map's voxels on average (each map weighs the same)."""
     from cryores.model_card import save_model
     from cryores.spectral import FEATURE_VOXEL_A
     from cryores.spectral_net import SpectralNet
-    from cryores_train.fit_spectral import calibrate_on_maps
+    from cryores_train.cli import main
+    from cryores_train.fit_spectral import map_weighted_quantile
     from cryores_train.rows import make_sample
 
     groups = discover(shared / "data" / "structures" / "bm5")
     val = [s for s in groups if split_of(s) == "val"]
     sid = min(val, key=lambda s: sum(p.stat().st_size for p in groups[s]))  # its raw map's floor binds often
-    structures = tmp_path / "structures"
-    structures.mkdir()
+    structures = tmp_path / "training" / "structures"
+    structures.mkdir(parents=True)
     for path in groups[sid]:
         (structures / path.name).symlink_to(path)
     torch.manual_seed(0)
@@ -266,17 +268,24 @@ def test_calibration_on_whole_maps_centres_the_median_and_sets_90_percent_covera
     network.target_mean.fill_(float(np.log(9.0)))  # reads ~9 Å: off-centre on purpose
     card = {"name": "calib-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
             "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}
-    card_path = save_model(network.eval(), card, tmp_path / "card.json")
-    rows = tmp_path / "training" / "data" / "v3" / "rows" / "bfactor"  # calibration resolves from training/
-    config = {"dataset": str(rows), "seed": 0,
-              "calibration": {"structures": [str(structures)], "maps": 1,
-                              "per_structure": 1}}
-    scale, shift = calibrate_on_maps(card_path, {**config, "calibration": {**config["calibration"]}})
+    (tmp_path / "training" / "runs" / "calib" / "model").mkdir(parents=True)
+    card_path = save_model(network.eval(), card, tmp_path / "training" / "runs" / "calib" / "model" / "default.json")
+    config = {"name": "calib-v3", "kind": "spectral", "dataset": "data/v3/rows/bfactor", "output": "runs/calib",
+              "seed": 0, "calibration": {"structures": ["structures"], "per_structure": 1}}
+    config_path = tmp_path / "training" / "configs" / "calib.json"
+    config_path.parent.mkdir()
+    config_path.write_text(json.dumps(config))
+    weights_path = card_path.parent / json.loads(card_path.read_text())["weights"]
+    weights = weights_path.read_bytes()
+    assert main(["calibrate", str(config_path)]) == 0
+    assert capsys.readouterr().out.count("\n") == 1
+    written = json.loads(card_path.read_text())
+    shift, scale = written["calibration"]["median_log_shift"], written["uncertainty"]["interval_scale"]
     assert scale > 0 and abs(shift) > 0.01  # the 9-Å network is not centred on the labels
+    assert written["training"]["config"]["calibration"] == config["calibration"]
+    assert weights_path.read_bytes() == weights  # the weights are not touched
 
     model = load_model(card_path)
-    model.card["calibration"] = {"median_log_shift": shift}
-    model.card["uncertainty"] = {"interval_scale": scale}
     params, arrays = make_sample(sid, groups[sid], 0, 0, "bfactor")
     voxel = float(params["voxel_size"])
     variants = make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel,
@@ -288,5 +297,33 @@ def test_calibration_on_whole_maps_centres_the_median_and_sets_90_percent_covera
         label = variant.label[region]
         logs.append(np.log(result.resolution[region]) - np.log(label))
         ratios.append(np.abs(result.resolution[region] - label) / (1.6449 * result.uncertainty[region]))
-    assert abs(np.median(np.concatenate(logs))) < 0.05
-    assert 0.88 <= (np.concatenate(ratios) <= 1.0).mean() <= 0.92
+    sizes = [len(values) for values in logs]  # each map weighs the same, as in the calibration
+    assert abs(map_weighted_quantile(np.concatenate(logs), sizes, 0.5)) < 0.05
+    assert 0.88 <= np.mean([(values <= 1.0).mean() for values in ratios]) <= 0.92
+
+
+def test_calibrate_refuses_a_missing_card_or_a_config_without_calibration(tmp_path, capsys):
+    from cryores_train.cli import main
+
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "c.json"
+    config.write_text(json.dumps({"kind": "spectral", "output": "runs/x", "calibration": {"structures": []}}))
+    assert main(["calibrate", str(config)]) == 1
+    assert "no such model card" in capsys.readouterr().err
+    config.write_text(json.dumps({"kind": "spectral", "output": "runs/x"}))
+    assert main(["calibrate", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "calibration" in err
+
+
+def test_map_weighted_quantile_lets_no_map_outweigh_another():
+    """A large map must not set the calibration: with each map weighing the same, a map of 9000
+    voxels at 10 and one of 1000 at 0 have their median between them, not at the large map's value."""
+    from cryores_train.fit_spectral import map_weighted_quantile
+
+    values = np.concatenate([np.full(9000, 10.0), np.full(1000, 0.0)])
+    assert np.median(values) == 10.0
+    assert map_weighted_quantile(values, [9000, 1000], 0.4) == 0.0
+    assert map_weighted_quantile(values, [9000, 1000], 0.6) == 10.0
+    spread = np.concatenate([np.arange(100.0), np.arange(100.0, 110.0)])  # two maps: 100 and 10 voxels
+    assert map_weighted_quantile(spread, [100, 10], 0.9) > 100.0  # pooled: 98.1

@@ -295,6 +295,27 @@ def register(subparsers) -> None:
     p.add_argument("--export-now", action="store_true", help="export the current checkpoint without training")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
+    c = subparsers.add_parser("calibrate", help="redo a v3 model's median shift and interval on validation maps",
+                              description="Solve a v3 card's median shift and interval scale again on whole "
+                                          "validation maps (the config's calibration), as a fit does at its end, "
+                                          "and write them into the card; the weights are not touched.")
+    c.add_argument("config", type=Path, help="the v3 training config (e.g. training/configs/v3.json)")
+    c.add_argument("--card", type=Path, help="the card to recalibrate (default: the config's output/model)")
+    c.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args) -> int:
+    from .fit_spectral import write_calibration
+
+    config = load_config(args.config)
+    if config.get("kind") != "spectral" or not config.get("calibration"):
+        raise CryoResError(f"config {args.config}: not a v3 (spectral) config with a calibration")
+    card = args.card or Path(config["output"]) / "model" / "default.json"
+    if not card.is_file():
+        raise CryoResError(f"{card}: no such model card")
+    scale, shift = write_calibration(card, config)
+    print(f"median shift {shift:.4f}, interval scale {scale:.3f} -> {card}")
+    return 0
 
 
 def _run(args) -> int:
