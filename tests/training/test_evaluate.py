@@ -48,7 +48,7 @@ def test_per_map_pearson_is_also_given_over_the_maps_whose_truth_varies():
 
 def test_interval_coverage_is_given_pooled_over_voxels_and_map_by_map():
     """A large map inside its interval and a small one offset outside it: pooled over voxels the
-    interval looks fine, map by map it misses half the maps."""
+    interval looks fine, map by map it misses half the maps, and says whether a miss is an offset."""
     from cryores_train.evaluate_v3 import interval_coverage
 
     truth = [np.full(900, 5.0), np.full(100, 8.0)]
@@ -56,4 +56,7 @@ def test_interval_coverage_is_given_pooled_over_voxels_and_map_by_map():
     sigma = [np.full(900, 1.0), np.full(100, 1.2)]  # 90 % half-widths 1.6 and 2.0 Å
     result = interval_coverage(truth, estimate, sigma)
     assert result["coverage_90"] == pytest.approx(0.9)
-    assert result["coverage_90_per_map"] == {"mean": 0.5, "median": 0.5, "under_80": 1, "maps": 2}
+    assert result["coverage_90_per_map"] == {"mean": 0.5, "median": 0.5, "under_80": 1, "offset_10": 1, "maps": 2}
+    # the small map 7.5 % off, outside a narrow interval (half-width 0.49 Å): not counted as an offset
+    narrow = interval_coverage(truth, [np.full(900, 5.5), np.full(100, 8.6)], [np.full(900, 1.0), np.full(100, 0.3)])
+    assert narrow["coverage_90_per_map"]["under_80"] == 1 and narrow["coverage_90_per_map"]["offset_10"] == 0
