@@ -24,7 +24,7 @@ from cryores.model_card import load_model, sha256_of
 from cryores.mrc_io import read_map
 from cryores.resample import fourier_resample, linear_resample, shape_for_voxel_size
 
-from .fit import load_config
+from .fit import load_config, model_card_path
 from .label import finished_samples
 
 BINS = [(2, 3), (3, 4), (4, 5), (5, 6), (6, 8), (8, 10), (10, 12.01)]
@@ -55,7 +55,7 @@ def error_table(truth: np.ndarray, estimate: np.ndarray) -> dict:
 def evaluate(config: dict, samples_root: Path, docs: Path, limit: int = 15, card: Path | None = None,
              resmap_maps: int = 5, consistency_maps: int = 3, uncertainty_maps: int = 3) -> dict:
     """Evaluate on up to ``limit`` test maps; the slower checks use the first few of them."""
-    card_path = card or Path(config["output"]) / "model" / "default.json"
+    card_path = card or model_card_path(config)
     model = load_model(card_path)
     test_structures = model.card["training"]["test_structures"]
     folders = test_samples(samples_root, test_structures, limit)

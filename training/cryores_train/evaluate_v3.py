@@ -37,7 +37,7 @@ from cryores.model_card import load_model, sha256_of
 from cryores.mrc_io import read_map
 from cryores.spectral_inference import Z90
 
-from .fit import load_config
+from .fit import load_config, model_card_path
 from .real_rows import cut
 from .resmap import resmap_local_resolution
 from .rows import make_sample, split_of
@@ -291,7 +291,7 @@ def write_report(results: dict, docs: Path, card_path: Path) -> None:
 
 def evaluate(config: dict, structures: list[Path], docs: Path, limit: int | None, resmap_maps: int | None,
              card: Path | None = None) -> dict:
-    card_path = card or Path(config["output"]) / "model" / "default.json"
+    card_path = card or model_card_path(config)
     model = load_model(card_path)
     results = simulated_sets(model, structures, limit, resmap_maps)
     results["real"] = real_map_checks(model)

@@ -46,6 +46,12 @@ def load_config(path: Path) -> dict:
     return config
 
 
+def model_card_path(config: dict) -> Path:
+    """Where a fit writes its model card (``<output>/model/default.json``): the card that
+    ``evaluate``, ``evaluate-v3`` and ``calibrate`` read when not given one."""
+    return Path(config["output"]) / "model" / "default.json"
+
+
 class Patches:
     """Random access to one split of the HDF5 dataset, normalised like inference."""
 
@@ -310,7 +316,7 @@ def _run_calibrate(args) -> int:
     config = load_config(args.config)
     if config.get("kind") != "spectral" or not config.get("calibration"):
         raise CryoResError(f"config {args.config}: not a v3 (spectral) config with a calibration")
-    card = args.card or Path(config["output"]) / "model" / "default.json"
+    card = args.card or model_card_path(config)
     if not card.is_file():
         raise CryoResError(f"{card}: no such model card")
     scale, shift = write_calibration(card, config)
