@@ -121,3 +121,36 @@ def test_patchy_design_has_no_radial_trend(complex_1akj):
         assert field.min() == pytest.approx(0.0, abs=1e-6) and field.max() == pytest.approx(1.0, abs=1e-6)
         correlations.append(np.corrcoef(radius, field)[0, 1])
     assert abs(np.mean(correlations)) < 0.25 and np.std(correlations) > 0.1
+
+
+def test_blocks_design_is_piecewise_constant_with_sharp_steps(complex_1akj):
+    """The blocks design holds 3-8 levels, the best 0 and the worst 1, each a region of its own:
+    neighbouring voxels either share a level or step between two levels (no smooth ramp)."""
+    from cryores_train.simulate import blocks_design
+
+    voxel, n = 2.0, 48
+    positions = complex_1akj.positions - complex_1akj.positions.mean(axis=0) + n * voxel / 2
+    for seed in range(6):
+        field = blocks_design(positions, n, voxel, np.random.default_rng(seed))
+        levels = np.unique(field)
+        assert 3 <= levels.size <= 8 and levels[0] == 0.0 and levels[-1] == 1.0
+        steps = np.abs(np.diff(field, axis=0))
+        assert (steps > 0).mean() < 0.2  # regions, not noise
+        assert np.isin(np.round(steps[steps > 0], 6), np.round(np.abs(levels[:, None] - levels[None]), 6)).all()
+
+
+def test_sharp_share_only_changes_the_design():
+    """A share of 0 gives the draws evaluation and calibration always used; any share changes
+    the design alone (one uniform number picks it), so the rest of a sample stays the same."""
+    from cryores_train.simulate import draw_parameters_v3
+
+    designs = []
+    for seed in range(40):
+        plain = draw_parameters_v3(np.random.default_rng(seed), "bfactor")
+        assert draw_parameters_v3(np.random.default_rng(seed), "bfactor", 0.0) == plain
+        sharp = draw_parameters_v3(np.random.default_rng(seed), "bfactor", 0.3)
+        assert {k: v for k, v in sharp.items() if k != "design"} == {k: v for k, v in plain.items() if k != "design"}
+        assert plain["design"] in ("patchy", "radial")
+        assert draw_parameters_v3(np.random.default_rng(seed), "bfactor", 1.0)["design"] == "blocks"
+        designs.append(sharp["design"])
+    assert 4 <= designs.count("blocks") <= 22 and "patchy" in designs and "radial" in designs

@@ -45,10 +45,12 @@ def simulate_family(model, params: dict, seed: int) -> dict[str, np.ndarray]:
     return simulate(model, params, seed)
 
 
-def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, family: str):
-    """(params, arrays) of one v3 sample, the same for the same arguments."""
+def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, family: str,
+                sharp_share: float = 0.0):
+    """(params, arrays) of one v3 sample, the same for the same arguments (``sharp_share``: see
+    :func:`~cryores_train.simulate.draw_parameters_v3`; evaluation and calibration keep 0)."""
     own_seed = sample_seed(seed + (1000 if family == "lowpass" else 0), structure_id, index)
-    params = draw_parameters_v3(np.random.default_rng(own_seed), family)
+    params = draw_parameters_v3(np.random.default_rng(own_seed), family, sharp_share)
     params.update(structure_id=structure_id, index=index, seed=own_seed)
     arrays = simulate_family(load_model(structure_id, paths), params, own_seed + 1)
     return params, arrays
@@ -78,11 +80,11 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
 
 
 def build_sample(task: tuple) -> str:
-    structure_id, paths, index, seed, family, root = task
+    structure_id, paths, index, seed, family, root, sharp_share = task
     path = Path(root) / family / f"{structure_id}_{index:03d}.npz"
     if path.is_file():
         return path.name
-    params, arrays = make_sample(structure_id, [Path(p) for p in paths], index, seed, family)
+    params, arrays = make_sample(structure_id, [Path(p) for p in paths], index, seed, family, sharp_share)
     voxel = float(params["voxel_size"])
     rng = np.random.default_rng(params["seed"] + 2)
     blocks = {"x": [], "y": [], "bound": [], "kind": []}
@@ -105,12 +107,12 @@ def build_sample(task: tuple) -> str:
 
 def run_rows(structures: list[Path], output: Path, *, family: str, per_structure: int, seed: int,
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
-             progress: bool = True) -> list[str]:
+             progress: bool = True, sharp_share: float = 0.0) -> list[str]:
     groups: dict[str, list[Path]] = {}
     for root in structures:
         groups.update(discover(root))
     ids = [sid for sid in sorted(groups) if split_of(sid) in splits][:limit]
-    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output))
+    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share)
              for i in range(per_structure) for sid in ids]
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
@@ -151,6 +153,8 @@ def register(subparsers) -> None:
     p.add_argument("--splits", default="train,val,test", help="comma-separated splits to make")
     p.add_argument("--limit", type=int, help="only the first N structures (by id) of those splits")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sharp-share", type=float, default=0.0,
+                   help="share of bfactor samples with the sharp-boundary 'blocks' design (default 0)")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
@@ -159,6 +163,6 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     done = run_rows(args.structures, args.output, family=args.family, per_structure=args.per_structure,
                     seed=args.seed, splits=tuple(args.splits.split(",")), limit=args.limit, jobs=args.jobs,
-                    progress=not args.quiet)
+                    progress=not args.quiet, sharp_share=args.sharp_share)
     print(f"{len(done)} samples in {args.output / args.family}")
     return 0

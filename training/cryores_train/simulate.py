@@ -94,11 +94,15 @@ V3_VOXEL_A = (0.5, 4.0)
 V3_MAX_BOX = 128
 
 
-def draw_parameters_v3(rng: np.random.Generator, family: str) -> dict:
+def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float = 0.0) -> dict:
     """v3 choices: :data:`RANGES_V3`, a voxel size that suits the core resolution, a family.
 
     ``family`` is ``"bfactor"`` (per-atom B-factors plus noise, :func:`simulate`) or
     ``"lowpass"`` (regional low-pass plus noise, :func:`simulate_regional_lowpass`).
+    ``sharp_share`` of the bfactor samples get the "blocks" design (:func:`blocks_design`, sharp
+    boundaries); the rest are split evenly between "patchy" and "radial". The draws are the same
+    whatever the share (one uniform number picks the design), so a share of 0 gives the samples
+    the evaluation and calibration have always used.
     """
     params = draw_parameters(rng, RANGES_V3)
     core = params["core_resolution"]
@@ -106,7 +110,9 @@ def draw_parameters_v3(rng: np.random.Generator, family: str) -> dict:
     params.update(voxel_size=float(np.exp(rng.uniform(np.log(low), np.log(max(high, low))))),
                   family=family, max_box=V3_MAX_BOX, resolution_clip=list(V3_RESOLUTION_A),
                   field_sigma=float(rng.uniform(10.0, 25.0)), noise_snr=float(rng.uniform(0.4, 3.0)))
-    params["design"] = "patchy" if rng.random() < 0.5 else "radial"  # bfactor family; lowpass has its own
+    pick = rng.random()  # bfactor family; lowpass has its own
+    params["design"] = ("blocks" if pick < sharp_share else
+                        "patchy" if pick < sharp_share + 0.5 * (1.0 - sharp_share) else "radial")
     return params
 
 
@@ -244,6 +250,28 @@ def patchy_design(positions: np.ndarray, n: int, voxel: float, rng: np.random.Ge
     return np.clip((field - low) / max(high - low, 1e-6), 0.0, 1.0)
 
 
+def blocks_design(positions: np.ndarray, n: int, voxel: float, rng: np.random.Generator) -> np.ndarray:
+    """A design with sharp boundaries, in [0, 1]: the box cut into 3-8 regions (each voxel goes
+    to the nearest of as many random atoms), each region one level, the best 0 and the worst 1.
+
+    The smooth designs rarely put a coarse region right beside a much finer one, so a model
+    trained on them reads the finer neighbour's power leaking into a coarse voxel as detail
+    (coarse regions of the held-out family read ~2 Å too fine). Real maps have such steps where a
+    flexible domain meets a rigid core.
+    """
+    z, y, x = _grid_coordinates(n, voxel)
+    seeds = positions[rng.choice(len(positions), size=int(rng.integers(3, 9)), replace=False)]
+    nearest = np.zeros((n, n, n), np.int8)
+    best = np.full((n, n, n), np.inf, np.float32)
+    for i, where in enumerate(seeds):
+        distance2 = ((x - where[0]) ** 2 + (y - where[1]) ** 2 + (z - where[2]) ** 2).astype(np.float32)
+        closer = distance2 < best
+        nearest[closer], best[closer] = i, distance2[closer]
+    levels = rng.uniform(0.0, 1.0, len(seeds))
+    levels[np.argmin(levels)], levels[np.argmax(levels)] = 0.0, 1.0
+    return levels.astype(np.float32)[nearest]
+
+
 def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: float, params: dict,
                         rng: np.random.Generator) -> np.ndarray:
     """The designed local-resolution field d(x) in Å on the whole box, array order (z, y, x)."""
@@ -251,6 +279,8 @@ def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: 
     core, edge = params["core_resolution"], params["periphery_resolution"]
     if params.get("design") == "patchy":
         field = core + (edge - core) * patchy_design(positions, n, voxel, rng)
+    elif params.get("design") == "blocks":
+        field = core + (edge - core) * blocks_design(positions, n, voxel, rng)
     else:
         centre = positions.mean(axis=0)
         radius = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)

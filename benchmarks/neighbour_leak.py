@@ -1,0 +1,86 @@
+"""Where coarse regions read too fine: error by the gap to the finest neighbour, cards side by side.
+
+A coarse voxel next to much finer ones can read its neighbours' fine-band power as its own. For
+each card and each validation structure (never the test split; seed 7, index 0, which no
+training row uses), both families (``bfactor`` trained on, ``lowpass`` held out), raw and
+deposited-style, mask given, this prints:
+
+* MAE and bias over all labelled voxels;
+* the bias of coarse voxels (true 8-10 Å and 12-14 Å) split by how much finer the finest true
+  resolution within +-8 Å of them is (0-1 / 1-3 / 3-6 Å).
+
+Every card reads the same maps in one run, so the columns compare.
+
+Usage: python benchmarks/neighbour_leak.py CARD [CARD ...] [--structures 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+import cryores
+from cryores.model_card import load_model
+from cryores_train.rows import make_sample, split_of
+from cryores_train.structures import discover
+from cryores_train.variants import make_variants
+
+ROOT = Path(__file__).resolve().parents[1]
+STRUCTURES = [ROOT.parent / "shared/data/structures/bm5", ROOT / "training/structures/extra",
+              ROOT / "training/structures/more"]
+GAPS = ((0.0, 1.0), (1.0, 3.0), (3.0, 6.0))
+COARSE = ((8.0, 10.0), (12.0, 14.0))
+NEIGHBOURHOOD_A = 8.0
+
+
+def finest_neighbour_gap(label: np.ndarray, voxel: float) -> np.ndarray:
+    """label minus the finest label within +-NEIGHBOURHOOD_A (a cube), in Å; 0 outside the label."""
+    size = 2 * int(round(NEIGHBOURHOOD_A / voxel)) + 1
+    finest = ndimage.minimum_filter(np.where(label > 0, label, np.inf), size=size)
+    return np.where(label > 0, label - finest, 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cards", type=Path, nargs="+")
+    parser.add_argument("--structures", type=int, default=20)
+    args = parser.parse_args()
+    groups: dict = {}
+    for root in STRUCTURES:
+        groups.update(discover(root))
+    ids = [sid for sid in sorted(groups) if split_of(sid) == "val"][: args.structures]
+    models = [load_model(card) for card in args.cards]
+    # per card, family: lists of (truth, estimate, gap) arrays
+    pooled = {(c, f): [] for c in range(len(models)) for f in ("bfactor", "lowpass")}
+    for sid in ids:
+        for family in ("bfactor", "lowpass"):
+            params, arrays = make_sample(sid, groups[sid], 0, 7, family)
+            voxel = float(params["voxel_size"])
+            rng = np.random.default_rng(params["seed"] + 5)
+            for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]:
+                region = variant.label > 0
+                gap = finest_neighbour_gap(variant.label, voxel)[region]
+                for c, model in enumerate(models):
+                    result = cryores.predict(variant.density, voxel, region, model=model)
+                    pooled[c, family].append((variant.label[region], result.resolution[region], gap))
+    print(f"{len(ids)} validation structures, seed 7 index 0, raw + deposited-style, mask given")
+    header = ["card", "family", "MAE", "bias"] + [f"{lo:g}-{hi:g} A gap {g0:g}-{g1:g}"
+                                                   for lo, hi in COARSE for g0, g1 in GAPS]
+    print(" | ".join(header))
+    for (c, family), maps in pooled.items():
+        truth, estimate, gap = (np.concatenate(column) for column in zip(*maps))
+        error = estimate - truth
+        cells = [args.cards[c].parent.name + "/" + args.cards[c].name, family,
+                 f"{np.abs(error).mean():.3f}", f"{error.mean():+.3f}"]
+        for lo, hi in COARSE:
+            for g0, g1 in GAPS:
+                where = (truth >= lo) & (truth < hi) & (gap >= g0) & (gap < g1)
+                cells.append(f"{error[where].mean():+.2f} ({where.sum()})" if where.any() else "-")
+        print(" | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
