@@ -139,6 +139,10 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
     mtime = (tmp_path / "bfactor" / name).stat().st_mtime
     build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0))  # finished: skipped
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
+    # the same name made with another sharp share would be another sample: refused, file kept
+    with pytest.raises(CryoResError, match="made with --sharp-share 0, not 0.3"):
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.3))
+    assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
 
 
 def test_rows_of_another_width_are_refused_naming_the_file(tmp_path):

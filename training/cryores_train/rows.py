@@ -82,7 +82,12 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
 def build_sample(task: tuple) -> str:
     structure_id, paths, index, seed, family, root, sharp_share = task
     path = Path(root) / family / f"{structure_id}_{index:03d}.npz"
-    if path.is_file():
+    if path.is_file():  # finished; but a file of another sharp share is another sample under the same name
+        with np.load(path) as data:
+            made = float(data["sharp_share"]) if "sharp_share" in data else 0.0
+        if made != sharp_share:
+            raise CryoResError(f"rows {path}: made with --sharp-share {made:g}, not {sharp_share:g}; "
+                               "write the rows to another folder or delete these")
         return path.name
     params, arrays = make_sample(structure_id, [Path(p) for p in paths], index, seed, family, sharp_share)
     voxel = float(params["voxel_size"])
@@ -100,7 +105,8 @@ def build_sample(task: tuple) -> str:
     tmp = path.with_name(f".{path.name}.tmp")  # not *.npz: load_rows never sees a half-written file
     with open(tmp, "wb") as stream:
         np.savez_compressed(stream, **{k: np.concatenate(v) for k, v in blocks.items()},
-                            voxel=voxel, structure=structure_id, split=split_of(structure_id))
+                            voxel=voxel, structure=structure_id, split=split_of(structure_id),
+                            sharp_share=sharp_share)
     os.replace(tmp, path)
     return path.name
 
