@@ -24,7 +24,7 @@ from scipy import ndimage
 
 import cryores
 from cryores.model_card import load_model
-from cryores_train.rows import make_sample, split_of
+from cryores_train.rows import FAMILIES, make_sample, split_of
 from cryores_train.structures import discover
 from cryores_train.variants import make_variants
 
@@ -54,9 +54,9 @@ def main() -> None:
     ids = [sid for sid in sorted(groups) if split_of(sid) == "val"][: args.structures]
     models = [load_model(card) for card in args.cards]
     # per card, family: lists of (truth, estimate, gap) arrays
-    pooled = {(c, f): [] for c in range(len(models)) for f in ("bfactor", "lowpass")}
+    pooled = {(c, f): [] for c in range(len(models)) for f in FAMILIES}
     for sid in ids:
-        for family in ("bfactor", "lowpass"):
+        for family in FAMILIES:
             params, arrays = make_sample(sid, groups[sid], 0, 7, family)
             voxel = float(params["voxel_size"])
             rng = np.random.default_rng(params["seed"] + 5)
