@@ -274,17 +274,75 @@ def test_network_inputs_are_the_voxels_features_then_the_maps_context(molecule):
     zone = mask & (np.arange(mask.shape[0]) < mask.shape[0] // 2)[:, None, None]
     np.testing.assert_array_equal(compute_features(density, (1.0, 1.0, 1.0), zone, reference=mask).context,
                                   features.context)
-    assert network_inputs(features, np.flatnonzero(inside)[:5], with_context=False).shape == (5, N_FEATURES)
+    assert network_inputs(features, np.flatnonzero(inside)[:5], "features").shape == (5, N_FEATURES)
     # the context follows the map: the same map low-passed at 8 Å has a lower fine-band profile
     cut = compute_features(lowpass(density, 1.0, 8.0), (1.0, 1.0, 1.0), mask)
     assert cut.context[4] < features.context[4] - 1.0  # the 4.4 Å band's log10 relative power
 
 
-def test_a_model_with_context_runs_through_predict(tmp_path, molecule):
-    from cryores.spectral import N_INPUTS
+def test_neighbourhood_inputs_follow_the_context_and_are_the_gap_to_the_strongest_nearby(molecule):
+    from cryores.spectral import N_INPUTS, N_INPUTS_NEIGHBOURHOOD, NEIGHBOURHOOD_A, neighbourhood_gap, network_inputs
+
+    density, mask = molecule
+    features = compute_features(density, (1.0, 1.0, 1.0), mask)
+    where = np.flatnonzero(features.mask)
+    rows = network_inputs(features, where, "neighbourhood")
+    assert rows.shape == (where.size, N_INPUTS_NEIGHBOURHOOD)
+    np.testing.assert_array_equal(rows[:, :N_INPUTS], network_inputs(features, where))
+    np.testing.assert_array_equal(rows[:, N_INPUTS:], neighbourhood_gap(features, where))
+    # against a direct maximum over the voxel's block of 2 (a 1.87 Å feature grid binned to 3.7 Å)
+    # and the blocks within NEIGHBOURHOOD_A of it (ceil(8 / 3.73) = 3 either side)
+    relative, grid = features.features[:N_BANDS], features.features.shape[1:]
+    assert features.voxel_size[0] == pytest.approx(1.867, abs=1e-3) and NEIGHBOURHOOD_A == 8.0
+    for i in where[:: max(1, where.size // 25)]:
+        block = [c // 2 for c in np.unravel_index(i, grid)]
+        box = tuple(slice(max(0, 2 * (b - 3)), 2 * (b + 4)) for b in block)
+        expected = relative[(slice(None),) + box].max(axis=(1, 2, 3)) - relative.reshape(N_BANDS, -1)[:, i]
+        expected[~features.present] = 0.0
+        np.testing.assert_allclose(neighbourhood_gap(features, np.array([i]))[0], expected, atol=1e-6)
+    assert (rows[:, N_INPUTS:] >= 0).all()
+
+
+def test_the_neighbourhood_gap_tells_power_leaked_from_a_better_resolved_neighbour():
+    from scipy import ndimage
+
+    from cryores.spectral import neighbourhood_gap
+
+    # a field of detail everywhere (no solvent), with a slab (z 16-48 Å) that holds nothing finer than 9 Å
+    rng = np.random.default_rng(5)
+    density = ndimage.gaussian_filter(rng.normal(size=(64, 64, 64)).astype(np.float32), 0.5, mode="wrap")
+    slab = ((np.arange(64) >= 16) & (np.arange(64) < 48))[:, None, None]
+    stepped = np.where(slab, lowpass(density, 1.0, 9.0), density).astype(np.float32)
+    features = compute_features(stepped, (1.0, 1.0, 1.0), np.ones(stepped.shape, bool))
+    assert features.voxel_size == (2.0, 2.0, 2.0)
+    band = BANDS_A.index(2.812)
+    gap = neighbourhood_gap(features, np.arange(features.mask.size))[:, band].reshape(features.mask.shape)
+    relative = features.features[band]
+    coarse = np.s_[10:22]  # 4 Å and more inside the slab
+    fine = np.r_[0:4, 28:32]  # 8 Å and more from it (the map is periodic)
+    # the slab's 2.8 Å power is a leak: far above nothing, yet decades below its source nearby
+    assert np.median(relative[coarse]) > -4.0 and np.median(gap[coarse]) > 1.0
+    assert np.median(gap[fine]) < 0.2
+
+
+def test_input_layouts_are_named_by_their_width():
+    from cryores.errors import CryoResError
+    from cryores.spectral import N_INPUTS, N_INPUTS_NEIGHBOURHOOD, input_layout, network_inputs
+
+    assert [input_layout(n, "m") for n in (N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD)] == \
+        ["features", "context", "neighbourhood"]
+    with pytest.raises(CryoResError, match=f"^m: {N_INPUTS + 1} inputs per voxel; this cryores gives {N_FEATURES}"):
+        input_layout(N_INPUTS + 1, "m")
+    with pytest.raises(CryoResError, match="input layout 'wide'"):
+        network_inputs(None, np.arange(3), "wide")
+
+
+@pytest.mark.parametrize("layout", ["context", "neighbourhood"])
+def test_a_model_with_context_runs_through_predict(tmp_path, molecule, layout):
+    from cryores.spectral import LAYOUTS
 
     torch.manual_seed(3)
-    network = SpectralNet(N_INPUTS, (8,))
+    network = SpectralNet(LAYOUTS[layout], (8,))
     network.target_mean.fill_(float(np.log(6.0)))
     card = {"name": "context-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
             "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}

@@ -31,7 +31,10 @@ Beside them the network reads the map's own profile (:data:`N_CONTEXT` values, t
 voxel; :func:`network_inputs`): the median over the automatic mask of the first two groups (not
 over the user's mask, which may be a zone of the molecule), so a voxel is
 read against its own map (how it was sharpened, its noise colour) and not against the average
-training map. :func:`evidence_floor` gives the finest resolution the evidence allows at each voxel.
+training map. Models of the ``"neighbourhood"`` layout (:func:`input_layout`) also read, per band,
+the gap between the voxel's power and the strongest within ~8 Å (:func:`neighbourhood_gap`), so
+power that leaked from a better-resolved neighbour is not read as the voxel's own.
+:func:`evidence_floor` gives the finest resolution the evidence allows at each voxel.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 import torch
+from scipy import ndimage
 
 from .errors import CryoResError
 from .fourier import spatial_frequency
@@ -63,6 +67,10 @@ N_BANDS = len(BANDS_A)
 N_FEATURES = 3 * N_BANDS + 1
 N_CONTEXT = 2 * N_BANDS  # the map's median relative power and SNR per band
 N_INPUTS = N_FEATURES + N_CONTEXT  # what a network with context reads per voxel
+N_INPUTS_NEIGHBOURHOOD = N_INPUTS + N_BANDS  # and the gap to the strongest band power nearby
+LAYOUTS = {"features": N_FEATURES, "context": N_INPUTS, "neighbourhood": N_INPUTS_NEIGHBOURHOOD}
+NEIGHBOURHOOD_A = 8.0  # reach (Å) of neighbourhood_gap: about the widest fine-band window's 2 sigma
+NEIGHBOURHOOD_BIN_A = 4.0  # its maximum is taken on the feature grid binned to about this (Å)
 EVIDENCE_RELATIVE = 1e-5  # band power below this fraction of E carries no information
 EVIDENCE_SNR = 1.5  # with a noise reference, band power must exceed noise by this factor
 
@@ -310,27 +318,89 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
     return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge, context)
 
 
+def input_layout(width: int, owner: str) -> str:
+    """Which inputs a network (or rows) of ``width`` values per voxel reads: ``"features"``
+    (N_FEATURES: the first v3 cards), ``"context"`` (N_INPUTS: the map's profile beside them) or
+    ``"neighbourhood"`` (N_INPUTS_NEIGHBOURHOOD: and the :func:`neighbourhood_gap`); any other
+    width is an error naming ``owner``."""
+    for layout, n in LAYOUTS.items():
+        if width == n:
+            return layout
+    widths = ", ".join(f"{n} ({layout})" for layout, n in LAYOUTS.items())
+    raise CryoResError(f"{owner}: {width} inputs per voxel; this cryores gives {widths}")
+
+
 def reads_context(width: int, owner: str) -> bool:
-    """Whether a network (or rows) of ``width`` inputs per voxel reads the map's context beside the
-    features (N_INPUTS) or the features alone (N_FEATURES: older v3 cards); any other width is an
-    error naming ``owner``."""
-    if width not in (N_FEATURES, N_INPUTS):
-        raise CryoResError(f"{owner}: {width} inputs per voxel; this cryores gives {N_FEATURES} (features) or "
-                           f"{N_INPUTS} (with the map's context)")
-    return width == N_INPUTS
+    """Whether a network (or rows) of ``width`` inputs per voxel reads the map's context
+    (:func:`input_layout` is not ``"features"``); any other width is an error naming ``owner``."""
+    return input_layout(width, owner) != "features"
 
 
-def network_inputs(features: SpectralFeatures, where: np.ndarray, with_context: bool = True) -> np.ndarray:
-    """(n, N_INPUTS) float32 rows for the voxels ``where`` (flat indices or a flat boolean over the
-    feature grid): each voxel's features, then the map's context; (n, N_FEATURES) without it.
+def neighbourhood_gap(features: SpectralFeatures, where: np.ndarray) -> np.ndarray:
+    """(n, N_BANDS) float32 for the voxels ``where`` (flat indices or a flat boolean over the
+    feature grid): per band, how many decades the strongest power within about NEIGHBOURHOOD_A
+    exceeds the voxel's own (0 where the voxel is the strongest, and in absent bands).
+
+    Why: a band's power is averaged in a Gaussian window, so a coarse voxel beside a well-resolved
+    one holds fine-band power that leaked from its neighbour. From its own features alone the
+    network cannot tell that leak from power of its own; the gap to the neighbourhood can (a leak
+    sits well below its source, power of its own does not). For speed the maximum is taken on the
+    feature grid binned to about NEIGHBOURHOOD_BIN_A (blocks of whole voxels, so the reach is
+    NEIGHBOURHOOD_A plus up to one block) and read only at ``where``.
+    """
+    relative = features.features[:N_BANDS]
+    grid = relative.shape[1:]
+    index = np.flatnonzero(where) if np.asarray(where).dtype == bool else np.asarray(where, dtype=np.intp)
+    gap = np.zeros((index.size, N_BANDS), np.float32)
+    bands = np.flatnonzero(features.present)
+    if bands.size == 0 or index.size == 0:
+        return gap
+    voxel = max(features.voxel_size)
+    factor = max(1, int(NEIGHBOURHOOD_BIN_A // voxel))
+    pooled = _block_maximum(relative[bands[0]:bands[-1] + 1], factor)
+    reach = int(np.ceil(NEIGHBOURHOOD_A / (factor * voxel)))
+    strongest = ndimage.maximum_filter(pooled, size=(1,) + (2 * reach + 1,) * 3, mode="nearest")
+    block = tuple(i // factor for i in np.unravel_index(index, grid))
+    own = relative.reshape(N_BANDS, -1)[bands[:, None], index[None]]
+    gap[:, bands] = (strongest[((bands - bands[0])[:, None],) + tuple(b[None] for b in block)] - own).T
+    return gap
+
+
+def _block_maximum(values: np.ndarray, factor: int) -> np.ndarray:
+    """Maximum over blocks of ``factor`` voxels along each spatial axis (axes 1-3) of
+    ``values``; a last, partial block takes the maximum of what it holds."""
+    for axis in (1, 2, 3):
+        if factor == 1:
+            break
+        take = [slice(None)] * 4
+        take[axis] = slice(0, None, factor)
+        pooled = values[tuple(take)].copy()
+        for k in range(1, factor):
+            take[axis] = slice(k, None, factor)
+            part = values[tuple(take)]
+            head = [slice(None)] * 4
+            head[axis] = slice(0, part.shape[axis])
+            np.maximum(pooled[tuple(head)], part, out=pooled[tuple(head)])
+        values = pooled
+    return values
+
+
+def network_inputs(features: SpectralFeatures, where: np.ndarray, layout: str = "context") -> np.ndarray:
+    """(n, width) float32 rows for the voxels ``where`` (flat indices or a flat boolean over the
+    feature grid) in the given :func:`input_layout`: each voxel's features; then, unless the layout
+    is ``"features"``, the map's context; then, for ``"neighbourhood"``, the voxel's
+    :func:`neighbourhood_gap`.
 
     Training rows and inference both build their inputs here, so they cannot drift apart.
     """
-    rows = features.features.reshape(N_FEATURES, -1)[:, where].T
-    if not with_context:
-        return np.ascontiguousarray(rows, dtype=np.float32)
-    return np.concatenate([rows, np.broadcast_to(features.context, (rows.shape[0], N_CONTEXT))], axis=1,
-                          dtype=np.float32)
+    if layout not in LAYOUTS:
+        raise CryoResError(f"input layout {layout!r}: this cryores knows {', '.join(LAYOUTS)}")
+    parts = [features.features.reshape(N_FEATURES, -1)[:, where].T]
+    if layout != "features":
+        parts.append(np.broadcast_to(features.context, (parts[0].shape[0], N_CONTEXT)))
+    if layout == "neighbourhood":
+        parts.append(neighbourhood_gap(features, where))
+    return np.ascontiguousarray(np.concatenate(parts, axis=1, dtype=np.float32))
 
 
 def evidence_floor(features: np.ndarray, edge: float = 0.0) -> np.ndarray:

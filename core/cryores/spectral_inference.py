@@ -22,7 +22,7 @@ from scipy import ndimage
 from .masking import dilate
 from .model_card import LoadedModel
 from .resample import linear_resample
-from .spectral import compute_features, evidence_floor, network_inputs, reads_context
+from .spectral import compute_features, evidence_floor, input_layout, network_inputs
 
 SMOOTH_SIGMAS_A = (2.0, 4.0, 8.0, 16.0)  # the smoothing stack: sigma doubles per level (adaptive_smooth needs it)
 SMOOTH_FRACTION = 0.75  # sigma / local resolution; chosen on validation maps (README, "Models and model cards")
@@ -140,12 +140,12 @@ def spectral_parts(density: np.ndarray, voxel_size: tuple[float, float, float], 
                    reference: np.ndarray | None = None) -> SpectralParts:
     """Features once per map, then the network over the feature-grid voxels in and around the mask
     (in chunks), and the evidence floor. ``reference``: the automatic mask if the caller has it."""
-    # older v3 cards read the voxel's features alone; checked before the costly features
-    with_context = reads_context(loaded.network.n_features, f"model {loaded.card.get('name', '?')}")
+    # the card's input layout (older v3 cards read less); checked before the costly features
+    layout = input_layout(loaded.network.n_features, f"model {loaded.card.get('name', '?')}")
     features = compute_features(density, voxel_size, mask, reference)
     region = dilate(features.mask, (2.0, 2.0, 2.0))  # two feature voxels of margin
     network = loaded.network.to(device)
-    rows = torch.from_numpy(network_inputs(features, region.ravel(), with_context))
+    rows = torch.from_numpy(network_inputs(features, region.ravel(), layout))
     outputs = []
     total = rows.shape[0]
     for start in range(0, total, CHUNK):

@@ -11,7 +11,7 @@ import pytest
 
 from cryores.errors import CryoResError
 from cryores.mrc_io import read_map
-from cryores.spectral import N_INPUTS, content_edge, map_spectrum
+from cryores.spectral import N_INPUTS, N_INPUTS_NEIGHBOURHOOD, content_edge, map_spectrum
 from cryores_train.evaluate_v3 import REAL_MAPS
 from cryores_train.real_rows import (
     build_real_rows,
@@ -64,14 +64,16 @@ def test_rows_of_a_real_map_are_lower_bounds_in_the_training_split(tmp_path):
     shutil.copy(ROOT / "tests" / "data" / "real" / "emd_5625.map.gz", maps)
     (maps / "notes.txt").write_text("not a map")
     assert [p.name for p in real_map_files(maps)] == ["emd_5625.map.gz"] and map_id(maps / "a.map.gz") == "a"
-    name = build_real_rows((str(maps / "emd_5625.map.gz"), str(tmp_path / "rows"), 3, 0))
+    name = build_real_rows((str(maps / "emd_5625.map.gz"), str(tmp_path / "rows"), 3, 0, "context"))
     with np.load(tmp_path / "rows" / name) as data:
         assert data["x"].shape[1] == N_INPUTS and data["bound"].all()
         assert (data["kind"] == KINDS.index("real")).all() and str(data["split"]) == "train"
         assert (data["y"] >= 1.5 * 2 * 4.23 - 1e-3).all() and len(np.unique(data["y"].round(1))) >= 2
     mtime = (tmp_path / "rows" / name).stat().st_mtime
-    build_real_rows((str(maps / "emd_5625.map.gz"), str(tmp_path / "rows"), 3, 0))  # finished: skipped
+    build_real_rows((str(maps / "emd_5625.map.gz"), str(tmp_path / "rows"), 3, 0, "context"))  # finished: skipped
     assert (tmp_path / "rows" / name).stat().st_mtime == mtime
+    with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, not {N_INPUTS_NEIGHBOURHOOD}"):
+        build_real_rows((str(maps / "emd_5625.map.gz"), str(tmp_path / "rows"), 3, 0, "neighbourhood"))
     assert len(load_rows([tmp_path / "rows"], "train")["y"]) == len(np.load(tmp_path / "rows" / name)["y"])
     with pytest.raises(CryoResError, match="no map files"):
         real_map_files(tmp_path / "rows")

@@ -12,7 +12,7 @@ import torch
 from cryores.errors import CryoResError
 from cryores.model_card import load_model
 from cryores.predict import predict
-from cryores.spectral import N_FEATURES, N_INPUTS
+from cryores.spectral import N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD
 from cryores_train.fit_spectral import train
 from cryores_train.rows import build_sample, load_rows, split_of
 from cryores_train.simulate import draw_parameters_v3, simulate_regional_lowpass
@@ -127,7 +127,7 @@ def test_sharp_variant_keeps_the_signal_up_to_its_cut_and_only_noise_beyond(smal
 
 def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, small_structure):
     sid, paths = small_structure
-    name = build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0))
+    name = build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, "context"))
     with np.load(tmp_path / "bfactor" / name) as data:
         assert data["x"].shape[1] == N_INPUTS and len(data["y"]) == len(data["x"]) == len(data["bound"])
         for kind in np.unique(data["kind"]):  # the map's context: one value per variant, in every row
@@ -137,11 +137,15 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
         assert str(data["split"]) == split_of(sid)
         assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
     mtime = (tmp_path / "bfactor" / name).stat().st_mtime
-    build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0))  # finished: skipped
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, "context")
+    build_sample(task)  # finished: skipped
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
     # the same name made with another sharp share would be another sample: refused, file kept
     with pytest.raises(CryoResError, match="made with --sharp-share 0, not 0.3"):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.3))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.3, "context"))
+    # and with other inputs per row it would mix widths in one folder: refused too
+    with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, not {N_INPUTS_NEIGHBOURHOOD}"):
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, "neighbourhood"))
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
 
 
@@ -201,6 +205,7 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
     assert card["training"]["training_seconds_all_legs"] == card["training"]["cpu_seconds_last_leg"]
     assert card["architecture"]["type"] == "SpectralNet" and card["uncertainty"]["interval_scale"] > 0
     assert card["architecture"]["n_features"] == N_INPUTS and card["features"]["n_context"] == N_INPUTS - N_FEATURES
+    assert card["features"]["layout"] == "context"
     history = json.loads((tmp_path / "whole" / "history.json").read_text())
     assert history["val"][-1][1]["mae"] < history["val"][0][1]["mae"] * 1.5
     model = load_model(whole)
@@ -240,7 +245,7 @@ def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, 
     sid, paths = small_structure
     monkeypatch.setattr(rows_module.np, "savez_compressed", killed)
     with pytest.raises(KeyboardInterrupt):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "x", str(tmp_path), 0.0))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "x", str(tmp_path), 0.0, "context"))
     monkeypatch.undo()
     leftovers = list((tmp_path / "x").iterdir())
     assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"half-written"

@@ -36,7 +36,7 @@ import torch
 
 from cryores.errors import CryoResError
 from cryores.model_card import save_model
-from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_CONTEXT, N_FEATURES, N_INPUTS, reads_context
+from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_CONTEXT, N_FEATURES, N_INPUTS, input_layout, reads_context
 from cryores.spectral_inference import Z90
 from cryores.spectral_net import SpectralNet, pinball_loss
 
@@ -203,6 +203,7 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
         "parameters": sum(p.numel() for p in network.parameters()),
         "features": {"bands_A": list(BANDS_A), "n_features": N_FEATURES,
                      "n_context": N_CONTEXT if reads_context(network.n_features, "network") else 0,
+                     "layout": input_layout(network.n_features, "network"),
                      "module": "cryores.spectral"},
         "uncertainty": {"kind": "5-95 % quantiles, calibrated on validation rows", "interval_scale": scale},
         "training": {

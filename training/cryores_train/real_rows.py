@@ -29,6 +29,7 @@ from cryores.fourier import spatial_frequency
 from cryores.local_filter import raised_cosine
 from cryores.masking import automatic_mask
 from cryores.mrc_io import read_map
+from cryores.spectral import LAYOUTS
 
 from .rows import ROWS_PER_VARIANT, feature_rows
 from .simulate import fourier_filter
@@ -105,10 +106,15 @@ def lower_bound_variants(density: np.ndarray, voxel: float, count: int,
 
 def build_real_rows(task: tuple) -> str:
     """Rows of one real map (all its variants) in ``<output>/<map id>.npz``; skipped if present."""
-    path, output, per_map, seed = task
+    path, output, per_map, seed, layout = task
     path, output = Path(path), Path(output)
     target = output / f"{map_id(path)}.npz"
     if target.is_file():
+        with np.load(target) as data:
+            width = data["x"].shape[1]
+        if width != LAYOUTS[layout]:
+            raise CryoResError(f"real rows {target}: {width} inputs per row, not {LAYOUTS[layout]} "
+                               f"(--inputs {layout}); write the rows to another folder or delete these")
         return target.name
     loaded = read_map(path)
     voxel = tuple(float(v) for v in loaded.voxel_size)
@@ -118,7 +124,7 @@ def build_real_rows(task: tuple) -> str:
     blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": []}
     for variant, mask, x, _ in lower_bound_variants(loaded.data.astype(np.float32), voxel[0], per_map, rng):
         label = np.where(mask, np.float32(x), np.float32(0.0))
-        features, labels = feature_rows(variant, label, voxel[0], mask, ROWS_PER_VARIANT, rng)
+        features, labels = feature_rows(variant, label, voxel[0], mask, ROWS_PER_VARIANT, rng, layout)
         blocks["x"].append(features)
         blocks["y"].append(labels)
         blocks["bound"].append(np.ones(len(labels), bool))
@@ -142,6 +148,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--per-map", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inputs", choices=[k for k in LAYOUTS if k != "features"], default="context",
+                   help="network inputs per row, as for cryores-train rows")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
@@ -150,7 +158,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     from .simulate import run_tasks
 
-    tasks = [(str(p), str(args.output), args.per_map, args.seed) for p in real_map_files(args.maps)]
+    tasks = [(str(p), str(args.output), args.per_map, args.seed, args.inputs) for p in real_map_files(args.maps)]
     done = run_tasks(build_real_rows, tasks, args.jobs, "real rows", not args.quiet)
     print(f"{len(done)} real maps in {args.output}")
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 from cryores.errors import CryoResError
 from cryores.masking import automatic_mask
 from cryores.resample import linear_resample
-from cryores.spectral import compute_features, network_inputs
+from cryores.spectral import LAYOUTS, compute_features, network_inputs
 
 from .simulate import draw_parameters_v3, run_tasks, sample_seed, simulate, simulate_regional_lowpass
 from .structures import discover, load_model
@@ -57,10 +57,10 @@ def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, fam
 
 
 def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask: np.ndarray, rows: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(network inputs (n, N_INPUTS) float16: the voxel's features and the map's context, labels (n,))
-    of one map, masked as inference would (the simulation's mask only where the automatic one
-    refuses the map)."""
+                 rng: np.random.Generator, layout: str = "context") -> tuple[np.ndarray, np.ndarray]:
+    """(network inputs (n, width) float16 in ``layout`` (:func:`cryores.spectral.input_layout`;
+    by default the voxel's features and the map's context), labels (n,)) of one map, masked as
+    inference would (the simulation's mask only where the automatic one refuses the map)."""
     try:
         mask = automatic_mask(density, (voxel,) * 3)
     except CryoResError:
@@ -76,17 +76,21 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
     index = np.flatnonzero(keep)
     if index.size > rows:
         index = rng.choice(index, rows, replace=False)
-    return network_inputs(features, index).astype(np.float16), grid_label.ravel()[index].astype(np.float32)
+    return network_inputs(features, index, layout).astype(np.float16), grid_label.ravel()[index].astype(np.float32)
 
 
 def build_sample(task: tuple) -> str:
-    structure_id, paths, index, seed, family, root, sharp_share = task
+    structure_id, paths, index, seed, family, root, sharp_share, layout = task
     path = Path(root) / family / f"{structure_id}_{index:03d}.npz"
     if path.is_file():  # finished; but a file of another sharp share is another sample under the same name
         with np.load(path) as data:
             made = float(data["sharp_share"]) if "sharp_share" in data else 0.0
+            width = data["x"].shape[1]
         if made != sharp_share:
             raise CryoResError(f"rows {path}: made with --sharp-share {made:g}, not {sharp_share:g}; "
+                               "write the rows to another folder or delete these")
+        if width != LAYOUTS[layout]:
+            raise CryoResError(f"rows {path}: {width} inputs per row, not {LAYOUTS[layout]} (--inputs {layout}); "
                                "write the rows to another folder or delete these")
         return path.name
     params, arrays = make_sample(structure_id, [Path(p) for p in paths], index, seed, family, sharp_share)
@@ -96,7 +100,8 @@ def build_sample(task: tuple) -> str:
     noise = 0.5 * (arrays["half1"] - arrays["half2"])  # the map's noise spectrum, independent of its noise
     for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng,
                                  signal=arrays["signal"], noise=noise):
-        x, y = feature_rows(variant.density, variant.label, voxel, arrays["mask"] > 0.5, ROWS_PER_VARIANT, rng)
+        x, y = feature_rows(variant.density, variant.label, voxel, arrays["mask"] > 0.5, ROWS_PER_VARIANT, rng,
+                            layout)
         blocks["x"].append(x)
         blocks["y"].append(y)
         blocks["bound"].append(np.full(len(y), variant.lower_bound))
@@ -113,12 +118,12 @@ def build_sample(task: tuple) -> str:
 
 def run_rows(structures: list[Path], output: Path, *, family: str, per_structure: int, seed: int,
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
-             progress: bool = True, sharp_share: float = 0.0) -> list[str]:
+             progress: bool = True, sharp_share: float = 0.0, layout: str = "context") -> list[str]:
     groups: dict[str, list[Path]] = {}
     for root in structures:
         groups.update(discover(root))
     ids = [sid for sid in sorted(groups) if split_of(sid) in splits][:limit]
-    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share)
+    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, layout)
              for i in range(per_structure) for sid in ids]
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
@@ -161,6 +166,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sharp-share", type=float, default=0.0,
                    help="share of bfactor samples with the sharp-boundary 'blocks' design (default 0)")
+    p.add_argument("--inputs", choices=[k for k in LAYOUTS if k != "features"], default="context",
+                   help="network inputs per row: features and the map's context (default), or also the "
+                        "neighbourhood gap (cryores.spectral.input_layout)")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
@@ -169,6 +177,6 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     done = run_rows(args.structures, args.output, family=args.family, per_structure=args.per_structure,
                     seed=args.seed, splits=tuple(args.splits.split(",")), limit=args.limit, jobs=args.jobs,
-                    progress=not args.quiet, sharp_share=args.sharp_share)
+                    progress=not args.quiet, sharp_share=args.sharp_share, layout=args.inputs)
     print(f"{len(done)} samples in {args.output / args.family}")
     return 0
