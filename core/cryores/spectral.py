@@ -337,7 +337,7 @@ def reads_context(width: int, owner: str) -> bool:
 
 
 def neighbourhood_gap(features: SpectralFeatures, where: np.ndarray) -> np.ndarray:
-    """(n, N_BANDS) float32 for the voxels ``where`` (flat indices or a flat boolean over the
+    """(n, N_BANDS) float32 (a transposed view) for the voxels ``where`` (flat indices or a flat boolean over the
     feature grid): per band, how many decades the strongest power within about NEIGHBOURHOOD_A
     exceeds the voxel's own (0 where the voxel is the strongest, and in absent bands).
 
@@ -351,19 +351,27 @@ def neighbourhood_gap(features: SpectralFeatures, where: np.ndarray) -> np.ndarr
     relative = features.features[:N_BANDS]
     grid = relative.shape[1:]
     index = np.flatnonzero(where) if np.asarray(where).dtype == bool else np.asarray(where, dtype=np.intp)
-    gap = np.zeros((index.size, N_BANDS), np.float32)
+    gap = np.zeros((N_BANDS, index.size), np.float32)
     bands = np.flatnonzero(features.present)
     if bands.size == 0 or index.size == 0:
-        return gap
+        return gap.T
     voxel = max(features.voxel_size)
     factor = max(1, int(NEIGHBOURHOOD_BIN_A // voxel))
-    pooled = _block_maximum(relative[bands[0]:bands[-1] + 1], factor)
     reach = int(np.ceil(NEIGHBOURHOOD_A / (factor * voxel)))
-    strongest = ndimage.maximum_filter(pooled, size=(1,) + (2 * reach + 1,) * 3, mode="nearest")
     block = tuple(i // factor for i in np.unravel_index(index, grid))
-    own = relative.reshape(N_BANDS, -1)[bands[:, None], index[None]]
-    gap[:, bands] = (strongest[((bands - bands[0])[:, None],) + tuple(b[None] for b in block)] - own).T
-    return gap
+    # only the blocks within reach of a wanted one: the same values as on the whole grid, since
+    # blocks stay aligned to the grid and every window the filter reads lies inside the crop
+    # (or ends at the grid's own edge, where "nearest" extends the same voxels either way)
+    first = [max(0, int(b.min()) - reach) for b in block]
+    last = [min(-(-n // factor), int(b.max()) + reach + 1) for b, n in zip(block, grid)]
+    crop = tuple(slice(f * factor, min(n, e * factor)) for f, e, n in zip(first, last, grid))
+    present = slice(bands[0], bands[-1] + 1)  # the bands that exist: all from the first present on
+    pooled = _block_maximum(relative[(present,) + crop], factor)
+    strongest = ndimage.maximum_filter(pooled, size=(1,) + (2 * reach + 1,) * 3, mode="nearest")
+    local = np.ravel_multi_index(tuple(b - f for b, f in zip(block, first)), strongest.shape[1:])
+    np.subtract(np.take(strongest.reshape(len(strongest), -1), local, axis=1),
+                np.take(relative[present].reshape(len(strongest), -1), index, axis=1), out=gap[present])
+    return gap.T
 
 
 def _block_maximum(values: np.ndarray, factor: int) -> np.ndarray:
