@@ -330,12 +330,6 @@ def input_layout(width: int, owner: str) -> str:
     raise CryoResError(f"{owner}: {width} inputs per voxel; this cryores gives {widths}")
 
 
-def reads_context(width: int, owner: str) -> bool:
-    """Whether a network (or rows) of ``width`` inputs per voxel reads the map's context
-    (:func:`input_layout` is not ``"features"``); any other width is an error naming ``owner``."""
-    return input_layout(width, owner) != "features"
-
-
 def neighbourhood_gap(features: SpectralFeatures, where: np.ndarray) -> np.ndarray:
     """(n, N_BANDS) float32 (a transposed view) for the voxels ``where`` (flat indices or a flat boolean over the
     feature grid): per band, how many decades the strongest power within about NEIGHBOURHOOD_A
@@ -377,9 +371,9 @@ def neighbourhood_gap(features: SpectralFeatures, where: np.ndarray) -> np.ndarr
 def _block_maximum(values: np.ndarray, factor: int) -> np.ndarray:
     """Maximum over blocks of ``factor`` voxels along each spatial axis (axes 1-3) of
     ``values``; a last, partial block takes the maximum of what it holds."""
+    if factor == 1:
+        return values
     for axis in (1, 2, 3):
-        if factor == 1:
-            break
         take = [slice(None)] * 4
         take[axis] = slice(0, None, factor)
         pooled = values[tuple(take)].copy()
@@ -408,7 +402,7 @@ def network_inputs(features: SpectralFeatures, where: np.ndarray, layout: str = 
         parts.append(np.broadcast_to(features.context, (parts[0].shape[0], N_CONTEXT)))
     if layout == "neighbourhood":
         parts.append(neighbourhood_gap(features, where))
-    return np.ascontiguousarray(np.concatenate(parts, axis=1, dtype=np.float32))
+    return np.concatenate(parts, axis=1, dtype=np.float32)
 
 
 def evidence_floor(features: np.ndarray, edge: float = 0.0) -> np.ndarray:

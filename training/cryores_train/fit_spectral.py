@@ -36,7 +36,7 @@ import torch
 
 from cryores.errors import CryoResError
 from cryores.model_card import save_model
-from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_CONTEXT, N_FEATURES, N_INPUTS, input_layout, reads_context
+from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_CONTEXT, N_FEATURES, N_INPUTS, input_layout
 from cryores.spectral_inference import Z90
 from cryores.spectral_net import SpectralNet, pinball_loss
 
@@ -113,7 +113,7 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         raise CryoResError(f"rows in {', '.join(map(str, folders))}: {train_rows['x'].shape[1]} inputs in training and "
                            f"{val_rows['x'].shape[1]} in validation rows (this cryores makes {N_INPUTS}); "
                            "make the rows again")
-    reads_context(train_rows["x"].shape[1], f"rows in {', '.join(map(str, folders))}")
+    input_layout(train_rows["x"].shape[1], f"rows in {', '.join(map(str, folders))}")  # a known width
     torch.manual_seed(config["seed"])
     x_train = train_rows["x"].astype(np.float32)
     network = SpectralNet(x_train.shape[1], tuple(config["architecture"]["hidden"]), config["architecture"]["dropout"])
@@ -192,6 +192,7 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
     """Write the weights and the card. ``seconds``: this leg's training time; ``total_seconds``:
     all legs' (None when an older checkpoint did not record it)."""
     scale = calibrate_interval(network, val_rows)
+    layout = input_layout(network.n_features, "network")
     card = {
         "name": config["name"],
         "voxel_size": FEATURE_VOXEL_A,
@@ -202,8 +203,7 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
         "weights": f"{config['name']}.pt",
         "parameters": sum(p.numel() for p in network.parameters()),
         "features": {"bands_A": list(BANDS_A), "n_features": N_FEATURES,
-                     "n_context": N_CONTEXT if reads_context(network.n_features, "network") else 0,
-                     "layout": input_layout(network.n_features, "network"),
+                     "n_context": N_CONTEXT if layout != "features" else 0, "layout": layout,
                      "module": "cryores.spectral"},
         "uncertainty": {"kind": "5-95 % quantiles, calibrated on validation rows", "interval_scale": scale},
         "training": {

@@ -29,9 +29,8 @@ from cryores.fourier import spatial_frequency
 from cryores.local_filter import raised_cosine
 from cryores.masking import automatic_mask
 from cryores.mrc_io import read_map
-from cryores.spectral import LAYOUTS
 
-from .rows import ROWS_PER_VARIANT, feature_rows
+from .rows import ROW_LAYOUTS, ROWS_PER_VARIANT, feature_rows, refuse_other_width
 from .simulate import fourier_filter
 from .variants import KINDS
 
@@ -111,10 +110,7 @@ def build_real_rows(task: tuple) -> str:
     target = output / f"{map_id(path)}.npz"
     if target.is_file():
         with np.load(target) as data:
-            width = data["x"].shape[1]
-        if width != LAYOUTS[layout]:
-            raise CryoResError(f"real rows {target}: {width} inputs per row, not {LAYOUTS[layout]} "
-                               f"(--inputs {layout}); write the rows to another folder or delete these")
+            refuse_other_width(target, data["x"].shape[1], layout, "real rows")
         return target.name
     loaded = read_map(path)
     voxel = tuple(float(v) for v in loaded.voxel_size)
@@ -148,7 +144,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--per-map", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inputs", choices=[k for k in LAYOUTS if k != "features"], default="context",
+    p.add_argument("--inputs", choices=ROW_LAYOUTS, default="context",
                    help="network inputs per row, as for cryores-train rows")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")

@@ -31,6 +31,7 @@ from .variants import KINDS, make_variants
 
 ROWS_PER_VARIANT = 1500
 FAMILIES = ("bfactor", "lowpass")
+ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "features")  # what --inputs offers
 
 
 def split_of(structure_id: str) -> str:
@@ -79,6 +80,14 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
     return network_inputs(features, index, layout).astype(np.float16), grid_label.ravel()[index].astype(np.float32)
 
 
+def refuse_other_width(path: Path, width: int, layout: str, what: str = "rows") -> None:
+    """A finished rows file of ``width`` inputs per row, found where rows of ``layout`` are being
+    made, is refused (naming it): resumed beside it, the folder would mix widths."""
+    if width != LAYOUTS[layout]:
+        raise CryoResError(f"{what} {path}: {width} inputs per row, not {LAYOUTS[layout]} (--inputs {layout}); "
+                           "write the rows to another folder or delete these")
+
+
 def build_sample(task: tuple) -> str:
     structure_id, paths, index, seed, family, root, sharp_share, layout = task
     path = Path(root) / family / f"{structure_id}_{index:03d}.npz"
@@ -89,9 +98,7 @@ def build_sample(task: tuple) -> str:
         if made != sharp_share:
             raise CryoResError(f"rows {path}: made with --sharp-share {made:g}, not {sharp_share:g}; "
                                "write the rows to another folder or delete these")
-        if width != LAYOUTS[layout]:
-            raise CryoResError(f"rows {path}: {width} inputs per row, not {LAYOUTS[layout]} (--inputs {layout}); "
-                               "write the rows to another folder or delete these")
+        refuse_other_width(path, width, layout)
         return path.name
     params, arrays = make_sample(structure_id, [Path(p) for p in paths], index, seed, family, sharp_share)
     voxel = float(params["voxel_size"])
@@ -166,7 +173,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sharp-share", type=float, default=0.0,
                    help="share of bfactor samples with the sharp-boundary 'blocks' design (default 0)")
-    p.add_argument("--inputs", choices=[k for k in LAYOUTS if k != "features"], default="context",
+    p.add_argument("--inputs", choices=ROW_LAYOUTS, default="context",
                    help="network inputs per row: features and the map's context (default), or also the "
                         "neighbourhood gap (cryores.spectral.input_layout)")
     p.add_argument("--jobs", type=int)
