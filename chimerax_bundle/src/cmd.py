@@ -167,6 +167,8 @@ def cryores_predict(session, volume, mask=None, samples: int = 0, device: str = 
                         f"(grey: outside the mask); model {result.model_name}; prediction {elapsed:.1f} s, "
                         f"command {total:.1f} s; opened " + " and ".join(f"{v.atomspec} ({v.name})" for v in opened))
     session.logger.status("")
+    for caution in result.cautions:  # where the map lies beyond what the model was trained on
+        session.logger.warning(f"cryores {volume.atomspec}: {caution}")
     return locres
 
 

@@ -56,6 +56,7 @@ class MapRow:
     p95: float | None = None
     mask_fraction: float | None = None
     voxel_size: str = ""
+    cautions: str = ""  # Prediction.cautions joined by "; " (what lies beyond the model's training)
     seconds: float | None = None
     worker: str = ""
 
@@ -281,6 +282,7 @@ def predict_one(source: str, output: str, options: BatchOptions) -> MapRow:
         row.median, row.p5, row.p95 = result.summary.median, result.summary.p5, result.summary.p95
         row.mask_fraction = result.summary.mask_fraction
         row.voxel_size = _voxel_text(result.voxel_size)
+        row.cautions = "; ".join(result.cautions)
     except CryoResError as error:
         row.status, row.error = STATUS_FAILED, str(error)
     except MemoryError:

@@ -228,6 +228,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         device=args.device, patch_size=args.patch_size, overlap=args.overlap,
         batch_size=args.batch_size, seed=args.seed, progress=not args.quiet, report=args.report)
     print(f"{result.summary.line()} -> {output}")
+    for caution in result.cautions:  # the output is written; these say where to read it with care
+        print(f"cryores: caution: {caution}", file=sys.stderr)
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cautions import prediction_cautions
 from .errors import CryoResError
 from .inference import resolve_device, sliding_window_predict
 from .masking import automatic_mask, mask_from_array
@@ -40,6 +41,8 @@ class Prediction:
 
     resolution: Å inside ``mask``, 0 outside. uncertainty: Monte-Carlo dropout standard
     deviation in Å (None without samples). summary: median and 5-95 % range inside the mask.
+    cautions: plain-language lines on where the map or the reading lies beyond what the model was
+    trained on (:mod:`cryores.cautions`); empty when nothing is.
     """
 
     resolution: np.ndarray
@@ -48,6 +51,7 @@ class Prediction:
     summary: ResolutionSummary
     model_name: str
     voxel_size: tuple[float, float, float]
+    cautions: tuple[str, ...] = ()
 
 
 def predict(
@@ -119,7 +123,7 @@ def predict(
     if std is not None:
         std[~mask] = 0.0
     return Prediction(resolution, mask, std, summarise(resolution, mask),
-                      str(loaded.card["name"]), voxel)
+                      str(loaded.card["name"]), voxel, prediction_cautions(resolution, mask, voxel, loaded.card))
 
 
 def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], mask: np.ndarray | None,
@@ -149,7 +153,8 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
     np.clip(resolution, 2.0 * max(voxel), loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     std[~mask] = 0.0
-    return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel)
+    return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
+                      prediction_cautions(resolution, mask, voxel, loaded.card))
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:

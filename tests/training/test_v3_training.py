@@ -15,7 +15,7 @@ from cryores.predict import predict
 from cryores.spectral import N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD
 from cryores_train.fit_spectral import train
 from cryores_train.rows import build_sample, load_rows, split_of
-from cryores_train.simulate import draw_parameters_v3, simulate_regional_lowpass
+from cryores_train.simulate import V3_RESOLUTION_A, V3_VOXEL_A, draw_parameters_v3, simulate_regional_lowpass
 from cryores_train.structures import discover
 from cryores_train.structures import load_model as load_structure
 from cryores_train.variants import make_variants
@@ -206,6 +206,8 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
     assert card["architecture"]["type"] == "SpectralNet" and card["uncertainty"]["interval_scale"] > 0
     assert card["architecture"]["n_features"] == N_INPUTS and card["features"]["n_context"] == N_INPUTS - N_FEATURES
     assert card["features"]["layout"] == "context"
+    # the ranges cryores.cautions compares predictions with are the simulator's
+    assert card["trained_on"] == {"voxel_size_A": list(V3_VOXEL_A), "resolution_A": list(V3_RESOLUTION_A)}
     history = json.loads((tmp_path / "whole" / "history.json").read_text())
     assert history["val"][-1][1]["mae"] < history["val"][0][1]["mae"] * 1.5
     model = load_model(whole)

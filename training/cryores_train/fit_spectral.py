@@ -43,6 +43,7 @@ from cryores.spectral_net import SpectralNet, pinball_loss
 from . import distributed
 from .fit import _save_checkpoint, learning_rate, restore_checkpoint
 from .rows import load_rows
+from .simulate import V3_RESOLUTION_A, V3_VOXEL_A
 
 
 def _weights(labels: np.ndarray) -> np.ndarray:
@@ -206,6 +207,8 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
                      "n_context": N_CONTEXT if layout != "features" else 0, "layout": layout,
                      "module": "cryores.spectral"},
         "uncertainty": {"kind": "5-95 % quantiles, calibrated on validation rows", "interval_scale": scale},
+        # what cryores.cautions compares a prediction with (real-map rows are 1.1-2.6 Å/px, inside it)
+        "trained_on": {"voxel_size_A": list(V3_VOXEL_A), "resolution_A": list(V3_RESOLUTION_A)},
         "training": {
             "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
             "config": {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows")},

@@ -108,6 +108,8 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                 samples=self.mcSamples.get(), uncertainty=self._getExtraPath(UNCERTAINTY_FILE),
                 device=self.getEnumText("computeDevice"), model_card=self.modelCard.get() or None)
         self.info(result.summary.line())
+        for caution in getattr(result, "cautions", ()):  # local FSC results have none
+            self.info(f"caution: {caution}")
         self.resolutionMedian.set(result.summary.median)
         self.resolutionP5.set(result.summary.p5)
         self.resolutionP95.set(result.summary.p95)

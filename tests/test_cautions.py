@@ -1,0 +1,95 @@
+"""Cautions beside a prediction: a voxel size or a reading beyond what the model was trained on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_map, write_mrc
+from cryores.cautions import COARSE_SHARE, prediction_cautions
+from cryores.model_card import installed_card_path
+from cryores.mrc_io import read_map
+
+CARD = {"trained_on": {"voxel_size_A": [0.5, 4.0], "resolution_A": [1.8, 20.0]}}
+
+
+def readings(coarse_share: float, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    resolution = np.full(n, 6.0, np.float32)
+    resolution[: int(round(coarse_share * n))] = 25.0
+    return resolution, np.ones(n, bool)
+
+
+def test_a_card_without_trained_ranges_gives_no_caution():
+    resolution, mask = readings(0.5)
+    assert prediction_cautions(resolution, mask, (9.0, 9.0, 9.0), {}) == ()
+
+
+def test_voxel_sizes_inside_the_trained_range_give_no_caution():
+    resolution, mask = readings(0.0)
+    for voxel in (0.5, 1.05, 4.0):
+        assert prediction_cautions(resolution, mask, (voxel,) * 3, CARD) == ()
+
+
+@pytest.mark.parametrize("voxel, named", [((5.7, 5.7, 5.7), "5.7 Å"), ((0.3, 0.3, 0.3), "0.3 Å"),
+                                          ((1.0, 1.0, 4.5), "4.5 Å")])
+def test_a_voxel_size_outside_the_trained_range_is_named(voxel, named):
+    resolution, mask = readings(0.0)
+    (caution,) = prediction_cautions(resolution, mask, voxel, CARD)
+    assert named in caution and "0.5-4 Å" in caution and "extrapolated" in caution
+
+
+def test_a_share_of_the_mask_coarser_than_trained_is_said_with_its_size():
+    resolution, mask = readings(0.12)
+    (caution,) = prediction_cautions(resolution, mask, (2.0,) * 3, CARD)
+    assert caution.startswith("12 % of the mask reads coarser than 20 Å")
+    below = readings(COARSE_SHARE - 0.01)
+    assert prediction_cautions(*below, (2.0,) * 3, CARD) == ()
+    outside = mask.copy()
+    outside[:120] = False  # the coarse voxels lie outside the mask: nothing to say
+    assert prediction_cautions(resolution, outside, (2.0,) * 3, CARD) == ()
+
+
+installed = pytest.mark.skipif(installed_card_path() is None, reason="no trained model is installed")
+
+
+@installed
+def test_the_shipped_card_records_what_it_was_trained_on():
+    card = json.loads(installed_card_path().read_text())
+    voxel, resolution = card["trained_on"]["voxel_size_A"], card["trained_on"]["resolution_A"]
+    assert voxel[0] < voxel[1] and resolution[0] < resolution[1] <= card["resolution_range"][1]
+
+
+@installed
+def test_the_command_line_writes_the_map_and_says_the_caution_once(tmp_path):
+    """A 5 Å/px map (coarser than any training map) with the shipped model: the output is
+    written, the summary line is on stdout, and stderr holds only the caution line(s)."""
+    path = tmp_path / "coarse.mrc"
+    write_mrc(path, synthetic_map((40, 40, 40), n_atoms=150), voxel_size=5.0)
+    out = tmp_path / "coarse_locres.mrc"
+    proc = subprocess.run([sys.executable, "-m", "cryores", "predict", str(path), "-o", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "median" in proc.stdout and out.is_file()
+    lines = proc.stderr.strip().splitlines()
+    assert lines and all(line.startswith("cryores: caution: ") for line in lines), proc.stderr
+    assert any("voxel size 5 Å is outside the 0.5-4 Å" in line for line in lines)
+    assert "Traceback" not in proc.stderr
+    assert read_map(out).voxel_size == pytest.approx((5.0, 5.0, 5.0))
+
+
+@installed
+def test_a_batch_row_carries_the_cautions_into_the_summary_csv(tmp_path):
+    from cryores.batch import BatchOptions, predict_one, read_summary, write_summary
+
+    coarse = write_mrc(tmp_path / "coarse.mrc", synthetic_map((40, 40, 40)), voxel_size=5.0)
+    fine = write_mrc(tmp_path / "fine.mrc", synthetic_map((40, 40, 40)), voxel_size=1.0)
+    rows = [predict_one(str(path), str(tmp_path / f"{path.stem}_locres.mrc"), BatchOptions(torch_threads=1))
+            for path in (coarse, fine)]
+    assert [row.status for row in rows] == ["done", "done"]
+    summary = read_summary(write_summary(rows, tmp_path / "summary.csv"))
+    assert "voxel size 5 Å is outside the 0.5-4 Å" in summary[0]["cautions"]
+    assert "voxel size" not in summary[1]["cautions"]
