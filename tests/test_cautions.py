@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_map, write_mrc
-from cryores.cautions import COARSE_SHARE, prediction_cautions
+from cryores.cautions import SHARE, prediction_cautions
 from cryores.model_card import installed_card_path
 from cryores.mrc_io import read_map
 
 CARD = {"trained_on": {"voxel_size_A": [0.5, 4.0], "resolution_A": [1.8, 20.0]}}
 
 
-def readings(coarse_share: float, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def readings(coarse_share: float, n: int = 1000, value: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
     resolution = np.full(n, 6.0, np.float32)
-    resolution[: int(round(coarse_share * n))] = 25.0
+    resolution[: int(round(coarse_share * n))] = value
     return resolution, np.ones(n, bool)
 
 
@@ -30,27 +30,58 @@ def test_a_card_without_trained_ranges_gives_no_caution():
 
 def test_voxel_sizes_inside_the_trained_range_give_no_caution():
     resolution, mask = readings(0.0)
-    for voxel in (0.5, 1.05, 4.0):
+    for voxel in (0.5, 1.05, 4.0, 4.0000005, 0.4999999):  # header round-off is not "outside"
         assert prediction_cautions(resolution, mask, (voxel,) * 3, CARD) == ()
 
 
-@pytest.mark.parametrize("voxel, named", [((5.7, 5.7, 5.7), "5.7 Å"), ((0.3, 0.3, 0.3), "0.3 Å"),
-                                          ((1.0, 1.0, 4.5), "4.5 Å")])
-def test_a_voxel_size_outside_the_trained_range_is_named(voxel, named):
+@pytest.mark.parametrize("voxel, named", [((5.7, 5.7, 5.7), "voxel size 5.7 Å/px"), ((0.3, 0.3, 0.3), "0.3 Å/px"),
+                                          ((1.0, 1.0, 4.5), "voxel size 1 x 1 x 4.5 Å/px"),
+                                          ((0.3, 0.3, 5.0), "0.3 x 0.3 x 5 Å/px")])
+def test_a_voxel_size_outside_the_trained_range_is_named_in_full(voxel, named):
     resolution, mask = readings(0.0)
     (caution,) = prediction_cautions(resolution, mask, voxel, CARD)
-    assert named in caution and "0.5-4 Å" in caution and "extrapolated" in caution
+    assert named in caution and "0.5–4 Å/px" in caution and "extrapolated" in caution
 
 
 def test_a_share_of_the_mask_coarser_than_trained_is_said_with_its_size():
     resolution, mask = readings(0.12)
     (caution,) = prediction_cautions(resolution, mask, (2.0,) * 3, CARD)
-    assert caution.startswith("12 % of the mask reads coarser than 20 Å")
-    below = readings(COARSE_SHARE - 0.01)
+    assert caution.startswith("12 % of the mask reads coarser than 20 Å") and "'20 Å or coarser'" in caution
+    below = readings(SHARE - 0.01)
     assert prediction_cautions(*below, (2.0,) * 3, CARD) == ()
     outside = mask.copy()
     outside[:120] = False  # the coarse voxels lie outside the mask: nothing to say
     assert prediction_cautions(resolution, outside, (2.0,) * 3, CARD) == ()
+    assert prediction_cautions(resolution, np.zeros_like(mask), (2.0,) * 3, CARD) == ()  # empty mask
+
+
+def test_a_share_of_the_mask_finer_than_trained_is_said_too():
+    resolution, mask = readings(0.2, value=1.2)
+    (caution,) = prediction_cautions(resolution, mask, (0.6,) * 3, CARD)
+    assert caution.startswith("20 % of the mask reads finer than 1.8 Å") and "'1.8 Å or finer'" in caution
+
+
+def test_where_nyquist_is_coarser_than_trained_only_the_voxel_size_is_said():
+    """At 12 Å/px every value is clipped to Nyquist (24 Å): the coarse share comes from the clip."""
+    resolution, mask = readings(1.0, value=24.0)
+    (caution,) = prediction_cautions(resolution, mask, (12.0,) * 3, CARD)
+    assert caution.startswith("voxel size 12 Å/px")
+
+
+@pytest.mark.parametrize("trained_on", [{"voxel_size_A": [0.5, 4.0]},
+                                        {"voxel_size_A": [4.0, 0.5], "resolution_A": [1.8, 20]},
+                                        {"voxel_size_A": "0.5-4", "resolution_A": [1.8, 20]}, [0.5, 4.0]])
+def test_a_malformed_trained_on_block_is_refused_when_the_card_loads(tmp_path, trained_on):
+    from conftest import make_random_spectral_model
+    from cryores.errors import CryoResError
+    from cryores.model_card import load_model
+
+    card_path = make_random_spectral_model(tmp_path)
+    card = json.loads(card_path.read_text())
+    card["trained_on"] = trained_on
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(CryoResError, match="trained_on"):
+        load_model(card_path)
 
 
 installed = pytest.mark.skipif(installed_card_path() is None, reason="no trained model is installed")
@@ -76,7 +107,7 @@ def test_the_command_line_writes_the_map_and_says_the_caution_once(tmp_path):
     assert "median" in proc.stdout and out.is_file()
     lines = proc.stderr.strip().splitlines()
     assert lines and all(line.startswith("cryores: caution: ") for line in lines), proc.stderr
-    assert any("voxel size 5 Å is outside the 0.5-4 Å" in line for line in lines)
+    assert any("voxel size 5 Å/px is outside the 0.5–4 Å/px" in line for line in lines)
     assert "Traceback" not in proc.stderr
     assert read_map(out).voxel_size == pytest.approx((5.0, 5.0, 5.0))
 
@@ -91,5 +122,8 @@ def test_a_batch_row_carries_the_cautions_into_the_summary_csv(tmp_path):
             for path in (coarse, fine)]
     assert [row.status for row in rows] == ["done", "done"]
     summary = read_summary(write_summary(rows, tmp_path / "summary.csv"))
-    assert "voxel size 5 Å is outside the 0.5-4 Å" in summary[0]["cautions"]
+    assert "voxel size 5 Å/px is outside the 0.5–4 Å/px" in summary[0]["cautions"]
     assert "voxel size" not in summary[1]["cautions"]
+    # a rerun skips the finished maps and reads their cautions back, as the summary is rewritten
+    again = predict_one(str(coarse), str(tmp_path / "coarse_locres.mrc"), BatchOptions(torch_threads=1))
+    assert again.status == "skipped" and again.cautions == rows[0].cautions

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cautions import prediction_cautions
 from .errors import CryoResError
 from .model_card import LoadedModel, load_model
 from .predict import default_output_path, predict_file
@@ -215,7 +216,7 @@ def _voxel_text(voxel: Sequence[float]) -> str:
     return f"{values[0]:g}" if len(set(values)) == 1 else " ".join(f"{v:g}" for v in values)
 
 
-def _existing_output_row(source: Path, output: Path, model_name: str, row: MapRow,
+def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
                          voxel_size: float | None = None) -> MapRow | None:
     """A 'skipped' row when ``output`` is a complete local-resolution map of ``source``, else None.
 
@@ -246,7 +247,7 @@ def _existing_output_row(source: Path, output: Path, model_name: str, row: MapRo
         if result.data.shape != shape:
             return None
         named = [m.group(1) for m in map(_MODEL_LABEL.search, labels) if m]
-        if named and named[-1] != model_name:
+        if named and named[-1] != str(card["name"]):
             return None
         inside = result.data > 0
         summary = summarise(result.data, inside)
@@ -256,6 +257,7 @@ def _existing_output_row(source: Path, output: Path, model_name: str, row: MapRo
     row.median, row.p5, row.p95 = summary.median, summary.p5, summary.p95
     row.mask_fraction = summary.mask_fraction
     row.voxel_size = _voxel_text(result.voxel_size)
+    row.cautions = "; ".join(prediction_cautions(result.data, inside, result.voxel_size, card))  # as when made
     return row
 
 
@@ -269,7 +271,7 @@ def predict_one(source: str, output: str, options: BatchOptions) -> MapRow:
         model = _worker_model(options.model)
         torch.set_num_threads(_torch_threads(options.torch_threads))
         if not options.force and Path(output).exists():
-            skipped = _existing_output_row(Path(source), Path(output), str(model.card["name"]), row,
+            skipped = _existing_output_row(Path(source), Path(output), model.card, row,
                                            options.voxel_size)
             if skipped is not None:
                 skipped.seconds = round(time.perf_counter() - started, 3)

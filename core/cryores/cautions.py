@@ -1,26 +1,48 @@
 """Cautions about one prediction: where it reaches beyond what its model was trained on.
 
 A model reads maps like those it learned from; outside that range its numbers are
-extrapolations. Real 4-6 Å/px maps, for instance, once read at the 30 Å ceiling
-(``training/README.md``, ``training/real_maps/README.md``), and regions coarser than the
-coarsest training label can only be read as "coarse". The prediction is still written: these
-are said beside it (one line each on the command line, :attr:`Prediction.cautions` in
-Python), never raised as errors.
+extrapolations. Real 4-6 Å/px maps, for instance, read at the 30 Å ceiling with models that
+differed from the shipped one only in their training rows (``training/README.md``), and
+regions coarser than the coarsest training label can only be read as "about that or coarser".
+The prediction is still written: these are said beside it (one line each on the command line,
+:attr:`Prediction.cautions` in Python, a column of the batch summary), never raised as errors.
 
-The ranges come from the model card's ``trained_on`` block (written by the fit); a card without
-it (older or test models) gives no cautions.
+The ranges come from the model card's ``trained_on`` block (written by the fit and checked by
+:func:`check_trained_on` when the card loads); a card without it (older or test models) gives
+no cautions.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-COARSE_SHARE = 0.05  # a caution when at least this share of the mask reads coarser than trained
+from .errors import CryoResError
+
+SHARE = 0.05  # a caution when at least this share of the mask reads beyond a trained end
+TOLERANCE = 1e-3  # relative: a header's 4.0000005 Å is 4 Å
+
+
+def check_trained_on(card: dict, owner: str) -> None:
+    """Raise CryoResError (naming ``owner``) unless the card's ``trained_on`` block, if any, holds
+    ``voxel_size_A`` and ``resolution_A`` as two finite, positive, increasing numbers each."""
+    trained = card.get("trained_on")
+    if trained is None:
+        return
+    for key in ("voxel_size_A", "resolution_A"):
+        pair = trained.get(key) if isinstance(trained, dict) else None
+        try:
+            low, high = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise CryoResError(f"{owner}: trained_on.{key} must be two numbers (Å), not {pair!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+            raise CryoResError(f"{owner}: bad trained_on.{key} {pair!r}")
 
 
 def trained_ranges(card: dict) -> tuple[tuple[float, float], tuple[float, float]] | None:
-    """((voxel size low, high), (resolution low, high)) in Å the model was trained on, or None
-    when the card does not record them."""
+    """((voxel size low, high) in Å/px, (resolution low, high) in Å) the model was trained on, or
+    None when the card does not record them."""
     trained = card.get("trained_on")
     if not trained:
         return None
@@ -28,25 +50,40 @@ def trained_ranges(card: dict) -> tuple[tuple[float, float], tuple[float, float]
     return (float(voxel[0]), float(voxel[1])), (float(resolution[0]), float(resolution[1]))
 
 
+def _voxel_text(voxel_size: tuple[float, float, float]) -> str:
+    if max(voxel_size) - min(voxel_size) <= TOLERANCE * max(voxel_size):
+        return f"{voxel_size[0]:.3g}"
+    return " x ".join(f"{v:.3g}" for v in voxel_size)
+
+
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
                         card: dict) -> tuple[str, ...]:
     """Plain-language cautions for ``resolution`` (Å, on the map's grid) over ``mask``, read by
-    the model of ``card`` from a map of ``voxel_size`` (Å per axis): a voxel size outside the
-    trained range (any axis), and a share of the mask of at least :data:`COARSE_SHARE` reading
-    coarser than the coarsest trained resolution."""
+    the model of ``card`` from a map of ``voxel_size`` (Å per axis):
+
+    * a voxel size outside the trained range (any axis, beyond :data:`TOLERANCE`);
+    * at least :data:`SHARE` of the mask reading coarser than the coarsest trained resolution
+      (unless Nyquist itself is coarser: then the clip, not the model, sets those values, and
+      the voxel-size caution has said why);
+    * at least :data:`SHARE` of the mask reading finer than the finest trained resolution.
+    """
     ranges = trained_ranges(card)
     if ranges is None:
         return ()
-    (voxel_low, voxel_high), (_, coarsest) = ranges
+    (voxel_low, voxel_high), (finest, coarsest) = ranges
     cautions = []
-    finest_axis, coarsest_axis = min(voxel_size), max(voxel_size)
-    if coarsest_axis > voxel_high or finest_axis < voxel_low:
-        outside = coarsest_axis if coarsest_axis > voxel_high else finest_axis
-        cautions.append(f"voxel size {outside:.3g} Å is outside the {voxel_low:g}-{voxel_high:g} Å the model was "
-                        "trained on: its values are extrapolated, read them with care")
+    if max(voxel_size) > voxel_high * (1 + TOLERANCE) or min(voxel_size) < voxel_low * (1 - TOLERANCE):
+        cautions.append(f"voxel size {_voxel_text(voxel_size)} Å/px is outside the {voxel_low:g}–{voxel_high:g} Å/px "
+                        "the model was trained on: its values are extrapolated, read them with care")
     values = resolution[mask]
-    share = float(np.mean(values > coarsest)) if values.size else 0.0
-    if share >= COARSE_SHARE:
-        cautions.append(f"{100 * share:.0f} % of the mask reads coarser than {coarsest:g} Å, the coarsest the model "
-                        "was trained on: there it says only that the map is at least that coarse")
+    if values.size == 0:
+        return tuple(cautions)
+    coarse = float(np.mean(values > coarsest * (1 + TOLERANCE)))
+    if coarse >= SHARE and 2.0 * max(voxel_size) <= coarsest:
+        cautions.append(f"{100 * coarse:.0f} % of the mask reads coarser than {coarsest:g} Å, the coarsest the model "
+                        f"was trained on: read those values as '{coarsest:g} Å or coarser', not as measurements")
+    fine = float(np.mean(values < finest * (1 - TOLERANCE)))
+    if fine >= SHARE:
+        cautions.append(f"{100 * fine:.0f} % of the mask reads finer than {finest:g} Å, the finest the model was "
+                        f"trained on: read those values as '{finest:g} Å or finer', not as measurements")
     return tuple(cautions)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .cautions import check_trained_on
 from .errors import CryoResError, ModelIntegrityError, NoModelInstalledError
 from .spectral_net import SpectralNet
 from .unet import UNet3D, fold_batchnorm
@@ -115,6 +116,7 @@ def _check_card(card: dict, path: Path) -> None:
     low, high = (float(v) for v in card["resolution_range"])
     if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
         raise CryoResError(f"model card {path}: bad resolution_range {card['resolution_range']}")
+    check_trained_on(card, f"model card {path}")
 
 
 def load_model(card_path: str | os.PathLike | None = None) -> LoadedModel:

@@ -533,6 +533,6 @@ def test_predict_on_a_map_coarser_than_any_training_map_warns_in_the_log(session
     volume = open_volume(session, path)
     log = run(session, f"cryores predict {volume.atomspec}")
     warnings = [text for level, text in log if level == "warning"]
-    assert any("voxel size 5 Å is outside the 0.5-4 Å" in text for text in warnings), log
+    assert any("voxel size 5 Å/px is outside the 0.5–4 Å/px" in text for text in warnings), log
     assert not [text for level, text in log if level in ("error", "bug")], log
     assert len(models(session)) >= 2  # the map and its local resolution
