@@ -8,36 +8,16 @@ The prediction is still written: these are said beside it (one line each on the 
 :attr:`Prediction.cautions` in Python, a column of the batch summary), never raised as errors.
 
 The ranges come from the model card's ``trained_on`` block (written by the fit and checked by
-:func:`check_trained_on` when the card loads); a card without it (older or test models) gives
+:mod:`cryores.model_card` when the card loads); a card without it (older or test models) gives
 no cautions.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-from .errors import CryoResError
 
 SHARE = 0.05  # a caution when at least this share of the mask reads beyond a trained end
 TOLERANCE = 1e-3  # relative: a header's 4.0000005 Å is 4 Å
-
-
-def check_trained_on(card: dict, owner: str) -> None:
-    """Raise CryoResError (naming ``owner``) unless the card's ``trained_on`` block, if any, holds
-    ``voxel_size_A`` and ``resolution_A`` as two finite, positive, increasing numbers each."""
-    trained = card.get("trained_on")
-    if trained is None:
-        return
-    for key in ("voxel_size_A", "resolution_A"):
-        pair = trained.get(key) if isinstance(trained, dict) else None
-        try:
-            low, high = (float(v) for v in pair)
-        except (TypeError, ValueError):
-            raise CryoResError(f"{owner}: trained_on.{key} must be two numbers (Å), not {pair!r}") from None
-        if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
-            raise CryoResError(f"{owner}: bad trained_on.{key} {pair!r}")
 
 
 def trained_ranges(card: dict) -> tuple[tuple[float, float], tuple[float, float]] | None:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from .cautions import check_trained_on
 from .errors import CryoResError, ModelIntegrityError, NoModelInstalledError
 from .spectral_net import SpectralNet
 from .unet import UNet3D, fold_batchnorm
@@ -113,10 +112,24 @@ def _check_card(card: dict, path: Path) -> None:
         raise CryoResError(f"model card {path}: format_version {card['format_version']} is not {FORMAT_VERSION}")
     if card["target"].get("transform") not in ("log", "linear"):
         raise CryoResError(f"model card {path}: target transform must be 'log' or 'linear'")
-    low, high = (float(v) for v in card["resolution_range"])
+    _check_range(card["resolution_range"], "resolution_range", path)
+    trained = card.get("trained_on")  # optional: the ranges cryores.cautions compares predictions with
+    if trained is not None:
+        if not isinstance(trained, dict):
+            raise CryoResError(f"model card {path}: trained_on must hold voxel_size_A and resolution_A, "
+                               f"not {trained!r}")
+        for key in ("voxel_size_A", "resolution_A"):
+            _check_range(trained.get(key), f"trained_on.{key}", path)
+
+
+def _check_range(value, what: str, path: Path) -> None:
+    """Raise CryoResError unless ``value`` is two finite numbers (Å) with 0 < low < high."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise CryoResError(f"model card {path}: {what} must be two numbers (Å), not {value!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
-        raise CryoResError(f"model card {path}: bad resolution_range {card['resolution_range']}")
-    check_trained_on(card, f"model card {path}")
+        raise CryoResError(f"model card {path}: bad {what} {value}")
 
 
 def load_model(card_path: str | os.PathLike | None = None) -> LoadedModel:
