@@ -11,7 +11,15 @@ import pytest
 from cryores import local_fsc
 from cryores.mrc_io import read_map
 from cryores_train.cli import main
-from cryores_train.simulate import draw_parameters, run_simulation, sample_seed, simulate
+from cryores_train.simulate import (
+    STEEPNESS,
+    V3_STEEPNESS,
+    draw_parameters,
+    draw_parameters_v3,
+    run_simulation,
+    sample_seed,
+    simulate,
+)
 from cryores_train.structures import discover, load_model
 
 
@@ -59,10 +67,12 @@ def test_same_seed_same_maps_and_truth_is_in_range(complex_1akj):
     assert n1.std() > 0.05 * a["signal"].std() and abs(np.corrcoef(n1, n2)[0, 1]) < 0.05
 
 
-def test_designed_resolution_is_what_local_fsc_measures(complex_1akj):
-    """The physics check on one sample: local FSC between the half maps finds the design."""
+@pytest.mark.parametrize("steepness", [STEEPNESS, V3_STEEPNESS[0], V3_STEEPNESS[1]])
+def test_designed_resolution_is_what_local_fsc_measures(complex_1akj, steepness):
+    """The physics check on one sample: local FSC between the half maps finds the design, at the
+    default SNR fall-off and at both ends of the drawn range (the label must not move with it)."""
     params = _params(3)
-    params.update(global_b=0.0, flatten=False, n_bumps=0)
+    params.update(global_b=0.0, flatten=False, n_bumps=0, steepness=steepness)
     sample = simulate(complex_1akj, params, 11)
     mask = sample["mask"] > 0.5
     result = local_fsc(sample["half1"], sample["half2"], params["voxel_size"], mask, window=30)
@@ -142,8 +152,6 @@ def test_blocks_design_is_piecewise_constant_with_sharp_steps(complex_1akj):
 def test_sharp_share_only_changes_the_design():
     """A share of 0 gives the draws evaluation and calibration always used; any share changes
     the design alone (one uniform number picks it), so the rest of a sample stays the same."""
-    from cryores_train.simulate import draw_parameters_v3
-
     designs = []
     for seed in range(40):
         plain = draw_parameters_v3(np.random.default_rng(seed), "bfactor")
@@ -154,3 +162,20 @@ def test_sharp_share_only_changes_the_design():
         assert draw_parameters_v3(np.random.default_rng(seed), "bfactor", 1.0)["design"] == "blocks"
         designs.append(sharp["design"])
     assert 4 <= designs.count("blocks") <= 22 and "patchy" in designs and "radial" in designs
+
+
+def test_steep_share_only_changes_the_steepness_of_bfactor_samples():
+    """Share 0 keeps the default steepness (evaluation and calibration draws); a share draws it
+    for about that share of bfactor samples, inside the range, and changes nothing else."""
+    drawn = []
+    for seed in range(60):
+        plain = draw_parameters_v3(np.random.default_rng(seed), "bfactor")
+        steep = draw_parameters_v3(np.random.default_rng(seed), "bfactor", 0.0, 0.5)
+        assert plain["steepness"] == STEEPNESS
+        others = {k: v for k, v in steep.items() if k != "steepness"}
+        assert others == {k: v for k, v in plain.items() if k != "steepness"}
+        assert draw_parameters_v3(np.random.default_rng(seed), "lowpass", 0.0, 1.0)["steepness"] == STEEPNESS
+        if steep["steepness"] != STEEPNESS:
+            drawn.append(steep["steepness"])
+    assert 15 <= len(drawn) <= 45
+    assert all(V3_STEEPNESS[0] <= s <= V3_STEEPNESS[1] for s in drawn) and max(drawn) > 2 * min(drawn)

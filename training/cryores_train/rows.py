@@ -25,7 +25,7 @@ from cryores.masking import automatic_mask
 from cryores.resample import linear_resample
 from cryores.spectral import LAYOUTS, compute_features, network_inputs
 
-from .simulate import draw_parameters_v3, run_tasks, sample_seed, simulate, simulate_regional_lowpass
+from .simulate import STEEPNESS, draw_parameters_v3, run_tasks, sample_seed, simulate, simulate_regional_lowpass
 from .structures import discover, load_model
 from .variants import KINDS, make_variants
 
@@ -46,14 +46,22 @@ def simulate_family(model, params: dict, seed: int) -> dict[str, np.ndarray]:
     return simulate(model, params, seed)
 
 
-def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, family: str,
-                sharp_share: float = 0.0):
-    """(params, arrays) of one v3 sample, the same for the same arguments (``sharp_share``: see
-    :func:`~cryores_train.simulate.draw_parameters_v3`; evaluation and calibration keep 0)."""
+def sample_parameters(structure_id: str, index: int, seed: int, family: str, sharp_share: float = 0.0,
+                      steep_share: float = 0.0) -> dict:
+    """The random choices of one v3 sample (cheap: nothing is simulated), the same for the same
+    arguments (the shares: see :func:`~cryores_train.simulate.draw_parameters_v3`; evaluation
+    and calibration keep 0)."""
     own_seed = sample_seed(seed + (1000 if family == "lowpass" else 0), structure_id, index)
-    params = draw_parameters_v3(np.random.default_rng(own_seed), family, sharp_share)
+    params = draw_parameters_v3(np.random.default_rng(own_seed), family, sharp_share, steep_share)
     params.update(structure_id=structure_id, index=index, seed=own_seed)
-    arrays = simulate_family(load_model(structure_id, paths), params, own_seed + 1)
+    return params
+
+
+def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, family: str,
+                sharp_share: float = 0.0, steep_share: float = 0.0):
+    """(params, arrays) of one v3 sample: :func:`sample_parameters`, simulated."""
+    params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share)
+    arrays = simulate_family(load_model(structure_id, paths), params, params["seed"] + 1)
     return params, arrays
 
 
@@ -89,18 +97,23 @@ def refuse_other_width(path: Path, width: int, layout: str, what: str = "rows") 
 
 
 def build_sample(task: tuple) -> str:
-    structure_id, paths, index, seed, family, root, sharp_share, layout = task
+    structure_id, paths, index, seed, family, root, sharp_share, steep_share, layout = task
     path = Path(root) / family / f"{structure_id}_{index:03d}.npz"
-    if path.is_file():  # finished; but a file of another sharp share is another sample under the same name
+    params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share)
+    if path.is_file():  # finished; but a file of another sharp share or steepness is another sample
         with np.load(path) as data:
             made = float(data["sharp_share"]) if "sharp_share" in data else 0.0
+            steepness = float(data["steepness"]) if "steepness" in data else STEEPNESS  # older rows: the default
             width = data["x"].shape[1]
         if made != sharp_share:
             raise CryoResError(f"rows {path}: made with --sharp-share {made:g}, not {sharp_share:g}; "
                                "write the rows to another folder or delete these")
+        if steepness != params["steepness"]:
+            raise CryoResError(f"rows {path}: made at steepness {steepness:g}, where --steep-share {steep_share:g} "
+                               f"draws {params['steepness']:g}; write the rows to another folder or delete these")
         refuse_other_width(path, width, layout)
         return path.name
-    params, arrays = make_sample(structure_id, [Path(p) for p in paths], index, seed, family, sharp_share)
+    arrays = simulate_family(load_model(structure_id, [Path(p) for p in paths]), params, params["seed"] + 1)
     voxel = float(params["voxel_size"])
     rng = np.random.default_rng(params["seed"] + 2)
     blocks = {"x": [], "y": [], "bound": [], "kind": []}
@@ -118,19 +131,20 @@ def build_sample(task: tuple) -> str:
     with open(tmp, "wb") as stream:
         np.savez_compressed(stream, **{k: np.concatenate(v) for k, v in blocks.items()},
                             voxel=voxel, structure=structure_id, split=split_of(structure_id),
-                            sharp_share=sharp_share)
+                            sharp_share=sharp_share, steepness=params["steepness"])
     os.replace(tmp, path)
     return path.name
 
 
 def run_rows(structures: list[Path], output: Path, *, family: str, per_structure: int, seed: int,
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
-             progress: bool = True, sharp_share: float = 0.0, layout: str = "context") -> list[str]:
+             progress: bool = True, sharp_share: float = 0.0, steep_share: float = 0.0,
+             layout: str = "context") -> list[str]:
     groups: dict[str, list[Path]] = {}
     for root in structures:
         groups.update(discover(root))
     ids = [sid for sid in sorted(groups) if split_of(sid) in splits][:limit]
-    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, layout)
+    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, steep_share, layout)
              for i in range(per_structure) for sid in ids]
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
@@ -173,6 +187,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sharp-share", type=float, default=0.0,
                    help="share of bfactor samples with the sharp-boundary 'blocks' design (default 0)")
+    p.add_argument("--steep-share", type=float, default=0.0,
+                   help="share of bfactor samples whose SNR fall-off steepness is drawn from "
+                        "simulate.V3_STEEPNESS instead of the fixed default (default 0)")
     p.add_argument("--inputs", choices=ROW_LAYOUTS, default="context",
                    help="network inputs per row: features and the map's context (default), or also the "
                         "neighbourhood gap (cryores.spectral.input_layout)")
@@ -184,6 +201,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     done = run_rows(args.structures, args.output, family=args.family, per_structure=args.per_structure,
                     seed=args.seed, splits=tuple(args.splits.split(",")), limit=args.limit, jobs=args.jobs,
-                    progress=not args.quiet, sharp_share=args.sharp_share, layout=args.inputs)
+                    progress=not args.quiet, sharp_share=args.sharp_share,
+                    steep_share=args.steep_share, layout=args.inputs)
     print(f"{len(done)} samples in {args.output / args.family}")
     return 0

@@ -92,9 +92,15 @@ RANGES_V3 = Ranges(core_resolution=(1.8, 9.0), periphery_extra=(0.5, 10.0), bump
 V3_RESOLUTION_A = (1.8, 20.0)
 V3_VOXEL_A = (0.5, 4.0)
 V3_MAX_BOX = 128
+# How steeply the SNR falls to 1/6 at the local resolution (minimum extra B in units of d^2). Real
+# FSC curves fall from 0.5 to 0.143 over 1.15-1.5x in resolution (about 6-15 in these units); a
+# model trained at one steepness reads the spectrum's shape, not its information, and is off by
+# 2-4 Å at 4 or 20 (training/README). A share of the samples draws it log-uniformly from this range.
+V3_STEEPNESS = (5.0, 20.0)
 
 
-def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float = 0.0) -> dict:
+def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float = 0.0,
+                       steep_share: float = 0.0) -> dict:
     """v3 choices: :data:`RANGES_V3`, a voxel size that suits the core resolution, a family.
 
     ``family`` is ``"bfactor"`` (per-atom B-factors plus noise, :func:`simulate`) or
@@ -102,7 +108,9 @@ def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float
     ``sharp_share`` of the bfactor samples get the "blocks" design (:func:`blocks_design`, sharp
     boundaries); the rest are split evenly between "patchy" and "radial". The draws are the same
     whatever the share (one uniform number picks the design), so a share of 0 gives the samples
-    the evaluation and calibration have always used.
+    the evaluation and calibration have always used. Likewise ``steep_share`` of the bfactor
+    samples get a ``steepness`` drawn from :data:`V3_STEEPNESS`, the rest :data:`STEEPNESS`; its
+    draws come last, so no other choice depends on the share.
     """
     params = draw_parameters(rng, RANGES_V3)
     core = params["core_resolution"]
@@ -113,6 +121,8 @@ def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float
     pick = rng.random()  # bfactor family; lowpass has its own
     params["design"] = ("blocks" if pick < sharp_share else
                         "patchy" if pick < sharp_share + 0.5 * (1.0 - sharp_share) else "radial")
+    steep, steepness = rng.random(), float(np.exp(rng.uniform(*np.log(V3_STEEPNESS))))
+    params["steepness"] = steepness if steep < steep_share and family == "bfactor" else STEEPNESS
     return params
 
 
@@ -357,11 +367,12 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     def protein_power(k):  # |F|^2 per coefficient of a box full of protein (monotone envelope), 1/Å
         return np.interp(k * n * voxel, np.arange(len(power)), envelope_power) / f_box
 
-    # B = 2 d^2 ln(A / n0) with A = f p(1/d) / (SNR* c(1/d)). B >= STEEPNESS d^2 (SNR falling
-    # >= 10x between 1.4 d and d, so FSC crosses cleanly) needs n0 <= A exp(-STEEPNESS / 2);
-    # 98 % of atoms must allow it.
+    # B = 2 d^2 ln(A / n0) with A = f p(1/d) / (SNR* c(1/d)). B >= S d^2 (S = the steepness,
+    # STEEPNESS unless drawn; at 8 the SNR falls >= 10x between 1.4 d and d, so FSC crosses
+    # cleanly) needs n0 <= A exp(-S / 2); 98 % of atoms must allow it.
     allowed = f_atom * protein_power(1.0 / d_atom) / (SNR_AT_THRESHOLD * colour(1.0 / d_atom))
-    n0 = float(np.percentile(allowed, 2)) * math.exp(-STEEPNESS / 2.0) / params["noise_factor"]
+    steepness = params.get("steepness", STEEPNESS)
+    n0 = float(np.percentile(allowed, 2)) * math.exp(-steepness / 2.0) / params["noise_factor"]
     b_extra = np.maximum(2.0 * d_atom ** 2 * np.log(allowed / n0), 0.0)
     signal = _density(model, b_reference + b_extra, n, voxel)
 
