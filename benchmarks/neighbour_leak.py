@@ -24,8 +24,7 @@ from scipy import ndimage
 
 import cryores
 from cryores.model_card import load_model
-from cryores_train.rows import FAMILIES, make_sample, split_of
-from cryores_train.structures import discover
+from cryores_train.rows import FAMILIES, make_sample, structures_in_splits
 from cryores_train.variants import make_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +47,7 @@ def main() -> None:
     parser.add_argument("cards", type=Path, nargs="+")
     parser.add_argument("--structures", type=int, default=20)
     args = parser.parse_args()
-    groups: dict = {}
-    for root in STRUCTURES:
-        groups.update(discover(root))
-    ids = [sid for sid in sorted(groups) if split_of(sid) == "val"][: args.structures]
+    groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
     models = [load_model(card) for card in args.cards]
     # per card, family: lists of (truth, estimate, gap) arrays
     pooled = {(c, f): [] for c in range(len(models)) for f in FAMILIES}

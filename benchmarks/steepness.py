@@ -24,8 +24,7 @@ import numpy as np
 
 import cryores
 from cryores.model_card import load_model
-from cryores_train.rows import sample_parameters, simulate_family, split_of
-from cryores_train.structures import discover
+from cryores_train.rows import sample_parameters, simulate_family, structures_in_splits
 from cryores_train.structures import load_model as load_structure
 from cryores_train.variants import make_variants
 
@@ -40,10 +39,7 @@ def main() -> None:
     parser.add_argument("--structures", type=int, default=12)
     parser.add_argument("--steepness", default="5,8,12,20", help="comma-separated S values")
     args = parser.parse_args()
-    groups: dict = {}
-    for root in STRUCTURES:
-        groups.update(discover(root))
-    ids = [sid for sid in sorted(groups) if split_of(sid) == "val"][: args.structures]
+    groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
     models = [load_model(card) for card in args.cards]
     print(f"{len(ids)} validation structures, seed 7 index 0, mask given; offset = median estimate - median truth")
     print("card | S | kind | maps | MAE | mean offset | mean |offset|")

@@ -40,8 +40,7 @@ from cryores.spectral_inference import Z90
 from .fit import load_config, model_card_path
 from .real_rows import cut
 from .resmap import resmap_local_resolution
-from .rows import make_sample, split_of
-from .structures import discover
+from .rows import make_sample, structures_in_splits
 from .variants import make_variants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,10 +111,7 @@ class Collector:
 
 def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps: int | None,
                    seed: int = 0) -> dict:
-    groups: dict[str, list[Path]] = {}
-    for root in structures:
-        groups.update(discover(root))
-    ids = [sid for sid in sorted(groups) if split_of(sid) == "test"][:limit]
+    groups, ids = structures_in_splits(structures, ("test",), limit)
     results = {}
     uncertainty = {"truth": [], "estimate": [], "sigma": []}
     for family in ("bfactor", "lowpass"):

@@ -284,17 +284,14 @@ def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
     from cryores.resample import linear_resample
     from cryores.spectral_inference import spectral_parts
 
-    from .rows import make_sample, split_of
-    from .structures import discover
+    from .rows import make_sample, structures_in_splits
     from .variants import make_variants
 
     model = load_model(card_path)
     calibration = config["calibration"]
     base = Path(config["dataset"]).resolve().parents[3]  # training/ (dataset is training/data/v3/rows/<family>)
-    groups: dict[str, list[Path]] = {}
-    for root in calibration["structures"]:
-        groups.update(discover(base / root if not Path(root).is_absolute() else Path(root)))
-    ids = [sid for sid in sorted(groups) if split_of(sid) == "val"][: calibration.get("maps")]
+    groups, ids = structures_in_splits([base / root for root in calibration["structures"]], ("val",),
+                                       calibration.get("maps"))
     medians, floors, widths, labels, nyquists = [], [], [], [], []
     for sid, index in [(sid, i) for i in range(int(calibration.get("per_structure", 1))) for sid in ids]:
         params, arrays = make_sample(sid, groups[sid], index, config["seed"], "bfactor")

@@ -40,6 +40,16 @@ def split_of(structure_id: str) -> str:
     return "test" if bucket == 0 else "val" if bucket == 1 else "train"
 
 
+def structures_in_splits(roots: list[Path], splits: tuple[str, ...],
+                         limit: int | None = None) -> tuple[dict[str, list[Path]], list[str]]:
+    """(every structure's files under ``roots``, the sorted ids of those in ``splits``, the first
+    ``limit`` of them): how each command picks its structures, so they agree on which are which."""
+    groups: dict[str, list[Path]] = {}
+    for root in roots:
+        groups.update(discover(Path(root)))
+    return groups, [sid for sid in sorted(groups) if split_of(sid) in splits][:limit]
+
+
 def simulate_family(model, params: dict, seed: int) -> dict[str, np.ndarray]:
     if params["family"] == "lowpass":
         return simulate_regional_lowpass(model, params, seed)
@@ -140,10 +150,7 @@ def run_rows(structures: list[Path], output: Path, *, family: str, per_structure
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
              progress: bool = True, sharp_share: float = 0.0, steep_share: float = 0.0,
              layout: str = "context") -> list[str]:
-    groups: dict[str, list[Path]] = {}
-    for root in structures:
-        groups.update(discover(root))
-    ids = [sid for sid in sorted(groups) if split_of(sid) in splits][:limit]
+    groups, ids = structures_in_splits(structures, splits, limit)
     tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, steep_share, layout)
              for i in range(per_structure) for sid in ids]
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
