@@ -24,8 +24,7 @@ import numpy as np
 
 import cryores
 from cryores.model_card import load_model
-from cryores_train.rows import sample_parameters, simulate_family, structures_in_splits
-from cryores_train.structures import load_model as load_structure
+from cryores_train.rows import sample_parameters, simulate_sample, structures_in_splits
 from cryores_train.variants import make_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +47,7 @@ def main() -> None:
         for sid in ids:
             params = sample_parameters(sid, 0, 7, "bfactor")
             params["steepness"] = steepness  # the same map but for its fall-off
-            arrays = simulate_family(load_structure(sid, groups[sid]), params, params["seed"] + 1)
+            arrays = simulate_sample(params, groups[sid])
             voxel = float(params["voxel_size"])
             rng = np.random.default_rng(params["seed"] + 5)
             for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]:

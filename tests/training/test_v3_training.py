@@ -14,7 +14,7 @@ from cryores.model_card import load_model
 from cryores.predict import predict
 from cryores.spectral import N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD
 from cryores_train.fit_spectral import train
-from cryores_train.rows import build_sample, load_rows, split_of
+from cryores_train.rows import build_sample, load_rows, make_sample, sample_parameters, simulate_sample, split_of
 from cryores_train.simulate import V3_RESOLUTION_A, V3_VOXEL_A, draw_parameters_v3, simulate_regional_lowpass
 from cryores_train.structures import discover
 from cryores_train.structures import load_model as load_structure
@@ -220,6 +220,43 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
     mask[6:18, 6:18, 6:18] = True
     result = predict(density, 2.5, mask, model=model)
     assert (result.resolution[mask] >= 5.0).all() and (result.resolution[~mask] == 0).all()
+
+
+def test_fit_trains_a_narrower_layout_from_the_first_columns_of_wider_rows(tmp_path):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    synthetic_rows(rows, width=N_INPUTS)  # context rows; the label depends on column 0, a feature
+    config = {**tiny_config(tmp_path / "narrow", rows), "inputs": "features"}
+    card_path = train(config, progress=False)
+    card = json.loads(card_path.read_text())
+    assert card["architecture"]["n_features"] == N_FEATURES and card["features"]["layout"] == "features"
+    assert card["features"]["n_context"] == 0 and card["training"]["config"]["inputs"] == "features"
+    weights = torch.load(card_path.parent / "tiny-v3.pt", weights_only=True)
+    wide = np.load(rows / "S0_000.npz")["x"].astype(np.float32)
+    assert weights["feature_mean"].shape == (N_FEATURES,)
+    assert np.allclose(weights["feature_mean"].numpy(), load_rows(rows, "train")["x"][:, :N_FEATURES].astype(np.float32)
+                       .mean(axis=0), atol=1e-4) and wide.shape[1] == N_INPUTS
+    density = np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32)
+    density[8:16, 8:16, 8:16] += 3.0
+    mask = np.zeros(density.shape, bool)
+    mask[6:18, 6:18, 6:18] = True
+    assert (predict(density, 2.5, mask, model=load_model(card_path)).resolution[mask] >= 5.0).all()
+    # a layout wider than the rows, or one this cryores does not know: refused, naming the rows or the key
+    with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, fewer than the {N_INPUTS_NEIGHBOURHOOD}"):
+        train({**tiny_config(tmp_path / "wide", rows), "inputs": "neighbourhood"}, progress=False)
+    with pytest.raises(CryoResError, match="config inputs 'everything'"):
+        train({**tiny_config(tmp_path / "odd", rows), "inputs": "everything"}, progress=False)
+
+
+def test_a_sample_is_simulated_from_its_drawn_choices_alone(small_structure):
+    sid, paths = small_structure
+    params, arrays = make_sample(sid, paths, 0, 3, "lowpass")
+    again = simulate_sample(sample_parameters(sid, 0, 3, "lowpass"), [str(p) for p in paths])
+    assert set(again) == set(arrays)
+    for key in arrays:
+        np.testing.assert_array_equal(again[key], arrays[key])
+    other = simulate_sample({**params, "seed": params["seed"] + 1}, paths)  # the seed is the sample's own
+    assert not np.array_equal(other["half1"], arrays["half1"])
 
 
 def test_rows_with_non_finite_features_are_refused_by_name(tmp_path):

@@ -36,7 +36,7 @@ import torch
 
 from cryores.errors import CryoResError
 from cryores.model_card import save_model
-from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, N_CONTEXT, N_FEATURES, N_INPUTS, input_layout
+from cryores.spectral import BANDS_A, FEATURE_VOXEL_A, LAYOUTS, N_CONTEXT, N_FEATURES, N_INPUTS, input_layout
 from cryores.spectral_inference import Z90
 from cryores.spectral_net import SpectralNet, pinball_loss
 
@@ -98,6 +98,20 @@ def train(config: dict, progress: bool = True, max_steps: int | None = None) -> 
         distributed.cleanup(context)
 
 
+def narrowed_rows(rows: dict[str, np.ndarray], layout: str, folders: list[Path]) -> dict[str, np.ndarray]:
+    """``rows`` with only the inputs of ``layout`` (the config's ``inputs``): the layouts nest
+    (features, then the map's context, then the neighbourhood gap), so a narrower layout is the
+    first columns of wider rows, and one set of rows can train all of them. Rows narrower than
+    the layout are refused, naming their folders."""
+    if layout not in LAYOUTS:
+        raise CryoResError(f"config inputs {layout!r}: this cryores knows {', '.join(LAYOUTS)}")
+    width = LAYOUTS[layout]
+    if rows["x"].shape[1] < width:
+        raise CryoResError(f"rows in {', '.join(map(str, folders))}: {rows['x'].shape[1]} inputs per row, "
+                           f"fewer than the {width} of inputs {layout!r}; make the rows with that layout")
+    return {**rows, "x": rows["x"][:, :width]}
+
+
 def _train(config: dict, context: distributed.Context, progress: bool, max_steps: int | None) -> Path:
     global_batch = config.get("global_batch_size") or config["batch_size"] * context.world_size
     if global_batch % context.world_size:
@@ -115,6 +129,8 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
                            f"{val_rows['x'].shape[1]} in validation rows (this cryores makes {N_INPUTS}); "
                            "make the rows again")
     input_layout(train_rows["x"].shape[1], f"rows in {', '.join(map(str, folders))}")  # a known width
+    if config.get("inputs"):
+        train_rows, val_rows = (narrowed_rows(r, config["inputs"], folders) for r in (train_rows, val_rows))
     torch.manual_seed(config["seed"])
     x_train = train_rows["x"].astype(np.float32)
     network = SpectralNet(x_train.shape[1], tuple(config["architecture"]["hidden"]), config["architecture"]["dropout"])

@@ -67,12 +67,18 @@ def sample_parameters(structure_id: str, index: int, seed: int, family: str, sha
     return params
 
 
+def simulate_sample(params: dict, paths: list[Path]) -> dict[str, np.ndarray]:
+    """The maps of the sample that :func:`sample_parameters` drew (``paths``: its structure's
+    files). The simulation's seed is derived here alone, so rows, evaluation and the benchmarks
+    all make the same maps from the same choices."""
+    return simulate_family(load_model(params["structure_id"], [Path(p) for p in paths]), params, params["seed"] + 1)
+
+
 def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, family: str,
                 sharp_share: float = 0.0, steep_share: float = 0.0):
     """(params, arrays) of one v3 sample: :func:`sample_parameters`, simulated."""
     params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share)
-    arrays = simulate_family(load_model(structure_id, paths), params, params["seed"] + 1)
-    return params, arrays
+    return params, simulate_sample(params, paths)
 
 
 def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask: np.ndarray, rows: int,
@@ -123,7 +129,7 @@ def build_sample(task: tuple) -> str:
                                f"draws {params['steepness']:g}; write the rows to another folder or delete these")
         refuse_other_width(path, width, layout)
         return path.name
-    arrays = simulate_family(load_model(structure_id, [Path(p) for p in paths]), params, params["seed"] + 1)
+    arrays = simulate_sample(params, paths)
     voxel = float(params["voxel_size"])
     rng = np.random.default_rng(params["seed"] + 2)
     blocks = {"x": [], "y": [], "bound": [], "kind": []}
