@@ -18,6 +18,7 @@ from cryores.spectral import (
     FEATURE_VOXEL_A,
     N_BANDS,
     N_FEATURES,
+    N_INPUTS,
     WINDOW_FACTOR,
     WINDOW_MIN_A,
     _log_steps,
@@ -178,6 +179,25 @@ def test_quantiles_are_ordered_and_bounds_cost_only_below():
     assert float(pinball_loss(prediction, torch.tensor([0.5]), bound)) == 0.0  # all above the bound
     assert float(pinball_loss(prediction, torch.tensor([2.5]), bound)) > 0.0
     assert float(pinball_loss(prediction, torch.tensor([0.5]), torch.tensor([False]))) > 0.0
+
+
+def test_a_network_may_read_the_context_only_of_maps_without_a_noise_reference(tmp_path):
+    torch.manual_seed(0)
+    network = SpectralNet(N_INPUTS, (16,), context_without_reference=True).eval()
+    rows = torch.randn(6, N_INPUTS)
+    rows[:3, 3 * N_BANDS] = 1.0  # these three maps have a noise reference
+    rows[3:, 3 * N_BANDS] = 0.0
+    other = rows.clone()
+    other[:, N_FEATURES:] += 5.0  # another map-wide profile
+    same = network(rows) == network(other)
+    assert same[:3].all() and not same[3:].any()  # ignored with a reference, read without one
+    card = {"name": "gated-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
+            "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}
+    loaded = load_model(save_model(network, card, tmp_path / "card.json"))
+    assert loaded.card["architecture"]["context_without_reference"] is True
+    torch.testing.assert_close(loaded.network(other), network(other))
+    with pytest.raises(ValueError, match="needs the map's context"):
+        SpectralNet(N_FEATURES, (16,), context_without_reference=True)
 
 
 def test_spectral_model_predicts_on_the_input_grid_never_finer_than_evidence(tmp_path, molecule):

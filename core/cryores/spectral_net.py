@@ -16,17 +16,24 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from .spectral import N_BANDS, N_CONTEXT, N_FEATURES
+
 QUANTILES = (0.05, 0.5, 0.95)
+HAS_REFERENCE = 3 * N_BANDS  # the input column that says whether the map has a noise reference
 
 
 class SpectralNet(nn.Module):
     """MLP on standardised spectral features; ``forward`` maps (N, F) -> (N, 3) ln-Å quantiles."""
 
-    def __init__(self, n_features: int, hidden: tuple[int, ...] = (96, 96), dropout: float = 0.0):
+    def __init__(self, n_features: int, hidden: tuple[int, ...] = (96, 96), dropout: float = 0.0,
+                 context_without_reference: bool = False):
         super().__init__()
         self.n_features = n_features
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
+        self.context_without_reference = bool(context_without_reference)
+        if self.context_without_reference and n_features <= N_FEATURES:
+            raise ValueError(f"context_without_reference needs the map's context: {n_features} inputs have none")
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         self.register_buffer("target_mean", torch.tensor(1.6))
@@ -41,6 +48,8 @@ class SpectralNet(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.context_without_reference:
+            features = _hide_context_where_referenced(features)
         x = (features - self.feature_mean) / self.feature_std
         raw = self.layers(x)
         median = raw[:, 1] + self.target_mean
@@ -49,8 +58,26 @@ class SpectralNet(nn.Module):
         return torch.stack([low, median, high], dim=1)
 
     def config(self) -> dict:
-        return {"type": "SpectralNet", "n_features": self.n_features, "hidden": list(self.hidden),
-                "dropout": self.dropout, "quantiles": list(QUANTILES)}
+        config = {"type": "SpectralNet", "n_features": self.n_features, "hidden": list(self.hidden),
+                  "dropout": self.dropout, "quantiles": list(QUANTILES)}
+        if self.context_without_reference:
+            config["context_without_reference"] = True
+        return config
+
+
+def _hide_context_where_referenced(features: torch.Tensor) -> torch.Tensor:
+    """The inputs with the map's context set to 0 in rows whose map has a noise reference.
+
+    Why: with a noise reference each voxel's SNR per band is measured against the map's own
+    noise, and the map-wide profile then mostly tells the network how the signal falls off,
+    a shortcut that holds only for the fall-offs it was trained on. Maps without one (masked,
+    flattened or low-passed deposits) keep the profile: there it is the only hint of how the
+    map was processed.
+    """
+    referenced = features[:, HAS_REFERENCE:HAS_REFERENCE + 1] > 0.5
+    context = features[:, N_FEATURES:N_FEATURES + N_CONTEXT]
+    hidden = torch.where(referenced, torch.zeros_like(context), context)
+    return torch.cat([features[:, :N_FEATURES], hidden, features[:, N_FEATURES + N_CONTEXT:]], dim=1)
 
 
 def pinball_loss(prediction: torch.Tensor, target: torch.Tensor, lower_bound: torch.Tensor) -> torch.Tensor:
