@@ -24,6 +24,7 @@ from scipy import ndimage
 
 import cryores
 from cryores.model_card import load_model
+from cryores_train.evaluate_v3 import card_labels
 from cryores_train.rows import FAMILIES, make_sample, structures_in_splits
 from cryores_train.variants import make_variants
 
@@ -49,6 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
     models = [load_model(card) for card in args.cards]
+    labels = card_labels(args.cards)
     # per card, family: lists of (truth, estimate, gap) arrays
     pooled = {(c, f): [] for c in range(len(models)) for f in FAMILIES}
     for sid in ids:
@@ -69,7 +71,7 @@ def main() -> None:
     for (c, family), maps in pooled.items():
         truth, estimate, gap = (np.concatenate(column) for column in zip(*maps))
         error = estimate - truth
-        cells = [args.cards[c].parent.name + "/" + args.cards[c].name, family,
+        cells = [labels[c], family,
                  f"{np.abs(error).mean():.3f}", f"{error.mean():+.3f}"]
         for lo, hi in COARSE:
             for g0, g1 in GAPS:

@@ -24,6 +24,7 @@ import numpy as np
 
 import cryores
 from cryores.model_card import load_model
+from cryores_train.evaluate_v3 import card_labels
 from cryores_train.rows import sample_parameters, simulate_sample, structures_in_splits
 from cryores_train.variants import make_variants
 
@@ -40,6 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
     models = [load_model(card) for card in args.cards]
+    labels = card_labels(args.cards)
     print(f"{len(ids)} validation structures, seed 7 index 0, mask given; offset = median estimate - median truth")
     print("card | S | kind | maps | MAE | mean offset | mean |offset|")
     for steepness in (float(s) for s in args.steepness.split(",")):
@@ -59,7 +61,7 @@ def main() -> None:
                                                   float(np.median(estimate) - np.median(truth))))
         for (c, kind), values in rows.items():
             mae, offset = np.array(values).T
-            print(f"{args.cards[c].parent.name}/{args.cards[c].name} | {steepness:g} | {kind} | {len(mae)} | "
+            print(f"{labels[c]} | {steepness:g} | {kind} | {len(mae)} | "
                   f"{mae.mean():.2f} | {offset.mean():+.2f} | {np.abs(offset).mean():.2f}", flush=True)
 
 

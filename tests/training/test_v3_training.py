@@ -378,3 +378,14 @@ def test_map_weighted_quantile_lets_no_map_outweigh_another():
     assert map_weighted_quantile(values, [9000, 1000], 0.6) == 10.0
     spread = np.concatenate([np.arange(100.0), np.arange(100.0, 110.0)])  # two maps: 100 and 10 voxels
     assert map_weighted_quantile(spread, [100, 10], 0.9) > 100.0  # pooled: 98.1
+
+
+def test_cards_compared_side_by_side_get_names_that_tell_them_apart():
+    from cryores_train.evaluate_v3 import card_labels
+
+    cards = [Path("core/cryores/models/default.json"), Path("training/runs/steep/model/default.json"),
+             Path("training/runs/feat/model/default.json")]
+    assert card_labels(cards) == ["cryores/models/default.json", "steep/model/default.json",
+                                  "feat/model/default.json"]
+    assert card_labels([Path("a/x.json"), Path("b/y.json")]) == ["a/x.json", "b/y.json"]
+    assert card_labels([Path("same.json"), Path("same.json")]) == ["same.json", "same.json"]

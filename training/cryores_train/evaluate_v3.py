@@ -67,6 +67,19 @@ BIN_EDGES = (2, 4, 6, 8, 10, 12, 14)
 VARIED_SPREAD = 1.25
 
 
+def card_labels(cards: list[Path]) -> list[str]:
+    """Short names for cards compared side by side: the fewest trailing path parts that tell
+    them apart (``runs/steep/model/default.json`` and ``runs/feat/model/default.json`` become
+    ``steep/model/default.json`` and ``feat/model/default.json``), the whole path where nothing
+    shorter does."""
+    parts = [Path(card).parts for card in cards]
+    for n in range(2, max((len(p) for p in parts), default=0) + 1):
+        labels = ["/".join(p[-n:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(card) for card in cards]
+
+
 def error_table(truth: np.ndarray, estimate: np.ndarray) -> dict:
     error = estimate - truth
     table = {"voxels": int(truth.size), "mae": float(np.abs(error).mean()), "bias": float(error.mean()), "bins": {}}

@@ -133,7 +133,9 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         train_rows, val_rows = (narrowed_rows(r, config["inputs"], folders) for r in (train_rows, val_rows))
     torch.manual_seed(config["seed"])
     x_train = train_rows["x"].astype(np.float32)
-    network = SpectralNet(x_train.shape[1], tuple(config["architecture"]["hidden"]), config["architecture"]["dropout"])
+    architecture = config["architecture"]
+    network = SpectralNet(x_train.shape[1], tuple(architecture["hidden"]), architecture["dropout"],
+                          architecture.get("context_without_reference", False))
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     network.feature_mean.copy_(torch.from_numpy(mean))
     network.feature_std.copy_(torch.from_numpy(np.where(std > 1e-3, std, 1.0)))
