@@ -19,6 +19,7 @@ from cryores.spectral import (
     N_BANDS,
     N_FEATURES,
     N_INPUTS,
+    RATIO,
     WINDOW_FACTOR,
     WINDOW_MIN_A,
     _log_steps,
@@ -32,7 +33,7 @@ from cryores.spectral import (
     map_spectrum,
 )
 from cryores.spectral_inference import _fill_outside
-from cryores.spectral_net import SpectralNet, pinball_loss
+from cryores.spectral_net import CROSSING_SNR, SpectralNet, pinball_loss, snr_crossings
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +199,29 @@ def test_a_network_may_read_the_context_only_of_maps_without_a_noise_reference(t
     torch.testing.assert_close(loaded.network(other), network(other))
     with pytest.raises(ValueError, match="needs the map's context"):
         SpectralNet(N_FEATURES, (16,), context_without_reference=True)
+
+
+def test_snr_crossings_find_where_the_snr_ends_walking_from_coarse_to_fine(tmp_path):
+    rows = torch.zeros(4, N_INPUTS)
+    rows[:, 2 * N_BANDS:3 * N_BANDS] = 1.0  # every band present
+    rows[:, 3 * N_BANDS] = 1.0  # with a noise reference
+    levels = torch.tensor([0.0, 0.0, 0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.2, 1.5, 1.8, 2.0])  # log10 P/N, fine first
+    rows[:, N_BANDS:2 * N_BANDS] = levels
+    rows[1, N_BANDS + 1] = 1.0  # a lone noisy fine band: ignored, the walk from coarse stops before it
+    rows[2, N_BANDS:2 * N_BANDS] = levels + 0.5  # more signal everywhere: every crossing finer
+    rows[3, 3 * N_BANDS] = 0.0  # no noise reference: no crossing
+    crossings = torch.exp(snr_crossings(rows))
+    # T = 1.15 (log10 0.061) lies between 4.4 Å (0.05) and 5.5 Å (0.1), 0.786 of a band step from 5.5 Å
+    assert float(crossings[0, 0]) == pytest.approx(BANDS_A[0] * RATIO ** (5 - 0.786), rel=1e-3)
+    torch.testing.assert_close(crossings[1], crossings[0])
+    assert (crossings[2] < crossings[0]).all() and (crossings[0, :-1] < crossings[0, 1:]).all()
+    assert torch.allclose(crossings[3], torch.tensor(BANDS_A[0] * RATIO ** N_BANDS), rtol=1e-4)
+    network = SpectralNet(N_INPUTS, (8,), snr_crossings=True)
+    assert network.feature_mean.shape == (N_INPUTS + len(CROSSING_SNR),) and network(rows).shape == (4, 3)
+    card = {"name": "crossing-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
+            "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}
+    loaded = load_model(save_model(network, card, tmp_path / "card.json"))
+    torch.testing.assert_close(loaded.network(rows), network.eval()(rows))
 
 
 def test_spectral_model_predicts_on_the_input_grid_never_finer_than_evidence(tmp_path, molecule):

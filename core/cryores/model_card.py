@@ -98,7 +98,8 @@ def build_network(architecture: dict) -> UNet3D | SpectralNet:
     if architecture.get("type") == "SpectralNet":
         return SpectralNet(int(architecture["n_features"]), tuple(architecture["hidden"]),
                            float(architecture.get("dropout", 0.0)),
-                           bool(architecture.get("context_without_reference", False)))
+                           bool(architecture.get("context_without_reference", False)),
+                           bool(architecture.get("snr_crossings", False)))
     if architecture.get("type") != "UNet3D":
         raise CryoResError(f"model card names unknown architecture {architecture.get('type')!r}")
     return UNet3D(channels=tuple(architecture["channels"]), dropout=float(architecture["dropout"]),

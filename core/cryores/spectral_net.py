@@ -12,33 +12,37 @@ median minus/plus a softplus.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional
 
-from .spectral import N_BANDS, N_CONTEXT, N_FEATURES
+from .spectral import BANDS_A, N_BANDS, N_CONTEXT, N_FEATURES, RATIO
 
 QUANTILES = (0.05, 0.5, 0.95)
 HAS_REFERENCE = 3 * N_BANDS  # the input column that says whether the map has a noise reference
+CROSSING_SNR = (1.15, 1.33, 2.0, 4.0)  # band power / noise thresholds of snr_crossings (1.33: FSC 0.143)
 
 
 class SpectralNet(nn.Module):
     """MLP on standardised spectral features; ``forward`` maps (N, F) -> (N, 3) ln-Å quantiles."""
 
     def __init__(self, n_features: int, hidden: tuple[int, ...] = (96, 96), dropout: float = 0.0,
-                 context_without_reference: bool = False):
+                 context_without_reference: bool = False, snr_crossings: bool = False):
         super().__init__()
         self.n_features = n_features
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
         self.context_without_reference = bool(context_without_reference)
+        self.snr_crossings = bool(snr_crossings)
         if self.context_without_reference and n_features <= N_FEATURES:
             raise ValueError(f"context_without_reference needs the map's context: {n_features} inputs have none")
-        self.register_buffer("feature_mean", torch.zeros(n_features))
-        self.register_buffer("feature_std", torch.ones(n_features))
+        width = n_features + (len(CROSSING_SNR) if self.snr_crossings else 0)
+        self.register_buffer("feature_mean", torch.zeros(width))
+        self.register_buffer("feature_std", torch.ones(width))
         self.register_buffer("target_mean", torch.tensor(1.6))
         layers: list[nn.Module] = []
-        width = n_features
         for h in self.hidden:
             layers += [nn.Linear(width, h), nn.GELU()]
             if self.dropout:
@@ -47,10 +51,22 @@ class SpectralNet(nn.Module):
         layers.append(nn.Linear(width, len(QUANTILES)))
         self.layers = nn.Sequential(*layers)
 
+    @property
+    def derives_inputs(self) -> bool:
+        """Whether :meth:`expand` changes the inputs (then standardise what it returns)."""
+        return self.context_without_reference or self.snr_crossings
+
+    def expand(self, features: torch.Tensor) -> torch.Tensor:
+        """What the layers read, before standardisation: the inputs, the context hidden where the
+        map has a noise reference (``context_without_reference``), then the SNR crossings
+        (``snr_crossings``, :func:`snr_crossings`)."""
+        expanded = _hide_context_where_referenced(features) if self.context_without_reference else features
+        if self.snr_crossings:
+            expanded = torch.cat([expanded, snr_crossings(features)], dim=1)
+        return expanded
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.context_without_reference:
-            features = _hide_context_where_referenced(features)
-        x = (features - self.feature_mean) / self.feature_std
+        x = (self.expand(features) - self.feature_mean) / self.feature_std
         raw = self.layers(x)
         median = raw[:, 1] + self.target_mean
         low = median - functional.softplus(raw[:, 0]) - 1e-3
@@ -62,7 +78,40 @@ class SpectralNet(nn.Module):
                   "dropout": self.dropout, "quantiles": list(QUANTILES)}
         if self.context_without_reference:
             config["context_without_reference"] = True
+        if self.snr_crossings:
+            config["snr_crossings"] = True
         return config
+
+
+def snr_crossings(features: torch.Tensor) -> torch.Tensor:
+    """(N, len(CROSSING_SNR)) ln Å: per threshold T, where the voxel's band SNR (power over the
+    solvent's noise) falls below T, walking from the coarsest band to finer ones and
+    interpolating in log-frequency between the last band above T and the first below it.
+
+    Why: where a map has a noise reference, the resolution is where the SNR ends, at any rate of
+    fall-off; band levels alone let a network read the fall-off's shape instead (benchmarks/
+    steepness.py). Walking from coarse to fine keeps a lone noisy fine band from counting.
+    No band above T: one band coarser than the coarsest. Maps without a reference: that too.
+    """
+    snr = features[:, N_BANDS:2 * N_BANDS]
+    present = features[:, 2 * N_BANDS:3 * N_BANDS] > 0.5
+    referenced = features[:, HAS_REFERENCE] > 0.5
+    out = []
+    for threshold in CROSSING_SNR:
+        level = math.log10(threshold)
+        evident = (present & (snr >= level)).to(torch.int32)
+        run = torch.flip(torch.cumprod(torch.flip(evident, [1]), dim=1), [1])  # all bands from here to the coarsest
+        finest = N_BANDS - run.sum(dim=1)  # N_BANDS where none is evident
+        below = (finest - 1).clamp(min=0)
+        has_below = (finest > 0) & (finest < N_BANDS) & present.gather(1, below[:, None])[:, 0]
+        at = snr.gather(1, finest.clamp(max=N_BANDS - 1)[:, None])[:, 0]
+        under = snr.gather(1, below[:, None])[:, 0]
+        step = torch.where(has_below, ((at - level) / (at - under).clamp(min=1e-6)).clamp(0.0, 1.0),
+                           torch.zeros_like(at))
+        position = finest.to(features.dtype) - step
+        position = torch.where(referenced, position, torch.full_like(position, float(N_BANDS)))
+        out.append(math.log(BANDS_A[0]) + position * math.log(RATIO))
+    return torch.stack(out, dim=1)
 
 
 def _hide_context_where_referenced(features: torch.Tensor) -> torch.Tensor:

@@ -389,3 +389,21 @@ def test_cards_compared_side_by_side_get_names_that_tell_them_apart():
                                   "feat/model/default.json"]
     assert card_labels([Path("a/x.json"), Path("b/y.json")]) == ["a/x.json", "b/y.json"]
     assert card_labels([Path("same.json"), Path("same.json")]) == ["same.json", "same.json"]
+
+
+def test_input_statistics_describe_what_the_layers_read():
+    from cryores.spectral_net import CROSSING_SNR, SpectralNet
+    from cryores_train.fit_spectral import input_statistics
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, N_INPUTS)).astype(np.float32)
+    x[:, 3 * 13] = rng.random(5000) < 0.5  # has a noise reference, half the rows
+    plain = SpectralNet(N_INPUTS, (8,))
+    mean, std = input_statistics(plain, x)
+    assert np.array_equal(mean, x.mean(axis=0)) and np.array_equal(std, x.std(axis=0))  # as before: bit-equal
+    derived = SpectralNet(N_INPUTS, (8,), context_without_reference=True, snr_crossings=True)
+    mean, std = input_statistics(derived, x, chunk=700)  # chunked sums, as on all rows
+    expanded = derived.expand(torch.from_numpy(x)).numpy()
+    assert mean.shape == (N_INPUTS + len(CROSSING_SNR),)
+    np.testing.assert_allclose(mean, expanded.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, expanded.astype(np.float64).std(axis=0), rtol=1e-4, atol=1e-5)

@@ -98,6 +98,22 @@ def train(config: dict, progress: bool = True, max_steps: int | None = None) -> 
         distributed.cleanup(context)
 
 
+def input_statistics(network: SpectralNet, x: np.ndarray, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of what the network's layers read: the rows themselves, or, for a network
+    that derives inputs (:attr:`SpectralNet.derives_inputs`), what :meth:`SpectralNet.expand`
+    makes of them, summed chunk by chunk so no second copy of all rows is held."""
+    if not network.derives_inputs:
+        return x.mean(axis=0), x.std(axis=0)
+    total = square = None
+    with torch.no_grad():
+        for start in range(0, len(x), chunk):
+            part = network.expand(torch.from_numpy(x[start:start + chunk])).double()
+            total = part.sum(0) if total is None else total + part.sum(0)
+            square = (part ** 2).sum(0) if square is None else square + (part ** 2).sum(0)
+    mean = total / len(x)
+    return mean.float().numpy(), (square / len(x) - mean ** 2).clamp(min=0).sqrt().float().numpy()
+
+
 def narrowed_rows(rows: dict[str, np.ndarray], layout: str, folders: list[Path]) -> dict[str, np.ndarray]:
     """``rows`` with only the inputs of ``layout`` (the config's ``inputs``): the layouts nest
     (features, then the map's context, then the neighbourhood gap), so a narrower layout is the
@@ -135,8 +151,9 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     x_train = train_rows["x"].astype(np.float32)
     architecture = config["architecture"]
     network = SpectralNet(x_train.shape[1], tuple(architecture["hidden"]), architecture["dropout"],
-                          architecture.get("context_without_reference", False))
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+                          architecture.get("context_without_reference", False),
+                          architecture.get("snr_crossings", False))
+    mean, std = input_statistics(network, x_train)
     network.feature_mean.copy_(torch.from_numpy(mean))
     network.feature_std.copy_(torch.from_numpy(np.where(std > 1e-3, std, 1.0)))
     network.target_mean.fill_(float(np.log(train_rows["y"]).mean()))
