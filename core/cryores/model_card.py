@@ -96,10 +96,7 @@ def installed_card_path() -> Path | None:
 
 def build_network(architecture: dict) -> UNet3D | SpectralNet:
     if architecture.get("type") == "SpectralNet":
-        return SpectralNet(int(architecture["n_features"]), tuple(architecture["hidden"]),
-                           float(architecture.get("dropout", 0.0)),
-                           bool(architecture.get("context_without_reference", False)),
-                           bool(architecture.get("snr_crossings", False)))
+        return SpectralNet.from_architecture(architecture)
     if architecture.get("type") != "UNet3D":
         raise CryoResError(f"model card names unknown architecture {architecture.get('type')!r}")
     return UNet3D(channels=tuple(architecture["channels"]), dropout=float(architecture["dropout"]),

@@ -51,6 +51,16 @@ class SpectralNet(nn.Module):
         layers.append(nn.Linear(width, len(QUANTILES)))
         self.layers = nn.Sequential(*layers)
 
+    @classmethod
+    def from_architecture(cls, architecture: dict, n_features: int | None = None) -> SpectralNet:
+        """The network an architecture describes: a card's (which names ``n_features``) or a
+        training config's (the rows give ``n_features``). One reader of the keys for both, so a
+        key added here is read by training and inference alike."""
+        return cls(int(n_features if n_features is not None else architecture["n_features"]),
+                   tuple(architecture["hidden"]), float(architecture.get("dropout", 0.0)),
+                   bool(architecture.get("context_without_reference", False)),
+                   bool(architecture.get("snr_crossings", False)))
+
     @property
     def derives_inputs(self) -> bool:
         """Whether :meth:`expand` changes the inputs (then standardise what it returns)."""

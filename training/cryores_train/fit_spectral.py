@@ -149,10 +149,7 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         train_rows, val_rows = (narrowed_rows(r, config["inputs"], folders) for r in (train_rows, val_rows))
     torch.manual_seed(config["seed"])
     x_train = train_rows["x"].astype(np.float32)
-    architecture = config["architecture"]
-    network = SpectralNet(x_train.shape[1], tuple(architecture["hidden"]), architecture["dropout"],
-                          architecture.get("context_without_reference", False),
-                          architecture.get("snr_crossings", False))
+    network = SpectralNet.from_architecture(config["architecture"], x_train.shape[1])
     mean, std = input_statistics(network, x_train)
     network.feature_mean.copy_(torch.from_numpy(mean))
     network.feature_std.copy_(torch.from_numpy(np.where(std > 1e-3, std, 1.0)))
