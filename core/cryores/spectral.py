@@ -64,7 +64,8 @@ MAX_CONSTANT_SOLVENT = 0.5
 ABSENT = -7.0  # log10 relative power of a band that does not exist (or holds nothing)
 EPS = 1e-7
 N_BANDS = len(BANDS_A)
-N_FEATURES = 3 * N_BANDS + 1
+HAS_REFERENCE = 3 * N_BANDS  # the feature channel that says whether the map has a noise reference (0/1)
+N_FEATURES = HAS_REFERENCE + 1
 N_CONTEXT = 2 * N_BANDS  # the map's median relative power and SNR per band
 N_INPUTS = N_FEATURES + N_CONTEXT  # what a network with context reads per voxel
 N_INPUTS_NEIGHBOURHOOD = N_INPUTS + N_BANDS  # and the gap to the strongest band power nearby
@@ -311,7 +312,7 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
             np.log10(np.divide(np.add(power[j], EPS * scale, out=snr), floor[j], out=snr), out=snr)
     del power
     features[2 * N_BANDS:3 * N_BANDS] = present[:, None, None, None]
-    features[3 * N_BANDS] = float(noise is not None)
+    features[HAS_REFERENCE] = float(noise is not None)
     # over the reference (the automatic mask), as the scale E: a user's tighter mask must not move it
     # (channel by channel: the same medians as one median along an axis, in half the time)
     context = np.array([np.median(channel[grid_reference]) for channel in features[:N_CONTEXT]], np.float32)
@@ -421,7 +422,7 @@ def evidence_floor(features: np.ndarray, edge: float = 0.0) -> np.ndarray:
     relative = features[:N_BANDS]
     snr = features[N_BANDS:2 * N_BANDS]
     present = features[2 * N_BANDS:3 * N_BANDS] > 0.5
-    has_reference = features[3 * N_BANDS] > 0.5
+    has_reference = features[HAS_REFERENCE] > 0.5
     content = _finest(present & (relative >= np.log10(EVIDENCE_RELATIVE)))
     signal = _finest(present & (snr >= np.log10(EVIDENCE_SNR))) / np.float32(RATIO)
     floor = np.where(has_reference, np.maximum(content, signal), content)

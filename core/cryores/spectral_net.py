@@ -18,10 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from .spectral import BANDS_A, N_BANDS, N_CONTEXT, N_FEATURES, RATIO
+from .spectral import BANDS_A, HAS_REFERENCE, N_BANDS, N_CONTEXT, N_FEATURES, RATIO
 
 QUANTILES = (0.05, 0.5, 0.95)
-HAS_REFERENCE = 3 * N_BANDS  # the input column that says whether the map has a noise reference
 CROSSING_SNR = (1.15, 1.33, 2.0, 4.0)  # band power / noise thresholds of snr_crossings (1.33: FSC 0.143)
 
 
