@@ -13,9 +13,25 @@ from cryores.errors import CryoResError
 from cryores.model_card import load_model
 from cryores.predict import predict
 from cryores.spectral import N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD
+from cryores_train.fit import load_config
 from cryores_train.fit_spectral import train
-from cryores_train.rows import build_sample, load_rows, make_sample, sample_parameters, simulate_sample, split_of
-from cryores_train.simulate import V3_RESOLUTION_A, V3_VOXEL_A, draw_parameters_v3, simulate_regional_lowpass
+from cryores_train.rows import (
+    FAMILIES,
+    build_sample,
+    load_rows,
+    make_sample,
+    sample_parameters,
+    simulate_sample,
+    split_of,
+)
+from cryores_train.simulate import (
+    CLIFF_STEP,
+    V3_RESOLUTION_A,
+    V3_VOXEL_A,
+    draw_parameters_v3,
+    quantised_levels,
+    simulate_regional_lowpass,
+)
 from cryores_train.structures import discover
 from cryores_train.structures import load_model as load_structure
 from cryores_train.variants import make_variants
@@ -222,6 +238,23 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
     assert (result.resolution[mask] >= 5.0).all() and (result.resolution[~mask] == 0).all()
 
 
+def test_fit_reads_further_families_rows_named_in_more_rows(tmp_path):
+    """``more_rows`` adds other simulated families' folders (relative to the config's folder's
+    parent, like ``dataset``): the fit trains on all of them and the card names each family."""
+    for family, seed in (("bfactor", 0), ("cliff", 1)):
+        (tmp_path / "rows" / family).mkdir(parents=True)
+        synthetic_rows(tmp_path / "rows" / family, seed=seed, width=N_INPUTS)
+    (tmp_path / "configs").mkdir()
+    config_path = tmp_path / "configs" / "mix.json"
+    config_path.write_text(json.dumps({**tiny_config(tmp_path / "mix", tmp_path / "rows"), "dataset": "rows/bfactor",
+                                       "more_rows": ["rows/cliff"], "output": "mix"}))
+    config = load_config(config_path)
+    assert config["more_rows"] == [str((tmp_path / "rows" / "cliff").resolve())]
+    card = json.loads(train(config, progress=False).read_text())["training"]
+    assert card["rows"] == {"train": 2400, "val": 1200} and card["samples"] == {"train": 8, "val": 4}
+    assert "families 'bfactor' and 'cliff'" in card["data"] and "more_rows" not in card["config"]
+
+
 def test_fit_trains_a_narrower_layout_from_the_first_columns_of_wider_rows(tmp_path):
     rows = tmp_path / "rows"
     rows.mkdir()
@@ -257,6 +290,21 @@ def test_a_sample_is_simulated_from_its_drawn_choices_alone(small_structure):
         np.testing.assert_array_equal(again[key], arrays[key])
     other = simulate_sample({**params, "seed": params["seed"] + 1}, paths)  # the seed is the sample's own
     assert not np.array_equal(other["half1"], arrays["half1"])
+
+
+def test_each_family_draws_its_own_sample_and_simulator(small_structure):
+    """The same structure and index give each family its own seed and simulator: the per-atom
+    cliff family's maps are made rung by rung, and its truth holds only rungs."""
+    sid, paths = small_structure
+    seeds = {family: sample_parameters(sid, 0, 3, family)["seed"] for family in FAMILIES}
+    assert len(set(seeds.values())) == len(FAMILIES)
+    params, arrays = make_sample(sid, paths, 0, 3, "cliff")
+    assert params["rungs"] >= 2 and "cliff_decay" in params
+    truth = arrays["truth"][arrays["mask"] > 0.5]
+    floor = max(V3_RESOLUTION_A[0], 2.2 * params["voxel_size"])
+    np.testing.assert_allclose(quantised_levels(truth, CLIFF_STEP, floor), truth, rtol=1e-5)
+    bfactor = make_sample(sid, paths, 0, 3, "bfactor")[1]["truth"]
+    assert len(np.unique(truth)) < 0.1 * len(np.unique(bfactor[bfactor > 0]))  # rungs, not a smooth field
 
 
 def test_rows_with_non_finite_features_are_refused_by_name(tmp_path):

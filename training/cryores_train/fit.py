@@ -34,15 +34,21 @@ from cryores.unet import UNet3D, count_parameters
 
 
 def load_config(path: Path) -> dict:
-    """Read a JSON training config; relative paths in it are relative to the config's folder's parent."""
+    """Read a JSON training config; relative paths in it (``dataset``, ``more_rows``, ``real_rows``,
+    ``output``) are relative to the config's folder's parent."""
     try:
         config = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise CryoResError(f"config {path}: unreadable ({error})") from None
     base = Path(path).resolve().parent.parent
+    def resolved(value: str) -> str:
+        return str((base / value).resolve()) if not os.path.isabs(value) else value
+
     for key in ("dataset", "output", "real_rows"):
         if key in config:
-            config[key] = str((base / config[key]).resolve()) if not os.path.isabs(config[key]) else config[key]
+            config[key] = resolved(config[key])
+    if "more_rows" in config:  # further simulated families' row folders (cryores-v3)
+        config["more_rows"] = [resolved(folder) for folder in config["more_rows"]]
     return config
 
 

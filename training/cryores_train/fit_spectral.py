@@ -1,10 +1,11 @@
 """Training cryores-v3 (:class:`cryores.spectral_net.SpectralNet`) on rows, resumably.
 
-Rows come from ``cryores-train rows`` (simulated maps; the config's ``dataset``) and, when the
-config names ``real_rows``, from ``cryores-train real-rows`` (real maps cut at X: lower bounds),
-with features exactly as inference computes them. The target is ln(resolution); the loss is the
-pinball loss of the 5/50/95 % quantiles, where rows whose label is only a lower bound (noise
-added, or a real map's cut) cost only when a quantile falls below it.
+Rows come from ``cryores-train rows`` (simulated maps; the config's ``dataset`` and, for further
+families, ``more_rows``) and, when the config names ``real_rows``, from ``cryores-train
+real-rows`` (real maps cut at X: lower bounds), with features exactly as inference computes
+them. The target is ln(resolution); the loss is the pinball loss of the 5/50/95 % quantiles,
+where rows whose label is only a lower bound (noise added, or a real map's cut) cost only when a
+quantile falls below it.
 Rows are weighted so that every 1-Å bin of the label counts the same (without it the rare
 coarse and very fine regions would be biased toward the middle).
 
@@ -128,6 +129,12 @@ def narrowed_rows(rows: dict[str, np.ndarray], layout: str, folders: list[Path])
     return {**rows, "x": rows["x"][:, :width]}
 
 
+def simulated_row_folders(config: dict) -> list[Path]:
+    """The simulated families' row folders a fit reads: ``dataset`` (``rows/bfactor``), then any
+    ``more_rows`` (for example ``rows/cliff``); each folder is named after its family."""
+    return [Path(config["dataset"])] + [Path(folder) for folder in config.get("more_rows", [])]
+
+
 def _train(config: dict, context: distributed.Context, progress: bool, max_steps: int | None) -> Path:
     global_batch = config.get("global_batch_size") or config["batch_size"] * context.world_size
     if global_batch % context.world_size:
@@ -138,7 +145,7 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     if context.is_rank0:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    folders = [Path(config["dataset"])] + ([Path(config["real_rows"])] if config.get("real_rows") else [])
+    folders = simulated_row_folders(config) + ([Path(config["real_rows"])] if config.get("real_rows") else [])
     train_rows, val_rows = load_rows(folders, "train"), load_rows(folders, "val")
     if train_rows["x"].shape[1] != val_rows["x"].shape[1]:
         raise CryoResError(f"rows in {', '.join(map(str, folders))}: {train_rows['x'].shape[1]} inputs in training and "
@@ -243,9 +250,11 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
         "trained_on": {"voxel_size_A": list(V3_VOXEL_A), "resolution_A": list(V3_RESOLUTION_A)},
         "training": {
             "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
-            "config": {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows")},
-            "data": "simulated maps (BM5 + the PDB entries of training/structures/extra and /more, family 'bfactor'), "
-                    "variants raw/deposit/lowpass/noisier/sharp; family 'lowpass' held out"
+            "config": {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows", "more_rows")},
+            "data": "simulated maps (BM5 + the PDB entries of training/structures/extra and /more, famil"
+                    + ("ies " if len(simulated_row_folders(config)) > 1 else "y ")
+                    + " and ".join(f"'{folder.name}'" for folder in simulated_row_folders(config))
+                    + "), variants raw/deposit/lowpass/noisier/sharp; family 'lowpass' held out"
                     + ("; real EMDB maps cut at X as lower bounds (training/real_maps)" if config.get("real_rows")
                        else ""),
             "rows": {"train": int(len(train_rows["y"])), "val": int(len(val_rows["y"]))},

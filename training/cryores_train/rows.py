@@ -25,12 +25,21 @@ from cryores.masking import automatic_mask
 from cryores.resample import linear_resample
 from cryores.spectral import LAYOUTS, compute_features, network_inputs
 
-from .simulate import STEEPNESS, draw_parameters_v3, run_tasks, sample_seed, simulate, simulate_regional_lowpass
+from .simulate import (
+    STEEPNESS,
+    draw_parameters_v3,
+    run_tasks,
+    sample_seed,
+    simulate,
+    simulate_atom_cliff,
+    simulate_regional_lowpass,
+)
 from .structures import discover, load_model
 from .variants import KINDS, make_variants
 
 ROWS_PER_VARIANT = 1500
-FAMILIES = ("bfactor", "lowpass")
+FAMILIES = ("bfactor", "cliff", "lowpass")
+FAMILY_SEED_OFFSET = {"bfactor": 0, "lowpass": 1000, "cliff": 2000}  # each family its own draws
 ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "features")  # what --inputs offers
 
 
@@ -53,6 +62,8 @@ def structures_in_splits(roots: list[Path], splits: tuple[str, ...],
 def simulate_family(model, params: dict, seed: int) -> dict[str, np.ndarray]:
     if params["family"] == "lowpass":
         return simulate_regional_lowpass(model, params, seed)
+    if params["family"] == "cliff":
+        return simulate_atom_cliff(model, params, seed)
     return simulate(model, params, seed)
 
 
@@ -61,7 +72,7 @@ def sample_parameters(structure_id: str, index: int, seed: int, family: str, sha
     """The random choices of one v3 sample (cheap: nothing is simulated), the same for the same
     arguments (the shares: see :func:`~cryores_train.simulate.draw_parameters_v3`; evaluation
     and calibration keep 0)."""
-    own_seed = sample_seed(seed + (1000 if family == "lowpass" else 0), structure_id, index)
+    own_seed = sample_seed(seed + FAMILY_SEED_OFFSET[family], structure_id, index)
     params = draw_parameters_v3(np.random.default_rng(own_seed), family, sharp_share, steep_share)
     params.update(structure_id=structure_id, index=index, seed=own_seed)
     return params

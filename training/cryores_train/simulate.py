@@ -59,6 +59,9 @@ FSC_WINDOW_A = 30.0
 SNR_AT_THRESHOLD = 1.0 / 6.0  # FSC = SNR / (1 + SNR) = 0.143
 MAX_RESOLUTION_A = 12.0
 STEEPNESS = 8.0  # minimum extra B-factor in units of d^2 (see simulate())
+CLIFF_STEP = 1.12  # ratio between the rungs of the per-atom cliff family (simulate_atom_cliff)
+CLIFF_DECAY = (0.0, 4.0)  # its extra B in units of d^2
+CLIFF_NOISE = (2.5, 25.0)  # its noise: this many times below the 2 %-of-atoms SNR-1/6 level (log-uniform)
 MAX_BOX = 256
 FILES = ("map.mrc", "half1.mrc", "half2.mrc", "truth.mrc", "mask.mrc")
 
@@ -103,8 +106,9 @@ def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float
                        steep_share: float = 0.0) -> dict:
     """v3 choices: :data:`RANGES_V3`, a voxel size that suits the core resolution, a family.
 
-    ``family`` is ``"bfactor"`` (per-atom B-factors plus noise, :func:`simulate`) or
-    ``"lowpass"`` (regional low-pass plus noise, :func:`simulate_regional_lowpass`).
+    ``family`` is ``"bfactor"`` (per-atom B-factors plus noise, :func:`simulate`),
+    ``"cliff"`` (per-atom low-pass plus noise, :func:`simulate_atom_cliff`; same designs) or
+    ``"lowpass"`` (regional low-pass plus noise, :func:`simulate_regional_lowpass`; held out).
     ``sharp_share`` of the bfactor samples get the "blocks" design (:func:`blocks_design`, sharp
     boundaries); the rest are split evenly between "patchy" and "radial". The draws are the same
     whatever the share (one uniform number picks the design), so a share of 0 gives the samples
@@ -118,11 +122,14 @@ def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float
     params.update(voxel_size=float(np.exp(rng.uniform(np.log(low), np.log(max(high, low))))),
                   family=family, max_box=V3_MAX_BOX, resolution_clip=list(V3_RESOLUTION_A),
                   field_sigma=float(rng.uniform(10.0, 25.0)), noise_snr=float(rng.uniform(0.4, 3.0)))
-    pick = rng.random()  # bfactor family; lowpass has its own
+    pick = rng.random()  # bfactor and cliff families; lowpass has its own
     params["design"] = ("blocks" if pick < sharp_share else
                         "patchy" if pick < sharp_share + 0.5 * (1.0 - sharp_share) else "radial")
     steep, steepness = rng.random(), float(np.exp(rng.uniform(*np.log(V3_STEEPNESS))))
     params["steepness"] = steepness if steep < steep_share and family == "bfactor" else STEEPNESS
+    if family == "cliff":  # drawn last, so the other families' draws do not depend on it
+        params.update(cliff_decay=float(rng.uniform(*CLIFF_DECAY)),
+                      cliff_noise=float(np.exp(rng.uniform(*np.log(CLIFF_NOISE)))))
     return params
 
 
@@ -331,6 +338,31 @@ def fourier_filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
     return scipy.fft.irfftn(scipy.fft.rfftn(volume) * gain, s=volume.shape).astype(np.float32)
 
 
+def _noise_model(model: AtomModel, envelope: np.ndarray, n: int, voxel: float, gamma: float):
+    """(colour c(k), pure-protein power p(k), wiggles w(k) per rfft coefficient, protein fraction
+    of the box, reference B) of the module docstring, from the model's density at a small B."""
+    k_nyquist = 0.5 / voxel
+
+    def colour(k):
+        return np.exp(gamma * (k / k_nyquist) ** 2)
+
+    b_reference = 10.0 * voxel ** 2
+    reference = _density(model, np.full(len(model.positions), b_reference), n, voxel)
+    shell, power = radial_power(reference, voxel)
+    f_box = float(envelope.mean())
+
+    # The protein spectrum dips near 5-7 Å (between secondary-structure and backbone peaks); with
+    # plain noise the local SNR would dip below 1/6 there first and FSC would cross early. The
+    # noise follows those dips (power / envelope <= 1), so the SNR falls monotonically.
+    envelope_power = np.maximum.accumulate(power[::-1])[::-1]
+
+    def protein_power(k):  # |F|^2 per coefficient of a box full of protein (monotone envelope), 1/Å
+        return np.interp(k * n * voxel, np.arange(len(power)), envelope_power) / f_box
+
+    dips = power[shell] / np.maximum(envelope_power[shell], 1e-30)
+    return colour, protein_power, dips, f_box, b_reference
+
+
 def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]:
     """Make one sample: map, half maps, designed truth (Å, 0 outside the mask) and mask.
 
@@ -348,24 +380,7 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     d_atom = field[at_atoms].astype(np.float64)
     f_atom = np.maximum(fraction[at_atoms].astype(np.float64), 1e-3)
 
-    k_nyquist = 0.5 / voxel
-    gamma = params["noise_colour"]
-
-    def colour(k):
-        return np.exp(gamma * (k / k_nyquist) ** 2)
-
-    b_reference = 10.0 * voxel ** 2
-    reference = _density(model, np.full(len(positions), b_reference), n, voxel)
-    shell, power = radial_power(reference, voxel)
-    f_box = float(envelope.mean())
-
-    # The protein spectrum dips near 5-7 Å (between secondary-structure and backbone peaks); with
-    # plain noise the local SNR would dip below 1/6 there first and FSC would cross early. The
-    # noise follows those dips (power / envelope <= 1), so the SNR falls monotonically.
-    envelope_power = np.maximum.accumulate(power[::-1])[::-1]
-
-    def protein_power(k):  # |F|^2 per coefficient of a box full of protein (monotone envelope), 1/Å
-        return np.interp(k * n * voxel, np.arange(len(power)), envelope_power) / f_box
+    colour, protein_power, dips, f_box, b_reference = _noise_model(model, envelope, n, voxel, params["noise_colour"])
 
     # B = 2 d^2 ln(A / n0) with A = f p(1/d) / (SNR* c(1/d)). B >= S d^2 (S = the steepness,
     # STEEPNESS unless drawn; at 8 the SNR falls >= 10x between 1.4 d and d, so FSC crosses
@@ -376,21 +391,87 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     b_extra = np.maximum(2.0 * d_atom ** 2 * np.log(allowed / n0), 0.0)
     signal = _density(model, b_reference + b_extra, n, voxel)
 
-    k = _frequency(signal.shape, voxel)
-    dips = power[shell] / np.maximum(envelope_power[shell], 1e-30)
-    noise_gain = np.sqrt(n0 * colour(k) * dips / signal.size)
-    halves = [signal + fourier_filter(rng.standard_normal(signal.shape, dtype=np.float32), noise_gain)
-              for _ in range(2)]
-
-    if params["global_b"]:
-        gain = np.exp(-params["global_b"] * k ** 2 / 4.0)
-        halves = [fourier_filter(h, gain) for h in halves]
-        signal = fourier_filter(signal, gain)
-    (*halves, signal), truth = _finish([*halves, signal], mask, field, voxel, params)
     params.update(noise_power=n0, f_box=f_box, b_reference=b_reference,
                   b_extra_percentiles=np.percentile(b_extra, [5, 50, 95]).round(1).tolist(),
                   n_atoms=int(len(positions)))
+    return _noisy_outputs(signal, np.sqrt(n0 * colour(_frequency(signal.shape, voxel)) * dips / signal.size),
+                          mask, field, voxel, params, rng)
+
+
+def _noisy_outputs(signal: np.ndarray, noise_gain: np.ndarray, mask: np.ndarray, field: np.ndarray, voxel: float,
+                   params: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Two half maps (``signal`` plus noise of amplitude ``noise_gain`` per rfft coefficient),
+    the drawn global B on all of them, then :func:`_finish`: the per-atom families' last steps."""
+    halves = [signal + fourier_filter(rng.standard_normal(signal.shape, dtype=np.float32), noise_gain)
+              for _ in range(2)]
+    if params["global_b"]:
+        gain = np.exp(-params["global_b"] * _frequency(signal.shape, voxel) ** 2 / 4.0)
+        halves = [fourier_filter(h, gain) for h in halves]
+        signal = fourier_filter(signal, gain)
+    (*halves, signal), truth = _finish([*halves, signal], mask, field, voxel, params)
     return _outputs(halves, signal, truth, mask)
+
+
+def quantised_levels(field: np.ndarray, step: float, low: float) -> np.ndarray:
+    """``field`` rounded to a geometric ladder of ratio ``step`` (in ln), never below ``low``:
+    the per-atom cliff family filters each rung once, so its labels are the rungs."""
+    rungs = np.exp(np.rint(np.log(field) / math.log(step)) * math.log(step))
+    return np.maximum(rungs, low).astype(np.float32)
+
+
+def simulate_atom_cliff(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]:
+    """The third degradation family (trained on): each atom's own information ends at its d.
+
+    The designed field (the ``bfactor`` family's designs) is rounded to rungs ``CLIFF_STEP``
+    apart; the atoms of each rung are rendered alone with B = 10 voxel² + ``cliff_decay`` d²
+    (0-4: from no fall-off to a gentle one) and low-passed at the rung (gain 1 up to 1/d,
+    raised cosine to 0 at 1.05/d), and the rungs are summed. So the SNR stays high up to d and
+    drops to nothing beyond it, where the ``bfactor`` family's falls smoothly to 1/6 at d: the
+    model must find where the signal ends, not extrapolate its fall-off. Stationary noise of the
+    simulator's colour and wiggles is set ``cliff_noise`` (2.5-25x) below the level where 2 % of
+    atoms would have an SNR under 1/6 at their d, so even those keep an SNR >= 0.4 up to the cliff
+    and the information ends there, not before (with a flat SNR near 1/6, half-map FSC crosses
+    early). Half-map local FSC reads these maps too fine where the SNR is high: its 30 Å window
+    mixes finer atoms' signal in, as on the held-out family; the label is each atom's cliff.
+    Unlike the held-out ``lowpass`` family (a smooth random field, the whole map filtered voxel
+    by voxel), the filtering is per atom and the designs are radial or patchy.
+    """
+    from cryores.local_filter import raised_cosine
+
+    rng = np.random.default_rng(seed)
+    positions, n, voxel = _place(model, params)
+    params.update(box=n, voxel_size=voxel)
+    envelope = molecular_mask(positions, n, voxel)
+    mask = dilate(envelope, (2.0 / voxel,) * 3)
+    fraction = window_fraction(envelope, voxel)
+    low = max(params.get("resolution_clip", (2.0, MAX_RESOLUTION_A))[0], 2.2 * voxel)
+    field = quantised_levels(designed_resolution(model, positions, n, voxel, params, rng), CLIFF_STEP, low)
+    at_atoms = atom_voxels(positions, n, voxel)
+    d_atom = field[at_atoms].astype(np.float64)
+    f_atom = np.maximum(fraction[at_atoms].astype(np.float64), 1e-3)
+    colour, protein_power, dips, f_box, b_reference = _noise_model(model, envelope, n, voxel, params["noise_colour"])
+
+    decay = params["cliff_decay"]
+    k = _frequency((n, n, n), voxel)
+    atoms = list(model.atoms())
+    occupancy = [atom.occ for atom in atoms]
+    signal = np.zeros((n, n, n), np.float32)
+    try:
+        for rung in np.unique(d_atom):
+            chosen = d_atom == rung
+            for atom, on in zip(atoms, chosen):
+                atom.occ = 1.0 if on else 0.0
+            rendered = _density(model, np.full(len(atoms), b_reference + decay * rung ** 2), n, voxel)
+            signal += fourier_filter(rendered, raised_cosine(k, 1.0 / rung, 0.05 / rung))
+    finally:  # the model is cached between samples
+        for atom, occ in zip(atoms, occupancy):
+            atom.occ = occ
+    # SNR at d of an atom: f p(1/d) exp(-decay / 2) / n(1/d) (the rung's B at k = 1/d).
+    allowed = f_atom * protein_power(1.0 / d_atom) * math.exp(-decay / 2.0) / (SNR_AT_THRESHOLD * colour(1.0 / d_atom))
+    n0 = float(np.percentile(allowed, 2)) / params["cliff_noise"]
+    params.update(noise_power=n0, f_box=f_box, b_reference=b_reference, n_atoms=int(len(positions)),
+                  rungs=int(np.unique(d_atom).size))
+    return _noisy_outputs(signal, np.sqrt(n0 * colour(k) * dips / signal.size), mask, field, voxel, params, rng)
 
 
 def _outputs(halves: list[np.ndarray], signal: np.ndarray, truth: np.ndarray,
