@@ -298,6 +298,8 @@ def test_each_family_draws_its_own_sample_and_simulator(small_structure):
     sid, paths = small_structure
     seeds = {family: sample_parameters(sid, 0, 3, family)["seed"] for family in FAMILIES}
     assert len(set(seeds.values())) == len(FAMILIES)
+    with pytest.raises(CryoResError, match="family 'blur': not one of bfactor, cliff, lowpass"):
+        sample_parameters(sid, 0, 3, "blur")
     params, arrays = make_sample(sid, paths, 0, 3, "cliff")
     assert params["rungs"] >= 2 and "cliff_decay" in params
     truth = arrays["truth"][arrays["mask"] > 0.5]
@@ -335,9 +337,9 @@ def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, 
     sid, paths = small_structure
     monkeypatch.setattr(rows_module.np, "savez_compressed", killed)
     with pytest.raises(KeyboardInterrupt):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "x", str(tmp_path), 0.0, 0.0, "context"))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context"))
     monkeypatch.undo()
-    leftovers = list((tmp_path / "x").iterdir())
+    leftovers = list((tmp_path / "bfactor").iterdir())
     assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"half-written"
     for leftover in leftovers:
         leftover.rename(rows / leftover.name)

@@ -72,6 +72,8 @@ def sample_parameters(structure_id: str, index: int, seed: int, family: str, sha
     """The random choices of one v3 sample (cheap: nothing is simulated), the same for the same
     arguments (the shares: see :func:`~cryores_train.simulate.draw_parameters_v3`; evaluation
     and calibration keep 0)."""
+    if family not in FAMILY_SEED_OFFSET:
+        raise CryoResError(f"family {family!r}: not one of {', '.join(FAMILIES)}")
     own_seed = sample_seed(seed + FAMILY_SEED_OFFSET[family], structure_id, index)
     params = draw_parameters_v3(np.random.default_rng(own_seed), family, sharp_share, steep_share)
     params.update(structure_id=structure_id, index=index, seed=own_seed)
