@@ -74,10 +74,10 @@ bench: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) $(OLDEST) $(SCIPION) demo
 
-# The shipped model (cryores-v3), reproducibly; every step resumes if stopped (about 100 min on 2
+# The shipped model (cryores-v3), reproducibly; every step resumes if stopped (about 150 min on 2
 # shared CPU cores): simulated samples of the training and validation structures (BM5 + the PDB
-# entries of training/structures/extra and /more, family "bfactor") -> variants users hold ->
-# spectral feature rows; real EMDB maps cut at X -> lower-bound rows -> SpectralNet -> evaluation
+# entries of training/structures/extra and /more, families "bfactor" and "cliff") -> variants
+# users hold -> spectral feature rows; real EMDB maps cut at X -> lower-bound rows -> SpectralNet -> evaluation
 # on unseen structures, the held-out "lowpass" family and real EMDB maps (none of them a training
 # map) -> install.
 # Samples are seeded per (seed, structure, index), so the rows come out the same; the fit runs on one
@@ -86,6 +86,7 @@ ROWS := training/data/v3/rows
 STRUCTURES := ../shared/data/structures/bm5 training/structures/extra training/structures/more
 model: $(VENV)/.installed
 	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 6 --splits train,val
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family cliff --per-structure 3 --splits train,val
 	$(VENV)/bin/cryores-train real-rows training/real_maps -o $(ROWS)/real --per-map 24
 	OMP_NUM_THREADS=1 $(VENV)/bin/cryores-train fit training/configs/v3.json
 	$(VENV)/bin/cryores-train evaluate-v3 training/configs/v3.json $(STRUCTURES) --docs docs
