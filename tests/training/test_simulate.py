@@ -247,5 +247,5 @@ def test_cliff_family_local_fsc_finds_the_design_at_the_noisiest_draw(complex_1a
     result = local_fsc(sample["half1"], sample["half2"], params["voxel_size"], mask, window=30)
     truth, estimate = sample["truth"][mask], result.resolution[mask]
     ratio = np.log(estimate / truth)  # a 30 Å window's shells are 1/30 Å^-1 apart: judge in ratios
-    assert -0.25 < np.median(ratio) < 0.1 and np.abs(ratio).mean() < 0.3  # finer by up to ~20 %, never coarser
+    assert -0.25 < np.median(ratio) < 0.1 and np.abs(ratio).mean() < 0.3  # finer by up to ~20 %, coarser < 10 %
     assert np.corrcoef(truth, estimate)[0, 1] > 0.5

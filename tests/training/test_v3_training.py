@@ -253,6 +253,9 @@ def test_fit_reads_further_families_rows_named_in_more_rows(tmp_path):
     card = json.loads(train(config, progress=False).read_text())["training"]
     assert card["rows"] == {"train": 2400, "val": 1200} and card["samples"] == {"train": 8, "val": 4}
     assert "families 'bfactor' and 'cliff'" in card["data"] and "more_rows" not in card["config"]
+    config_path.write_text(json.dumps({**tiny_config(tmp_path / "mix", tmp_path / "rows"), "more_rows": "rows/cliff"}))
+    with pytest.raises(CryoResError, match="more_rows must be a list of folders"):
+        load_config(config_path)
 
 
 def test_fit_trains_a_narrower_layout_from_the_first_columns_of_wider_rows(tmp_path):

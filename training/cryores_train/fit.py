@@ -48,6 +48,8 @@ def load_config(path: Path) -> dict:
         if key in config:
             config[key] = resolved(config[key])
     if "more_rows" in config:  # further simulated families' row folders (cryores-v3)
+        if not isinstance(config["more_rows"], list) or not all(isinstance(f, str) for f in config["more_rows"]):
+            raise CryoResError(f"config {path}: more_rows must be a list of folders")
         config["more_rows"] = [resolved(folder) for folder in config["more_rows"]]
     return config
 

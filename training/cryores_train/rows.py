@@ -38,8 +38,8 @@ from .structures import discover, load_model
 from .variants import KINDS, make_variants
 
 ROWS_PER_VARIANT = 1500
-FAMILIES = ("bfactor", "cliff", "lowpass")
-FAMILY_SEED_OFFSET = {"bfactor": 0, "lowpass": 1000, "cliff": 2000}  # each family its own draws
+FAMILY_SEED_OFFSET = {"bfactor": 0, "cliff": 2000, "lowpass": 1000}  # each family its own draws
+FAMILIES = tuple(FAMILY_SEED_OFFSET)
 ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "features")  # what --inputs offers
 
 

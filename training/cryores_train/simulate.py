@@ -363,6 +363,16 @@ def _noise_model(model: AtomModel, envelope: np.ndarray, n: int, voxel: float, g
     return colour, protein_power, dips, f_box, b_reference
 
 
+def _placed_in_box(model: AtomModel, params: dict):
+    """What the per-atom families start from: the atoms placed (:func:`_place`; ``params`` gets the
+    box and voxel size), the molecular envelope, the mask (envelope + 2 Å) and each voxel's
+    protein fraction in a local-FSC window."""
+    positions, n, voxel = _place(model, params)
+    params.update(box=n, voxel_size=voxel)
+    envelope = molecular_mask(positions, n, voxel)
+    return positions, n, voxel, envelope, dilate(envelope, (2.0 / voxel,) * 3), window_fraction(envelope, voxel)
+
+
 def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]:
     """Make one sample: map, half maps, designed truth (Å, 0 outside the mask) and mask.
 
@@ -370,11 +380,7 @@ def simulate(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]
     decided (box, voxel size actually used, noise level, B-factor range).
     """
     rng = np.random.default_rng(seed)
-    positions, n, voxel = _place(model, params)
-    params.update(box=n, voxel_size=voxel)
-    envelope = molecular_mask(positions, n, voxel)
-    mask = dilate(envelope, (2.0 / voxel,) * 3)
-    fraction = window_fraction(envelope, voxel)
+    positions, n, voxel, envelope, mask, fraction = _placed_in_box(model, params)
     field = designed_resolution(model, positions, n, voxel, params, rng)
     at_atoms = atom_voxels(positions, n, voxel)
     d_atom = field[at_atoms].astype(np.float64)
@@ -429,21 +435,20 @@ def simulate_atom_cliff(model: AtomModel, params: dict, seed: int) -> dict[str, 
     drops to nothing beyond it, where the ``bfactor`` family's falls smoothly to 1/6 at d: the
     model must find where the signal ends, not extrapolate its fall-off. Stationary noise of the
     simulator's colour and wiggles is set ``cliff_noise`` (2.5-25x) below the level where 2 % of
-    atoms would have an SNR under 1/6 at their d, so even those keep an SNR >= 0.4 up to the cliff
-    and the information ends there, not before (with a flat SNR near 1/6, half-map FSC crosses
+    atoms would have an SNR under 1/6 at their d, so 98 % of atoms keep an SNR >= 0.4 up to the
+    cliff and the information ends there, not before (with a flat SNR near 1/6, half-map FSC crosses
     early). Half-map local FSC reads these maps too fine where the SNR is high: its 30 Å window
     mixes finer atoms' signal in, as on the held-out family; the label is each atom's cliff.
     Unlike the held-out ``lowpass`` family (a smooth random field, the whole map filtered voxel
-    by voxel), the filtering is per atom and the designs are radial or patchy.
+    by voxel), the filtering is per atom and the designs are radial or patchy (or blocks, with
+    ``sharp_share``). Every atom is drawn at full occupancy in its rung (alternate conformers
+    too, where a file has them; the shipped rows were made so), while the noise level is set
+    from the model's density at its own occupancies.
     """
     from cryores.local_filter import raised_cosine
 
     rng = np.random.default_rng(seed)
-    positions, n, voxel = _place(model, params)
-    params.update(box=n, voxel_size=voxel)
-    envelope = molecular_mask(positions, n, voxel)
-    mask = dilate(envelope, (2.0 / voxel,) * 3)
-    fraction = window_fraction(envelope, voxel)
+    positions, n, voxel, envelope, mask, fraction = _placed_in_box(model, params)
     low = max(params.get("resolution_clip", (2.0, MAX_RESOLUTION_A))[0], 2.2 * voxel)
     field = quantised_levels(designed_resolution(model, positions, n, voxel, params, rng), CLIFF_STEP, low)
     at_atoms = atom_voxels(positions, n, voxel)
@@ -494,7 +499,7 @@ def random_field(n: int, voxel: float, params: dict, rng: np.random.Generator) -
 
 
 def simulate_regional_lowpass(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]:
-    """The second degradation family: information removed region by region, then noise.
+    """The held-out degradation family: information removed region by region, then noise.
 
     The density (small uniform B) is low-passed voxel by voxel at a smooth random field d(x)
     with :func:`cryores.local_filter.filter_map` (nothing beyond d survives), then stationary
