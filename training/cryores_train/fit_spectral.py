@@ -233,6 +233,7 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
     all legs' (None when an older checkpoint did not record it)."""
     scale = calibrate_interval(network, val_rows)
     layout = input_layout(network.n_features, "network")
+    families = [folder.name for folder in simulated_row_folders(config)]  # each folder is named after its family
     card = {
         "name": config["name"],
         "voxel_size": FEATURE_VOXEL_A,
@@ -252,8 +253,7 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
             "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
             "config": {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows", "more_rows")},
             "data": "simulated maps (BM5 + the PDB entries of training/structures/extra and /more, famil"
-                    + ("ies " if len(simulated_row_folders(config)) > 1 else "y ")
-                    + " and ".join(f"'{folder.name}'" for folder in simulated_row_folders(config))
+                    + ("ies " if len(families) > 1 else "y ") + " and ".join(f"'{name}'" for name in families)
                     + "), variants raw/deposit/lowpass/noisier/sharp; family 'lowpass' held out"
                     + ("; real EMDB maps cut at X as lower bounds (training/real_maps)" if config.get("real_rows")
                        else ""),

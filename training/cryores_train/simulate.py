@@ -289,6 +289,13 @@ def blocks_design(positions: np.ndarray, n: int, voxel: float, rng: np.random.Ge
     return levels.astype(np.float32)[nearest]
 
 
+def resolution_bounds(params: dict, voxel: float) -> tuple[float, float]:
+    """(finest, coarsest) designed resolution in Å: the sample's ``resolution_clip`` (default
+    2-12 Å), never finer than 2.2 voxels (a map cannot hold detail near its Nyquist)."""
+    low, high = params.get("resolution_clip", (2.0, MAX_RESOLUTION_A))
+    return max(low, 2.2 * voxel), high
+
+
 def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: float, params: dict,
                         rng: np.random.Generator) -> np.ndarray:
     """The designed local-resolution field d(x) in Å on the whole box, array order (z, y, x)."""
@@ -316,8 +323,7 @@ def designed_resolution(model: AtomModel, positions: np.ndarray, n: int, voxel: 
         sigma = params["bump_sigma"][i]
         distance2 = (x - where[0]) ** 2 + (y - where[1]) ** 2 + (z - where[2]) ** 2
         field = field + params["bump_extra"][i] * np.exp(-0.5 * distance2 / sigma ** 2)
-    low, high = params.get("resolution_clip", (2.0, MAX_RESOLUTION_A))
-    return np.clip(field, max(low, 2.2 * voxel), high).astype(np.float32)
+    return np.clip(field, *resolution_bounds(params, voxel)).astype(np.float32)
 
 
 def _finish(volumes: list[np.ndarray], mask: np.ndarray, field: np.ndarray, voxel: float,
@@ -449,8 +455,8 @@ def simulate_atom_cliff(model: AtomModel, params: dict, seed: int) -> dict[str, 
 
     rng = np.random.default_rng(seed)
     positions, n, voxel, envelope, mask, fraction = _placed_in_box(model, params)
-    low = max(params.get("resolution_clip", (2.0, MAX_RESOLUTION_A))[0], 2.2 * voxel)
-    field = quantised_levels(designed_resolution(model, positions, n, voxel, params, rng), CLIFF_STEP, low)
+    field = quantised_levels(designed_resolution(model, positions, n, voxel, params, rng), CLIFF_STEP,
+                             resolution_bounds(params, voxel)[0])
     at_atoms = atom_voxels(positions, n, voxel)
     d_atom = field[at_atoms].astype(np.float64)
     f_atom = np.maximum(fraction[at_atoms].astype(np.float64), 1e-3)
@@ -494,8 +500,7 @@ def random_field(n: int, voxel: float, params: dict, rng: np.random.Generator) -
                                     mode="wrap")
     ranks = (np.argsort(np.argsort(noise.ravel())) / (noise.size - 1)).reshape(noise.shape).astype(np.float32)
     core, edge = params["core_resolution"], params["periphery_resolution"]
-    low, high = params.get("resolution_clip", (2.0, MAX_RESOLUTION_A))
-    return np.clip(core + (edge - core) * ranks ** 1.5, max(low, 2.2 * voxel), high).astype(np.float32)
+    return np.clip(core + (edge - core) * ranks ** 1.5, *resolution_bounds(params, voxel)).astype(np.float32)
 
 
 def simulate_regional_lowpass(model: AtomModel, params: dict, seed: int) -> dict[str, np.ndarray]:
