@@ -85,9 +85,9 @@ clean:
 ROWS := training/data/v3/rows
 STRUCTURES := ../shared/data/structures/bm5 training/structures/extra training/structures/more
 model: $(VENV)/.installed
-	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 6 --splits train,val
-	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family cliff --per-structure 3 --splits train,val
-	$(VENV)/bin/cryores-train real-rows training/real_maps -o $(ROWS)/real --per-map 24
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 6 --splits train,val --inputs neighbourhood
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family cliff --per-structure 3 --splits train,val --inputs neighbourhood
+	$(VENV)/bin/cryores-train real-rows training/real_maps -o $(ROWS)/real --per-map 24 --inputs neighbourhood
 	OMP_NUM_THREADS=1 $(VENV)/bin/cryores-train fit training/configs/v3.json
 	$(VENV)/bin/cryores-train evaluate-v3 training/configs/v3.json $(STRUCTURES) --docs docs
 	$(VENV)/bin/cryores-train install training/runs/v3/model/default.json

@@ -286,7 +286,7 @@ def write_calibration(card_path: Path, config: dict) -> tuple[float, float]:
                                    "maps (raw and deposited-style, each map weighing the same) with the evidence "
                                    "floor in place; subtracted at inference", "median_log_shift": shift}
     card["uncertainty"] = {"kind": "5-95 % quantiles; interval scaled to hold 90 % of the voxels of whole "
-                                   "validation maps (raw and deposited-style, each map weighing the same)",
+                                   "validation maps (raw and deposited-style, voxels pooled)",
                            "interval_scale": scale}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return scale, shift
@@ -309,16 +309,17 @@ def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
     """(interval scale, median shift) from whole maps of validation structures, the way users get
     predictions (features on the whole map, smoothing, evidence floor, back to the input grid).
     ``maps`` structures (all validation structures if it is absent), ``per_structure`` samples of
-    each, and each sample's raw and deposited-style variants; every map weighs the same
-    (:func:`map_weighted_quantile`).
+    each, and each sample's raw and deposited-style variants; every map weighs the same in the
+    shift (:func:`map_weighted_quantile`), and the interval scale pools the voxels, as its
+    promise is about voxels.
 
     Rows miss what inference adds, above all the evidence floor, which only ever coarsens: on maps
     it binds on many voxels, so the median of ln(predicted / true) measured with the floor in place
     is not the shift that centres the errors once applied under it. The network runs once per
     map (:func:`cryores.spectral_inference.spectral_parts`); the shift s is then solved (bisection)
     so that the (map-weighted) median of ln(max(median / e^s, floor) / true) over the labelled
-    voxels is 0, and the interval scale is the factor that makes +-1.645 sigma hold 90 % of them
-    at that shift.
+    voxels is 0, and the interval scale is the factor that makes +-1.645 sigma hold 90 % of all
+    of them (pooled) at that shift.
     """
     from cryores.masking import mask_from_array
     from cryores.model_card import load_model
@@ -369,4 +370,7 @@ def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
     shift = 0.5 * (below + above)
     sigma = width * np.float32(np.exp(-shift))
     ratio = np.abs(predicted(shift) - label) / np.maximum(Z90 * sigma, 1e-6)
-    return map_weighted_quantile(ratio, sizes, 0.9), float(shift)
+    # the interval's promise is per voxel ("holds 90 % of the voxels"), so its scale is a pooled
+    # quantile; map-weighted (as the shift is) it held 95.1 % of the test split's voxels while
+    # each map's own share averaged 92.7 % (training/README, "neighbourhood input with cliff")
+    return float(np.quantile(ratio, 0.9)), float(shift)
