@@ -401,7 +401,7 @@ def test_calibration_on_whole_maps_centres_the_median_and_sets_90_percent_covera
         label = variant.label[region]
         logs.append(np.log(result.resolution[region]) - np.log(label))
         ratios.append(np.abs(result.resolution[region] - label) / (1.6449 * result.uncertainty[region]))
-    sizes = [len(values) for values in logs]  # each map weighs the same, as in the calibration
+    sizes = [len(values) for values in logs]  # each map weighs the same, as in the calibration's shift
     assert abs(map_weighted_quantile(np.concatenate(logs), sizes, 0.5)) < 0.05
     assert 0.88 <= (np.concatenate(ratios) <= 1.0).mean() <= 0.92  # the scale pools the voxels
 
@@ -421,7 +421,7 @@ def test_calibrate_refuses_a_missing_card_or_a_config_without_calibration(tmp_pa
 
 
 def test_map_weighted_quantile_lets_no_map_outweigh_another():
-    """A large map must not set the calibration: with each map weighing the same, a map of 9000
+    """A large map must not set the calibration's median shift: with each map weighing the same, a map of 9000
     voxels at 10 and one of 1000 at 0 have their median between them, not at the large map's value."""
     from cryores_train.fit_spectral import map_weighted_quantile
 

@@ -11,8 +11,9 @@ coarse and very fine regions would be biased toward the middle).
 
 AdamW, warm-up then cosine decay. A checkpoint (weights, optimiser, step, random states,
 history) is written atomically every ``checkpoint_every`` steps, so a killed run resumes where
-it stopped. At the end the model is exported with a card, and the uncertainty is calibrated
-on the validation rows: the 5-95 % interval is scaled about the median until it holds 90 %.
+it stopped. At the end the model is exported with a card and calibrated on whole validation
+maps (:func:`calibrate_on_maps`): the median shift, and the 5-95 % interval scaled about the
+median so that it holds 90 % of their voxels, pooled.
 
 Under ``torchrun --nproc_per_node N -m cryores_train fit CONFIG`` the network trains in
 DistributedDataParallel (:mod:`cryores_train.distributed`; gloo on CPU, nccl on GPUs). Batch sizes:
@@ -299,7 +300,9 @@ def map_weighted_quantile(values: np.ndarray, map_sizes: list[int], q: float) ->
     Pooled over voxels, a quantile is set by the largest maps: on the 120 validation maps the
     first shipped calibration used, one sample's two maps (1M4X) held 7.5 % of the voxels and only
     29.5 % and 65 % of theirs fell in the interval; pooled, the scale came out 1.12, map-weighted
-    1.07. (``np.quantile`` takes weights from numpy 2.0, which training requires.)
+    1.07. (``np.quantile`` takes weights from numpy 2.0, which training requires.) Used for the
+    median shift; the interval scale is pooled again (:func:`calibrate_on_maps`), as its promise
+    is per voxel, so large maps weigh more there.
     """
     weights = np.concatenate([np.full(n, 1.0 / n) for n in map_sizes])
     return float(np.quantile(values, q, weights=weights, method="inverted_cdf"))
