@@ -83,11 +83,13 @@ clean:
 # Samples are seeded per (seed, structure, index), so the rows come out the same; the fit runs on one
 # thread because float sums in matrix products depend on the thread count, so the weights do too.
 ROWS := training/data/v3/rows
+# one input layout (cryores.spectral.input_layout) for every row folder the fit reads
+INPUTS := neighbourhood
 STRUCTURES := ../shared/data/structures/bm5 training/structures/extra training/structures/more
 model: $(VENV)/.installed
-	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 6 --splits train,val --inputs neighbourhood
-	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family cliff --per-structure 3 --splits train,val --inputs neighbourhood
-	$(VENV)/bin/cryores-train real-rows training/real_maps -o $(ROWS)/real --per-map 24 --inputs neighbourhood
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 6 --splits train,val --inputs $(INPUTS)
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family cliff --per-structure 3 --splits train,val --inputs $(INPUTS)
+	$(VENV)/bin/cryores-train real-rows training/real_maps -o $(ROWS)/real --per-map 24 --inputs $(INPUTS)
 	OMP_NUM_THREADS=1 $(VENV)/bin/cryores-train fit training/configs/v3.json
 	$(VENV)/bin/cryores-train evaluate-v3 training/configs/v3.json $(STRUCTURES) --docs docs
 	$(VENV)/bin/cryores-train install training/runs/v3/model/default.json
