@@ -369,19 +369,54 @@ def test_the_neighbourhood_gap_tells_power_leaked_from_a_better_resolved_neighbo
     assert np.median(gap[fine]) < 0.2
 
 
+def test_the_wide_neighbourhood_sees_detail_beyond_the_near_reach():
+    from scipy import ndimage
+
+    from cryores.spectral import (
+        N_INPUTS_NEIGHBOURHOOD,
+        N_INPUTS_WIDE,
+        WIDE_NEIGHBOURHOOD_A,
+        WIDE_NEIGHBOURHOOD_BIN_A,
+        neighbourhood_gap,
+        network_inputs,
+    )
+
+    # the same detail everywhere, a decade weaker in power inside a slab (z 16-48 Å): the slab's centre
+    # lies 16 Å from the stronger detail, beyond the near reach (8 Å) and within the wide one (16 Å)
+    rng = np.random.default_rng(5)
+    density = ndimage.gaussian_filter(rng.normal(size=(64, 64, 64)).astype(np.float32), 0.5, mode="wrap")
+    slab = ((np.arange(64) >= 16) & (np.arange(64) < 48))[:, None, None]
+    stepped = np.where(slab, 0.3 * density, density).astype(np.float32)
+    features = compute_features(stepped, (1.0, 1.0, 1.0), np.ones(stepped.shape, bool))
+    where = np.arange(features.mask.size)
+    rows = network_inputs(features, where, "wide_neighbourhood")
+    assert rows.shape == (where.size, N_INPUTS_WIDE)
+    np.testing.assert_array_equal(rows[:, :N_INPUTS_NEIGHBOURHOOD], network_inputs(features, where, "neighbourhood"))
+    wide = rows[:, N_INPUTS_NEIGHBOURHOOD:]
+    reach = (WIDE_NEIGHBOURHOOD_A, WIDE_NEIGHBOURHOOD_BIN_A)
+    np.testing.assert_array_equal(wide, neighbourhood_gap(features, where, *reach))
+    near = rows[:, N_INPUTS_NEIGHBOURHOOD - N_BANDS:N_INPUTS_NEIGHBOURHOOD]
+    assert (wide >= near - 1e-6).all()  # the wide reach holds the near one
+    band = BANDS_A.index(2.812)
+    near_gap, wide_gap = (g[:, band].reshape(features.mask.shape) for g in (near, wide))
+    centre, far = 16, np.s_[0:3]  # the slab's centre (32 Å); the stronger side, 10 Å and more from the slab
+    assert np.median(near_gap[centre]) < 0.5 and np.median(wide_gap[centre]) > 1.0
+    assert np.median(near_gap[far]) < 0.15 and np.median(wide_gap[far]) < 0.15
+
+
 def test_input_layouts_are_named_by_their_width():
     from cryores.errors import CryoResError
-    from cryores.spectral import N_INPUTS, N_INPUTS_NEIGHBOURHOOD, input_layout, network_inputs
+    from cryores.spectral import N_INPUTS, N_INPUTS_NEIGHBOURHOOD, N_INPUTS_WIDE, input_layout, network_inputs
 
-    assert [input_layout(n, "m") for n in (N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD)] == \
-        ["features", "context", "neighbourhood"]
+    assert [input_layout(n, "m") for n in (N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD, N_INPUTS_WIDE)] == \
+        ["features", "context", "neighbourhood", "wide_neighbourhood"]
     with pytest.raises(CryoResError, match=f"^m: {N_INPUTS + 1} inputs per voxel; this cryores gives {N_FEATURES}"):
         input_layout(N_INPUTS + 1, "m")
     with pytest.raises(CryoResError, match="input layout 'wide'"):
         network_inputs(None, np.arange(3), "wide")
 
 
-@pytest.mark.parametrize("layout", ["context", "neighbourhood"])
+@pytest.mark.parametrize("layout", ["context", "neighbourhood", "wide_neighbourhood"])
 def test_a_model_with_context_runs_through_predict(tmp_path, molecule, layout):
     from cryores.spectral import LAYOUTS
 

@@ -33,7 +33,9 @@ over the user's mask, which may be a zone of the molecule), so a voxel is
 read against its own map (how it was sharpened, its noise colour) and not against the average
 training map. Models of the ``"neighbourhood"`` layout (:func:`input_layout`) also read, per band,
 the gap between the voxel's power and the strongest within ~8 Å (:func:`neighbourhood_gap`), so
-power that leaked from a better-resolved neighbour is not read as the voxel's own.
+power that leaked from a better-resolved neighbour is not read as the voxel's own; those of the
+``"wide_neighbourhood"`` layout read the gap within ~16 Å too, as far as the coarse bands' windows
+gather power.
 :func:`evidence_floor` gives the finest resolution the evidence allows at each voxel.
 """
 
@@ -69,9 +71,13 @@ N_FEATURES = HAS_REFERENCE + 1
 N_CONTEXT = 2 * N_BANDS  # the map's median relative power and SNR per band
 N_INPUTS = N_FEATURES + N_CONTEXT  # what a network with context reads per voxel
 N_INPUTS_NEIGHBOURHOOD = N_INPUTS + N_BANDS  # and the gap to the strongest band power nearby
-LAYOUTS = {"features": N_FEATURES, "context": N_INPUTS, "neighbourhood": N_INPUTS_NEIGHBOURHOOD}
+N_INPUTS_WIDE = N_INPUTS_NEIGHBOURHOOD + N_BANDS  # and the gap to the strongest within WIDE_NEIGHBOURHOOD_A
+LAYOUTS = {"features": N_FEATURES, "context": N_INPUTS, "neighbourhood": N_INPUTS_NEIGHBOURHOOD,
+           "wide_neighbourhood": N_INPUTS_WIDE}
 NEIGHBOURHOOD_A = 8.0  # reach (Å) of neighbourhood_gap: about the widest fine-band window's 2 sigma
 NEIGHBOURHOOD_BIN_A = 4.0  # its maximum is taken on the feature grid binned to about this (Å)
+WIDE_NEIGHBOURHOOD_A = 16.0  # the second reach: about the coarse bands' window (0.8 x 20 Å)
+WIDE_NEIGHBOURHOOD_BIN_A = 8.0  # binned coarser, so the second maximum costs no more than the first
 EVIDENCE_RELATIVE = 1e-5  # band power below this fraction of E carries no information
 EVIDENCE_SNR = 1.5  # with a noise reference, band power must exceed noise by this factor
 
@@ -322,7 +328,8 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
 def input_layout(width: int, owner: str) -> str:
     """Which inputs a network (or rows) of ``width`` values per voxel reads: ``"features"``
     (N_FEATURES: the first v3 cards), ``"context"`` (N_INPUTS: the map's profile beside them) or
-    ``"neighbourhood"`` (N_INPUTS_NEIGHBOURHOOD: and the :func:`neighbourhood_gap`); any other
+    ``"neighbourhood"`` (N_INPUTS_NEIGHBOURHOOD: and the :func:`neighbourhood_gap`) or
+    ``"wide_neighbourhood"`` (N_INPUTS_WIDE: and the gap within WIDE_NEIGHBOURHOOD_A too); any other
     width is an error naming ``owner``."""
     for layout, n in LAYOUTS.items():
         if width == n:
@@ -331,17 +338,18 @@ def input_layout(width: int, owner: str) -> str:
     raise CryoResError(f"{owner}: {width} inputs per voxel; this cryores gives {widths}")
 
 
-def neighbourhood_gap(features: SpectralFeatures, where: np.ndarray) -> np.ndarray:
+def neighbourhood_gap(features: SpectralFeatures, where: np.ndarray, reach_a: float = NEIGHBOURHOOD_A,
+                      bin_a: float = NEIGHBOURHOOD_BIN_A) -> np.ndarray:
     """(n, N_BANDS) float32 (a transposed view) for the voxels ``where`` (flat indices or a flat boolean over the
-    feature grid): per band, how many decades the strongest power within about NEIGHBOURHOOD_A
+    feature grid): per band, how many decades the strongest power within about ``reach_a`` (Å)
     exceeds the voxel's own (0 where the voxel is the strongest, and in absent bands).
 
     Why: a band's power is averaged in a Gaussian window, so a coarse voxel beside a well-resolved
     one holds fine-band power that leaked from its neighbour. From its own features alone the
     network cannot tell that leak from power of its own; the gap to the neighbourhood can (a leak
     sits well below its source, power of its own does not). For speed the maximum is taken on the
-    feature grid binned to about NEIGHBOURHOOD_BIN_A (blocks of whole voxels, so the reach is
-    NEIGHBOURHOOD_A plus up to one block) and read only at ``where``.
+    feature grid binned to about ``bin_a`` (blocks of whole voxels, so the reach is ``reach_a`` plus
+    up to one block) and read only at ``where``.
     """
     relative = features.features[:N_BANDS]
     grid = relative.shape[1:]
@@ -351,8 +359,8 @@ def neighbourhood_gap(features: SpectralFeatures, where: np.ndarray) -> np.ndarr
     if bands.size == 0 or index.size == 0:
         return gap.T
     voxel = max(features.voxel_size)
-    factor = max(1, int(NEIGHBOURHOOD_BIN_A // voxel))
-    reach = int(np.ceil(NEIGHBOURHOOD_A / (factor * voxel)))
+    factor = max(1, int(bin_a // voxel))
+    reach = int(np.ceil(reach_a / (factor * voxel)))
     block = tuple(i // factor for i in np.unravel_index(index, grid))
     # only the blocks within reach of a wanted one: the same values as on the whole grid, since
     # blocks stay aligned to the grid and every window the filter reads lies inside the crop
@@ -391,8 +399,9 @@ def _block_maximum(values: np.ndarray, factor: int) -> np.ndarray:
 def network_inputs(features: SpectralFeatures, where: np.ndarray, layout: str = "context") -> np.ndarray:
     """(n, width) float32 rows for the voxels ``where`` (flat indices or a flat boolean over the
     feature grid) in the given :func:`input_layout`: each voxel's features; then, unless the layout
-    is ``"features"``, the map's context; then, for ``"neighbourhood"``, the voxel's
-    :func:`neighbourhood_gap`.
+    is ``"features"``, the map's context; then, for ``"neighbourhood"`` and ``"wide_neighbourhood"``,
+    the voxel's :func:`neighbourhood_gap`; then, for ``"wide_neighbourhood"``, the gap within
+    WIDE_NEIGHBOURHOOD_A, where the coarse bands' wide windows gather power from further away.
 
     Training rows and inference both build their inputs here, so they cannot drift apart.
     """
@@ -401,8 +410,10 @@ def network_inputs(features: SpectralFeatures, where: np.ndarray, layout: str = 
     parts = [features.features.reshape(N_FEATURES, -1)[:, where].T]
     if layout != "features":
         parts.append(np.broadcast_to(features.context, (parts[0].shape[0], N_CONTEXT)))
-    if layout == "neighbourhood":
+    if layout in ("neighbourhood", "wide_neighbourhood"):
         parts.append(neighbourhood_gap(features, where))
+    if layout == "wide_neighbourhood":
+        parts.append(neighbourhood_gap(features, where, WIDE_NEIGHBOURHOOD_A, WIDE_NEIGHBOURHOOD_BIN_A))
     return np.concatenate(parts, axis=1, dtype=np.float32)
 
 

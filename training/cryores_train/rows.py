@@ -217,8 +217,8 @@ def register(subparsers) -> None:
                    help="share of bfactor samples whose SNR fall-off steepness is drawn from "
                         "simulate.V3_STEEPNESS instead of the fixed default (default 0)")
     p.add_argument("--inputs", choices=ROW_LAYOUTS, default="context",
-                   help="network inputs per row: features and the map's context (default), or also the "
-                        "neighbourhood gap (cryores.spectral.input_layout)")
+                   help="network inputs per row: features and the map's context (default), also the "
+                        "neighbourhood gap, or also the gap within a wider reach (cryores.spectral.input_layout)")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
