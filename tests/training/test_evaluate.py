@@ -60,3 +60,23 @@ def test_interval_coverage_is_given_pooled_over_voxels_and_map_by_map():
     # the small map 7.5 % off, outside a narrow interval (half-width 0.49 Å): not counted as an offset
     narrow = interval_coverage(truth, [np.full(900, 5.5), np.full(100, 8.6)], [np.full(900, 1.0), np.full(100, 0.3)])
     assert narrow["coverage_90_per_map"]["under_80"] == 1 and narrow["coverage_90_per_map"]["offset_10"] == 0
+
+
+def test_map_offsets_split_a_whole_map_scale_from_the_error_inside_maps():
+    """A map read 20 % too coarse everywhere has offset ln 1.2 and no error once that is removed;
+    a map read right on average but scattered keeps its scatter; the summary carries both."""
+    from cryores_train.evaluate_v3 import Collector, map_offsets
+
+    truth = [np.linspace(4.0, 8.0, 101), np.linspace(4.0, 8.0, 101)]
+    scattered = truth[1] * np.where(np.arange(101) % 2 == 0, 1.1, 1 / 1.1)
+    scattered[50] = truth[1][50]  # the median ratio stays exactly 1
+    result = map_offsets(truth, [1.2 * truth[0], scattered])
+    assert result["offset_rms"] == pytest.approx(np.sqrt(0.5) * np.log(1.2), rel=1e-4)
+    inside = np.abs(scattered - truth[1]).sum() / 202
+    assert result["mae_without_offset"] == pytest.approx(inside, rel=1e-4)
+    plain = np.abs(np.concatenate([1.2 * truth[0], scattered]) - np.concatenate(truth)).mean()
+    assert result["mae_without_offset"] < plain
+    collector = Collector()
+    collector.add(truth[0], 1.2 * truth[0], 0.1)
+    summary = collector.summary()
+    assert summary["offset_rms"] == pytest.approx(np.log(1.2), rel=1e-4) and summary["mae_without_offset"] < 1e-5

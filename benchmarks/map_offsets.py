@@ -1,0 +1,99 @@
+"""How much of the error is a whole-map scale: cards side by side, their ensemble, and local FSC.
+
+For each card and each validation structure (never the test split; seed 7, index 0, which no
+training row uses), both families (``bfactor`` trained on, ``lowpass`` held out), raw and
+deposited-style maps, mask given, this prints per family and kind of map:
+
+* each card's MAE, the RMS of its whole-map offsets (median ln(estimate / truth) per map) and
+  its MAE once each map's offset is removed (an oracle: it uses the truth;
+  ``cryores_train.evaluate_v3.map_offsets``);
+* the geometric mean of all the cards' readings (an ensemble of the fits), scored the same way;
+* how alike the cards' offsets are (Pearson over maps, each card against the first). Offsets
+  that agree between independent fits belong to the maps, not to one fit, so more fits or a
+  larger ensemble will not remove them;
+* on raw maps, half-map local FSC: its offset RMS about its own mean offset (its scatter from
+  map to map once its constant bias is taken away) and the Pearson of its offsets with the
+  first card's.
+
+Every card reads the same maps in one run, so the columns compare.
+
+Usage: python benchmarks/map_offsets.py CARD [CARD ...] [--structures 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+import cryores
+from cryores.localfsc import local_fsc
+from cryores.model_card import load_model
+from cryores_train.evaluate_v3 import card_labels, map_offsets
+from cryores_train.rows import FAMILIES, make_sample, structures_in_splits
+from cryores_train.variants import make_variants
+
+ROOT = Path(__file__).resolve().parents[1]
+STRUCTURES = [ROOT.parent / "shared/data/structures/bm5", ROOT / "training/structures/extra",
+              ROOT / "training/structures/more"]
+
+
+def offsets_of(truths: list[np.ndarray], estimates: list[np.ndarray]) -> np.ndarray:
+    """Each map's median ln(estimate / truth)."""
+    return np.array([np.median(np.log(np.maximum(e, 1e-6) / t)) for t, e in zip(truths, estimates)])
+
+
+def line(name: str, truths: list[np.ndarray], estimates: list[np.ndarray]) -> str:
+    error = np.abs(np.concatenate(estimates) - np.concatenate(truths)).mean()
+    split = map_offsets(truths, estimates)
+    return (f"  {name}: MAE {error:.3f}, offset RMS {split['offset_rms']:.3f}, "
+            f"without offset {split['mae_without_offset']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cards", type=Path, nargs="+")
+    parser.add_argument("--structures", type=int, default=20)
+    args = parser.parse_args()
+    groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
+    models = [load_model(card) for card in args.cards]
+    labels = card_labels(args.cards)
+    # (family, kind) -> truths, per-card estimates, local FSC estimates (raw only)
+    maps: dict[tuple[str, str], dict] = {}
+    for sid in ids:
+        for family in FAMILIES:
+            params, arrays = make_sample(sid, groups[sid], 0, 7, family)
+            voxel = float(params["voxel_size"])
+            rng = np.random.default_rng(params["seed"] + 5)
+            for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]:
+                region = variant.label > 0
+                entry = maps.setdefault((family, variant.kind), {"truth": [], "cards": [[] for _ in models],
+                                                                 "fsc": []})
+                entry["truth"].append(variant.label[region])
+                for c, model in enumerate(models):
+                    entry["cards"][c].append(cryores.predict(variant.density, voxel, region, model=model)
+                                             .resolution[region])
+                if variant.kind == "raw":
+                    entry["fsc"].append(local_fsc(arrays["half1"], arrays["half2"], voxel, region).resolution[region])
+    print(f"{len(ids)} validation structures, seed 7 index 0, mask given")
+    for (family, kind), entry in sorted(maps.items()):
+        truths = entry["truth"]
+        print(f"{family}, {kind} ({len(truths)} maps)")
+        for c, estimates in enumerate(entry["cards"]):
+            print(line(labels[c], truths, estimates))
+        if len(models) > 1:
+            ensemble = [np.exp(np.mean(np.log(np.stack(per_map)), axis=0)) for per_map in zip(*entry["cards"])]
+            print(line(f"geometric mean of the {len(models)} cards", truths, ensemble))
+            first = offsets_of(truths, entry["cards"][0])
+            alike = [np.corrcoef(first, offsets_of(truths, e))[0, 1] for e in entry["cards"][1:]]
+            print("  offsets' Pearson with the first card's: " + ", ".join(f"{r:.2f}" for r in alike))
+        if entry["fsc"]:
+            fsc = offsets_of(truths, entry["fsc"])
+            first = offsets_of(truths, entry["cards"][0])
+            print(f"  local FSC (half maps): mean offset {fsc.mean():+.3f}, RMS about it {fsc.std():.3f}, "
+                  f"Pearson with the first card's offsets {np.corrcoef(fsc, first)[0, 1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
