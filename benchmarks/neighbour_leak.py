@@ -25,8 +25,7 @@ from scipy import ndimage
 import cryores
 from cryores.model_card import load_model
 from cryores_train.evaluate_v3 import card_labels
-from cryores_train.rows import FAMILIES, make_sample, structures_in_splits
-from cryores_train.variants import make_variants
+from cryores_train.rows import FAMILIES, scored_maps, structures_in_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 STRUCTURES = [ROOT.parent / "shared/data/structures/bm5", ROOT / "training/structures/extra",
@@ -55,10 +54,8 @@ def main() -> None:
     pooled = {(c, f): [] for c in range(len(models)) for f in FAMILIES}
     for sid in ids:
         for family in FAMILIES:
-            params, arrays = make_sample(sid, groups[sid], 0, 7, family)
-            voxel = float(params["voxel_size"])
-            rng = np.random.default_rng(params["seed"] + 5)
-            for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]:
+            _, _, voxel, variants = scored_maps(sid, groups[sid], family, 0, 7)
+            for variant in variants:
                 region = variant.label > 0
                 gap = finest_neighbour_gap(variant.label, voxel)[region]
                 for c, model in enumerate(models):

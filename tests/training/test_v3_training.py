@@ -295,6 +295,21 @@ def test_a_sample_is_simulated_from_its_drawn_choices_alone(small_structure):
     assert not np.array_equal(other["half1"], arrays["half1"])
 
 
+def test_scored_maps_are_the_raw_map_and_one_deposit_drawn_from_the_sample_and_salt(small_structure):
+    """The evaluation, the calibration and the benchmarks score these maps: the raw map as
+    simulated, then a deposited-style variant whose draws depend on the sample's seed and the salt."""
+    from cryores_train.rows import scored_maps
+
+    sid, paths = small_structure
+    params, arrays, voxel, variants = scored_maps(sid, paths, "bfactor", 0, 3)
+    assert voxel == params["voxel_size"] and [v.kind for v in variants] == ["raw", "deposit"]
+    np.testing.assert_array_equal(variants[0].density, arrays["map"])
+    again = scored_maps(sid, paths, "bfactor", 0, 3)[3]
+    np.testing.assert_array_equal(again[1].density, variants[1].density)
+    other_salt = scored_maps(sid, paths, "bfactor", 0, 3, salt=4)[3]
+    assert not np.array_equal(other_salt[1].density, variants[1].density)
+
+
 def test_each_family_draws_its_own_sample_and_simulator(small_structure):
     """The same structure and index give each family its own seed and simulator: the per-atom
     cliff family's maps are made rung by rung, and its truth holds only rungs."""

@@ -40,8 +40,7 @@ from cryores.spectral_inference import Z90
 from .fit import load_config, model_card_path
 from .real_rows import cut
 from .resmap import resmap_local_resolution
-from .rows import make_sample, structures_in_splits
-from .variants import make_variants
+from .rows import scored_maps, structures_in_splits
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_MAPS = ROOT.parent / "shared" / "data" / "maps"
@@ -148,10 +147,7 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
         methods = {"cryores": Collector(), "resmap_single": Collector(), "local_fsc": Collector(),
                    "cryores_raw": Collector(), "constant_median": Collector()}
         for n, sid in enumerate(ids):
-            params, arrays = make_sample(sid, groups[sid], 0, seed + 7, family)
-            voxel = float(params["voxel_size"])
-            rng = np.random.default_rng(params["seed"] + 5)
-            variants = make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]
+            _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, seed + 7)
             for variant in variants:  # raw and deposit
                 region = variant.label > 0
                 started = time.perf_counter()

@@ -329,8 +329,7 @@ def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
     from cryores.resample import linear_resample
     from cryores.spectral_inference import spectral_parts
 
-    from .rows import make_sample, structures_in_splits
-    from .variants import make_variants
+    from .rows import scored_maps, structures_in_splits
 
     model = load_model(card_path)
     calibration = config["calibration"]
@@ -339,10 +338,8 @@ def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
                                        calibration.get("maps"))
     medians, floors, widths, labels, nyquists = [], [], [], [], []
     for sid, index in [(sid, i) for i in range(int(calibration.get("per_structure", 1))) for sid in ids]:
-        params, arrays = make_sample(sid, groups[sid], index, config["seed"], "bfactor")
-        voxel = float(params["voxel_size"])
-        rng = np.random.default_rng(params["seed"] + 3)
-        for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]:
+        _, _, voxel, variants = scored_maps(sid, groups[sid], "bfactor", index, config["seed"], salt=3)
+        for variant in variants:
             region = variant.label > 0
             parts = spectral_parts(variant.density, (voxel,) * 3, mask_from_array(region, region.shape), model,
                                    torch.device("cpu"))

@@ -94,6 +94,21 @@ def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, fam
     return params, simulate_sample(params, paths)
 
 
+def scored_maps(structure_id: str, paths: list[Path], family: str, index: int, seed: int,
+                salt: int = 5) -> tuple[dict, dict, float, list]:
+    """(params, arrays, voxel size, [raw, deposited-style variant]) of one sample: the maps the
+    evaluation, the calibration and the benchmarks score a model on, mask given.
+
+    ``salt`` offsets the variants' generator from the sample's seed; one function, so every
+    caller that names the same (sample, salt) scores the same two maps.
+    """
+    params, arrays = make_sample(structure_id, paths, index, seed, family)
+    voxel = float(params["voxel_size"])
+    rng = np.random.default_rng(params["seed"] + salt)
+    variants = make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng)[:2]
+    return params, arrays, voxel, variants
+
+
 def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask: np.ndarray, rows: int,
                  rng: np.random.Generator, layout: str = "context") -> tuple[np.ndarray, np.ndarray]:
     """(network inputs (n, width) float16 in ``layout`` (:func:`cryores.spectral.input_layout`;
