@@ -29,13 +29,8 @@ import numpy as np
 
 import cryores
 from cryores.localfsc import local_fsc
-from cryores.model_card import load_model
-from cryores_train.evaluate_v3 import card_labels, map_offsets
-from cryores_train.rows import FAMILIES, scored_maps, structures_in_splits
-
-ROOT = Path(__file__).resolve().parents[1]
-STRUCTURES = [ROOT.parent / "shared/data/structures/bm5", ROOT / "training/structures/extra",
-              ROOT / "training/structures/more"]
+from cryores_train.evaluate_v3 import map_offsets, validation_side_by_side
+from cryores_train.rows import FAMILIES, scored_maps
 
 
 def offsets_of(truths: list[np.ndarray], estimates: list[np.ndarray]) -> np.ndarray:
@@ -55,9 +50,7 @@ def main() -> None:
     parser.add_argument("cards", type=Path, nargs="+")
     parser.add_argument("--structures", type=int, default=20)
     args = parser.parse_args()
-    groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
-    models = [load_model(card) for card in args.cards]
-    labels = card_labels(args.cards)
+    groups, ids, models, labels = validation_side_by_side(args.cards, args.structures)
     # (family, kind) -> truths, per-card estimates, local FSC estimates (raw only)
     maps: dict[tuple[str, str], dict] = {}
     for sid in ids:

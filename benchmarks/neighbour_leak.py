@@ -23,13 +23,9 @@ import numpy as np
 from scipy import ndimage
 
 import cryores
-from cryores.model_card import load_model
-from cryores_train.evaluate_v3 import card_labels
-from cryores_train.rows import FAMILIES, scored_maps, structures_in_splits
+from cryores_train.evaluate_v3 import validation_side_by_side
+from cryores_train.rows import FAMILIES, scored_maps
 
-ROOT = Path(__file__).resolve().parents[1]
-STRUCTURES = [ROOT.parent / "shared/data/structures/bm5", ROOT / "training/structures/extra",
-              ROOT / "training/structures/more"]
 GAPS = ((0.0, 1.0), (1.0, 3.0), (3.0, 6.0))
 COARSE = ((8.0, 10.0), (12.0, 14.0))
 NEIGHBOURHOOD_A = 8.0
@@ -47,9 +43,7 @@ def main() -> None:
     parser.add_argument("cards", type=Path, nargs="+")
     parser.add_argument("--structures", type=int, default=20)
     args = parser.parse_args()
-    groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
-    models = [load_model(card) for card in args.cards]
-    labels = card_labels(args.cards)
+    groups, ids, models, labels = validation_side_by_side(args.cards, args.structures)
     # per card, family: lists of (truth, estimate, gap) arrays
     pooled = {(c, f): [] for c in range(len(models)) for f in FAMILIES}
     for sid in ids:

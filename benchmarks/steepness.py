@@ -23,14 +23,9 @@ from pathlib import Path
 import numpy as np
 
 import cryores
-from cryores.model_card import load_model
-from cryores_train.evaluate_v3 import card_labels
-from cryores_train.rows import sample_parameters, simulate_sample, structures_in_splits
+from cryores_train.evaluate_v3 import validation_side_by_side
+from cryores_train.rows import sample_parameters, simulate_sample
 from cryores_train.variants import make_variants
-
-ROOT = Path(__file__).resolve().parents[1]
-STRUCTURES = [ROOT.parent / "shared/data/structures/bm5", ROOT / "training/structures/extra",
-              ROOT / "training/structures/more"]
 
 
 def main() -> None:
@@ -39,9 +34,7 @@ def main() -> None:
     parser.add_argument("--structures", type=int, default=12)
     parser.add_argument("--steepness", default="5,8,12,20", help="comma-separated S values")
     args = parser.parse_args()
-    groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
-    models = [load_model(card) for card in args.cards]
-    labels = card_labels(args.cards)
+    groups, ids, models, labels = validation_side_by_side(args.cards, args.structures)
     print(f"{len(ids)} validation structures, seed 7 index 0, mask given; offset = median estimate - median truth")
     print("card | S | kind | maps | MAE | mean offset | mean |offset|")
     for steepness in (float(s) for s in args.steepness.split(",")):

@@ -80,3 +80,15 @@ def test_map_offsets_split_a_whole_map_scale_from_the_error_inside_maps():
     collector.add(truth[0], 1.2 * truth[0], 0.1)
     summary = collector.summary()
     assert summary["offset_rms"] == pytest.approx(np.log(1.2), rel=1e-4) and summary["mae_without_offset"] < 1e-5
+
+
+def test_benchmarks_compare_cards_on_validation_structures_only(tmp_path, shared):
+    from cryores_train.evaluate_v3 import STRUCTURES, validation_side_by_side
+    from cryores_train.rows import split_of
+
+    assert STRUCTURES[0] == shared / "data" / "structures" / "bm5"
+    cards = [make_random_model(tmp_path / name, seed=i) for i, name in enumerate(("a", "b"))]
+    groups, ids, models, labels = validation_side_by_side(cards, 3)
+    assert len(ids) == 3 and all(split_of(sid) == "val" and sid in groups for sid in ids)
+    assert [m.card["name"] for m in models] == ["random-test-0", "random-test-1"]
+    assert len(set(labels)) == 2

@@ -58,12 +58,23 @@ REAL_MAPS = [
     ("EMD-5168 segment", REAL / "emd_5168_monomer_segment.mrc", None, None),
     ("betaGal (NGL)", REAL / "ngl_betaGal.mrc.gz", None, REAL / "ngl_betaGal_localResolution.mrc.gz"),
 ]
+# the structure folders `make model` reads (the Makefile's STRUCTURES), for the benchmarks
+STRUCTURES = [ROOT.parent / "shared" / "data" / "structures" / "bm5", ROOT / "training" / "structures" / "extra",
+              ROOT / "training" / "structures" / "more"]
 LOWPASS_A = (6.0, 9.0, 12.0)
 BIN_EDGES = (2, 4, 6, 8, 10, 12, 14)
 # A map whose true resolution varies less than this (95th / 5th percentile over its mask) has no
 # order to recover: its Pearson measures noise. Deposited-style variants, low-passed at their
 # global resolution, are often like that (label max(d, X_g)). One feature band (cryores.spectral.RATIO).
 VARIED_SPREAD = 1.25
+
+
+def validation_side_by_side(cards: list[Path], limit: int | None) -> tuple[dict, list[str], list, list[str]]:
+    """(structure folders by id, the first ``limit`` validation structure ids, the cards loaded,
+    their :func:`card_labels`): what a benchmark that compares cards on validation maps starts
+    from. Validation structures only, so benchmarks never look at the test split."""
+    groups, ids = structures_in_splits(STRUCTURES, ("val",), limit)
+    return groups, ids, [load_model(card) for card in cards], card_labels(cards)
 
 
 def card_labels(cards: list[Path]) -> list[str]:
