@@ -127,3 +127,41 @@ def test_a_batch_row_carries_the_cautions_into_the_summary_csv(tmp_path):
     # a rerun skips the finished maps and reads their cautions back, as the summary is rewritten
     again = predict_one(str(coarse), str(tmp_path / "coarse_locres.mrc"), BatchOptions(torch_threads=1))
     assert again.status == "skipped" and again.cautions == rows[0].cautions
+
+
+def test_a_map_without_a_noise_reference_is_cautioned_whatever_the_card():
+    from cryores.cautions import NO_REFERENCE
+
+    resolution, mask = readings(0.0)
+    assert prediction_cautions(resolution, mask, (2.0,) * 3, {}, noise_reference=False) == (NO_REFERENCE,)
+    assert prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=False) == (NO_REFERENCE,)
+    for said in (True, None):  # a reference, or a model that reads none
+        assert prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=said) == ()
+
+
+@installed
+def test_a_flattened_map_is_read_without_a_noise_reference_and_a_batch_rerun_says_so_again(tmp_path):
+    """Noise in the solvent: a reference and no caution. The same map with its solvent set to one
+    value: no reference, a caution, and the output's header label keeps that for a batch rerun."""
+    import mrcfile
+
+    from cryores import predict
+    from cryores.batch import BatchOptions, predict_one
+    from cryores.cautions import NO_REFERENCE
+    from cryores.masking import automatic_mask
+
+    density = synthetic_map((64, 64, 64), n_atoms=400, noise=0.05)
+    noisy = predict(density, 1.5)
+    assert noisy.noise_reference is True and NO_REFERENCE not in noisy.cautions
+    flattened = np.where(automatic_mask(density, (1.5,) * 3), density, 0.0).astype(np.float32)
+    flat = predict(flattened, 1.5)
+    assert flat.noise_reference is False and NO_REFERENCE in flat.cautions
+    path = write_mrc(tmp_path / "flat.mrc", flattened, voxel_size=1.5)
+    out = tmp_path / "flat_locres.mrc"
+    first = predict_one(str(path), str(out), BatchOptions(torch_threads=1))
+    assert first.status == "done" and NO_REFERENCE in first.cautions
+    with mrcfile.open(out) as mrc:
+        labels = [bytes(label).decode().strip("\x00 ") for label in mrc.header.label[: int(mrc.header.nlabl)]]
+    assert any(label.endswith(", no noise reference") for label in labels)
+    again = predict_one(str(path), str(out), BatchOptions(torch_threads=1))
+    assert again.status == "skipped" and again.cautions == first.cautions

@@ -36,12 +36,12 @@ import numpy as np
 from .cautions import prediction_cautions
 from .errors import CryoResError
 from .model_card import LoadedModel, load_model
-from .predict import default_output_path, predict_file
+from .predict import NO_REFERENCE_LABEL, default_output_path, predict_file
 from .summary import summarise
 
 SUMMARY_NAME = "cryores_batch.csv"
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED, STATUS_NOT_RUN = "done", "skipped", "failed", "not run"
-_MODEL_LABEL = re.compile(r"cryores local resolution.*model (\S+)")
+_MODEL_LABEL = re.compile(r"cryores local resolution.*model ([^\s,]+)")
 
 
 @dataclass
@@ -257,7 +257,9 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
     row.median, row.p5, row.p95 = summary.median, summary.p5, summary.p95
     row.mask_fraction = summary.mask_fraction
     row.voxel_size = _voxel_text(result.voxel_size)
-    row.cautions = "; ".join(prediction_cautions(result.data, inside, result.voxel_size, card))  # as when made
+    no_reference = any(_MODEL_LABEL.search(label) and NO_REFERENCE_LABEL in label for label in labels)
+    row.cautions = "; ".join(prediction_cautions(result.data, inside, result.voxel_size, card,  # as when made
+                                                 False if no_reference else None))
     return row
 
 

@@ -4,12 +4,14 @@ A model reads maps like those it learned from; outside that range its numbers ar
 extrapolations. Real 4-6 Å/px maps, for instance, read at the 30 Å ceiling with models that
 differed from the shipped one only in their training rows (``training/README.md``), and
 regions coarser than the coarsest training label can only be read as "about that or coarser".
-The prediction is still written: these are said beside it (one line each on the command line,
-:attr:`Prediction.cautions` in Python, a column of the batch summary), never raised as errors.
+A v3 model also says when a map had no noise reference, where its absolute values are least
+certain. The prediction is still written: these are said beside it (one line each on the
+command line, :attr:`Prediction.cautions` in Python, a column of the batch summary), never
+raised as errors.
 
 The ranges come from the model card's ``trained_on`` block (written by the fit and checked by
 :mod:`cryores.model_card` when the card loads); a card without it (older or test models) gives
-no cautions.
+no range cautions.
 """
 
 from __future__ import annotations
@@ -36,22 +38,30 @@ def _voxel_text(voxel_size: tuple[float, float, float]) -> str:
     return " x ".join(f"{v:.3g}" for v in voxel_size)
 
 
+NO_REFERENCE = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read without a "
+                "noise reference: the map as a whole may read too fine or too coarse; compare regions within it "
+                "rather than its absolute values with other maps")
+
+
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
-                        card: dict) -> tuple[str, ...]:
+                        card: dict, noise_reference: bool | None = None) -> tuple[str, ...]:
     """Plain-language cautions for ``resolution`` (Å, on the map's grid) over ``mask``, read by
     the model of ``card`` from a map of ``voxel_size`` (Å per axis):
 
+    * the map had no noise reference (``noise_reference`` False; None: the model uses none):
+      the v3 model's largest errors are whole maps read too fine or too coarse, and most of
+      them are on such maps (``docs/evaluation.md``, maps with and without a noise reference);
     * a voxel size outside the trained range (any axis, beyond :data:`TOLERANCE`);
     * at least :data:`SHARE` of the mask reading coarser than the coarsest trained resolution
       (unless Nyquist itself is coarser: then the clip, not the model, sets those values, and
       the voxel-size caution has said why);
     * at least :data:`SHARE` of the mask reading finer than the finest trained resolution.
     """
+    cautions = [NO_REFERENCE] if noise_reference is False else []
     ranges = trained_ranges(card)
     if ranges is None:
-        return ()
+        return tuple(cautions)
     (voxel_low, voxel_high), (finest, coarsest) = ranges
-    cautions = []
     if max(voxel_size) > voxel_high * (1 + TOLERANCE) or min(voxel_size) < voxel_low * (1 - TOLERANCE):
         cautions.append(f"voxel size {_voxel_text(voxel_size)} Å/px is outside the {voxel_low:g}–{voxel_high:g} Å/px "
                         "the model was trained on: its values are extrapolated, read them with care")

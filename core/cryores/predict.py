@@ -42,7 +42,10 @@ class Prediction:
     resolution: Å inside ``mask``, 0 outside. uncertainty: Monte-Carlo dropout standard
     deviation in Å (None without samples). summary: median and 5-95 % range inside the mask.
     cautions: plain-language lines on where the map or the reading lies beyond what the model was
-    trained on (:mod:`cryores.cautions`); empty when nothing is.
+    trained on, or where its absolute values are less certain (:mod:`cryores.cautions`); empty
+    when nothing is. noise_reference: whether the map's solvent held noise for a v3 model to read
+    the map against (False for masked, flattened or zoned maps); None for models that do not
+    use one.
     """
 
     resolution: np.ndarray
@@ -52,6 +55,7 @@ class Prediction:
     model_name: str
     voxel_size: tuple[float, float, float]
     cautions: tuple[str, ...] = ()
+    noise_reference: bool | None = None
 
 
 def predict(
@@ -148,13 +152,23 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
                 bar.update(done - reported[0])
                 reported[0] = done
 
-        resolution, std = spectral_predict(density, voxel, mask, loaded, resolve_device(device), on_progress,
-                                           reference)
+        resolution, std, has_reference = spectral_predict(density, voxel, mask, loaded, resolve_device(device),
+                                                          on_progress, reference)
     np.clip(resolution, 2.0 * max(voxel), loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     std[~mask] = 0.0
     return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
-                      prediction_cautions(resolution, mask, voxel, loaded.card))
+                      prediction_cautions(resolution, mask, voxel, loaded.card, has_reference), has_reference)
+
+
+NO_REFERENCE_LABEL = "no noise reference"
+
+
+def resolution_label(result: Prediction) -> str:
+    """The resolution map's MRC header label: what made it, and whether the map had no noise
+    reference (so that a batch rerun that keeps the file can repeat its cautions)."""
+    label = f"cryores local resolution (A), model {result.model_name}"
+    return label + f", {NO_REFERENCE_LABEL}" if result.noise_reference is False else label
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:
@@ -210,7 +224,7 @@ def predict_file(
     mask_array = read_mask(mask, density_map) if mask is not None else None
     result = predict(density_map.data, density_map.voxel_size, mask_array, model=loaded,
                      samples=samples or 0, **options)
-    outputs = [(output, result.resolution, f"cryores local resolution (A), model {result.model_name}")]
+    outputs = [(output, result.resolution, resolution_label(result))]
     if uncertainty is not None:
         outputs.append((uncertainty, result.uncertainty, "cryores uncertainty sigma of resolution (A)"))
     write_maps(outputs, density_map, force=force)

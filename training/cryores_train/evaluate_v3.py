@@ -11,7 +11,10 @@ One command writes ``docs/evaluation.md`` and ``docs/evaluation.json``:
 3. **Baselines on the same maps**: the ResMap-style labeler in single-map mode (where it finds
    no noise in a masked map's solvent it fails; it is scored as Nyquist everywhere, which is what
    ResMap reports for such maps), on every map by default, and half-map local FSC on the raw
-   maps (the only ones with half maps), beside cryores-v3 on those same raw maps.
+   maps (the only ones with half maps), beside cryores-v3 on those same raw maps. cryores-v3 is
+   also scored apart on the maps whose solvent gave it a noise reference and on those without
+   one, and every method's error is split into whole-map offsets and the rest
+   (:func:`map_offsets`).
 4. **Real maps** (EMDB, ``../shared/data/maps`` and ``tests/data/real``): each map low-passed
    (brick-wall) at X in {6, 9, 12} Å with X >= 1.5 x Nyquist, predicted with the original
    prediction's mask: the fraction finer than 0.85 X, the median against 0.9 X, the medians
@@ -156,7 +159,8 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
     uncertainty = {"truth": [], "estimate": [], "sigma": []}
     for family in ("bfactor", "lowpass"):
         methods = {"cryores": Collector(), "resmap_single": Collector(), "local_fsc": Collector(),
-                   "cryores_raw": Collector(), "constant_median": Collector()}
+                   "cryores_raw": Collector(), "constant_median": Collector(),
+                   "cryores_reference": Collector(), "cryores_no_reference": Collector()}
         for n, sid in enumerate(ids):
             _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, seed + 7)
             for variant in variants:  # raw and deposit
@@ -167,6 +171,8 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
                 truth = variant.label[region]
                 methods["cryores"].add(truth, result.resolution[region], seconds)
                 methods["constant_median"].add(truth, np.full_like(truth, np.median(truth)), 0.0)
+                by_reference = "cryores_reference" if result.noise_reference else "cryores_no_reference"
+                methods[by_reference].add(truth, result.resolution[region], seconds)
                 if family == "bfactor":
                     uncertainty["truth"].append(truth)
                     uncertainty["estimate"].append(result.resolution[region])
@@ -276,7 +282,9 @@ def write_report(results: dict, docs: Path, card_path: Path) -> None:
              "training simulator, a second simulator never trained on, and real EMDB maps.", ""]
     names = {"cryores": "cryores-v3", "resmap_single": "ResMap-style, single map",
              "local_fsc": "local FSC (half maps)", "cryores_raw": "cryores-v3 on local FSC's maps (raw)",
-             "constant_median": "constant (true median, oracle)"}
+             "constant_median": "constant (true median, oracle)",
+             "cryores_reference": "cryores-v3, maps whose solvent holds noise (a noise reference)",
+             "cryores_no_reference": "cryores-v3, maps without one (masked, flattened)"}
     heads = " | ".join(f"{a}–{b} Å" for a, b in zip(BIN_EDGES[:-1], BIN_EDGES[1:]))
     for family, title in (("bfactor", "Own test split (per-atom B + noise; raw and deposited-style maps)"),
                           ("lowpass", "Held-out degradation family (regional low-pass + noise; never trained on)")):
