@@ -29,13 +29,8 @@ import numpy as np
 
 import cryores
 from cryores.localfsc import local_fsc
-from cryores_train.evaluate_v3 import map_offsets, validation_side_by_side
+from cryores_train.evaluate_v3 import map_offsets, validation_side_by_side, whole_map_offsets
 from cryores_train.rows import FAMILIES, scored_maps
-
-
-def offsets_of(truths: list[np.ndarray], estimates: list[np.ndarray]) -> np.ndarray:
-    """Each map's median ln(estimate / truth)."""
-    return np.array([np.median(np.log(np.maximum(e, 1e-6) / t)) for t, e in zip(truths, estimates)])
 
 
 def line(name: str, truths: list[np.ndarray], estimates: list[np.ndarray]) -> str:
@@ -72,15 +67,14 @@ def main() -> None:
         print(f"{family}, {kind} ({len(truths)} maps)")
         for c, estimates in enumerate(entry["cards"]):
             print(line(labels[c], truths, estimates))
+        first = whole_map_offsets(truths, entry["cards"][0])
         if len(models) > 1:
             ensemble = [np.exp(np.mean(np.log(np.stack(per_map)), axis=0)) for per_map in zip(*entry["cards"])]
             print(line(f"geometric mean of the {len(models)} cards", truths, ensemble))
-            first = offsets_of(truths, entry["cards"][0])
-            alike = [np.corrcoef(first, offsets_of(truths, e))[0, 1] for e in entry["cards"][1:]]
+            alike = [np.corrcoef(first, whole_map_offsets(truths, e))[0, 1] for e in entry["cards"][1:]]
             print("  offsets' Pearson with the first card's: " + ", ".join(f"{r:.2f}" for r in alike))
         if entry["fsc"]:
-            fsc = offsets_of(truths, entry["fsc"])
-            first = offsets_of(truths, entry["cards"][0])
+            fsc = whole_map_offsets(truths, entry["fsc"])
             print(f"  local FSC (half maps): mean offset {fsc.mean():+.3f}, RMS about it {fsc.std():.3f}, "
                   f"Pearson with the first card's offsets {np.corrcoef(fsc, first)[0, 1]:.2f}")
 

@@ -136,6 +136,13 @@ class Collector:
         return out
 
 
+def whole_map_offsets(truths: list[np.ndarray], estimates: list[np.ndarray]) -> np.ndarray:
+    """Each map's median ln(estimate / truth) over its voxels: how far it reads off as a whole
+    (estimates floored at 1e-6 Å, so a method that leaves a voxel at 0 gives a large offset,
+    not a NaN)."""
+    return np.array([np.median(np.log(np.maximum(e, 1e-6) / t)) for t, e in zip(truths, estimates)])
+
+
 def map_offsets(truths: list[np.ndarray], estimates: list[np.ndarray]) -> dict:
     """How much of the error is each map read too fine or too coarse as a whole.
 
@@ -146,7 +153,7 @@ def map_offsets(truths: list[np.ndarray], estimates: list[np.ndarray]) -> dict:
     the ranking and the relative scale inside each map count. Why: a small MAE there beside a
     large plain MAE means the error is a whole-map scale, which more spatial detail cannot fix.
     """
-    offsets = [float(np.median(np.log(np.maximum(e, 1e-6) / t))) for t, e in zip(truths, estimates)]
+    offsets = whole_map_offsets(truths, estimates)
     errors = [np.abs(e * np.exp(-o) - t) for t, e, o in zip(truths, estimates, offsets)]
     return {"offset_rms": float(np.sqrt(np.mean(np.square(offsets)))),
             "mae_without_offset": float(np.concatenate(errors).mean())}
@@ -205,7 +212,7 @@ def interval_coverage(truths: list[np.ndarray], estimates: list[np.ndarray], sig
     10 % or more off as a whole (median |ln(estimate / truth)|): a per-voxel sigma cannot cover
     such an offset; the others have a sigma too narrow in places."""
     per_map = np.array([(np.abs(e - t) <= Z90 * s).mean() for t, e, s in zip(truths, estimates, sigmas)])
-    offsets = np.array([abs(np.median(np.log(e / t))) for t, e in zip(truths, estimates)])
+    offsets = np.abs(whole_map_offsets(truths, estimates))
     error = np.abs(np.concatenate(estimates) - np.concatenate(truths))
     sigma = np.concatenate(sigmas)
     under = per_map < 0.8
