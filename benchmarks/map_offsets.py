@@ -2,10 +2,12 @@
 
 For each card and each validation structure (never the test split; seed 7, index 0, which no
 training row uses), both families (``bfactor`` trained on, ``lowpass`` held out), raw and
-deposited-style maps, mask given, this prints per family and kind of map:
+deposited-style maps, mask given, this prints per family, kind of map and whether the map's
+solvent holds a noise reference (as the first card reads it):
 
-* each card's MAE, the RMS of its whole-map offsets (median ln(estimate / truth) per map) and
-  its MAE once each map's offset is removed (an oracle: it uses the truth;
+* each card's MAE, the mean and RMS of its whole-map offsets (median ln(estimate / truth) per
+  map; the mean is what a calibration shift moves, the RMS about it what it cannot) and its MAE
+  once each map's offset is removed (an oracle: it uses the truth;
   ``cryores_train.evaluate_v3.map_offsets``);
 * the geometric mean of all the cards' readings (an ensemble of the fits), scored the same way;
 * how alike the cards' offsets are (Pearson over maps, each card against the first). Offsets
@@ -36,7 +38,8 @@ from cryores_train.rows import FAMILIES, scored_maps
 def line(name: str, truths: list[np.ndarray], estimates: list[np.ndarray]) -> str:
     error = np.abs(np.concatenate(estimates) - np.concatenate(truths)).mean()
     split = map_offsets(truths, estimates)
-    return (f"  {name}: MAE {error:.3f}, offset RMS {split['offset_rms']:.3f}, "
+    mean = whole_map_offsets(truths, estimates).mean()
+    return (f"  {name}: MAE {error:.3f}, offset mean {mean:+.3f}, RMS {split['offset_rms']:.3f}, "
             f"without offset {split['mae_without_offset']:.3f}")
 
 
@@ -46,25 +49,26 @@ def main() -> None:
     parser.add_argument("--structures", type=int, default=20)
     args = parser.parse_args()
     groups, ids, models, labels = validation_side_by_side(args.cards, args.structures)
-    # (family, kind) -> truths, per-card estimates, local FSC estimates (raw only)
+    # (family, kind, reference) -> truths, per-card estimates, local FSC estimates (raw only)
     maps: dict[tuple[str, str], dict] = {}
     for sid in ids:
         for family in FAMILIES:
             _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, 7)
             for variant in variants:
                 region = variant.label > 0
-                entry = maps.setdefault((family, variant.kind), {"truth": [], "cards": [[] for _ in models],
-                                                                 "fsc": []})
+                readings = [cryores.predict(variant.density, voxel, region, model=model) for model in models]
+                reference = "with" if readings[0].noise_reference else "without"
+                entry = maps.setdefault((family, variant.kind, reference),
+                                        {"truth": [], "cards": [[] for _ in models], "fsc": []})
                 entry["truth"].append(variant.label[region])
-                for c, model in enumerate(models):
-                    entry["cards"][c].append(cryores.predict(variant.density, voxel, region, model=model)
-                                             .resolution[region])
+                for c, reading in enumerate(readings):
+                    entry["cards"][c].append(reading.resolution[region])
                 if variant.kind == "raw":
                     entry["fsc"].append(local_fsc(arrays["half1"], arrays["half2"], voxel, region).resolution[region])
     print(f"{len(ids)} validation structures, seed 7 index 0, mask given")
-    for (family, kind), entry in sorted(maps.items()):
+    for (family, kind, reference), entry in sorted(maps.items()):
         truths = entry["truth"]
-        print(f"{family}, {kind} ({len(truths)} maps)")
+        print(f"{family}, {kind}, {reference} a noise reference ({len(truths)} maps)")
         for c, estimates in enumerate(entry["cards"]):
             print(line(labels[c], truths, estimates))
         first = whole_map_offsets(truths, entry["cards"][0])

@@ -34,7 +34,7 @@ from cryores_train.simulate import (
 )
 from cryores_train.structures import discover
 from cryores_train.structures import load_model as load_structure
-from cryores_train.variants import make_variants
+from cryores_train.variants import make_variants, processing_variants
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,37 @@ def test_variants_carry_the_right_labels(small_structure):
     labelled = sharp.label > 0  # exactly where the design is at least as fine as the cut, labelled X
     assert labelled.any() and np.array_equal(labelled, inside & (truth <= x)) and np.allclose(sharp.label[labelled], x)
     assert 0.1 <= sharp.note["noise"] <= 1.0
+
+
+def test_processing_variants_vary_cut_and_sharpening_apart_from_the_resolution(small_structure):
+    """Extra deposits of one map: the label is max(d, X) whatever the processing, and over a few
+    draws the cut (relative to the map's median d) and the sharpening (relative to its Guinier
+    B) spread far wider than plain deposits', which follow the map's resolution."""
+    from cryores_train.variants import guinier_b
+
+    sid, paths = small_structure
+    params = draw_parameters_v3(np.random.default_rng(3), "lowpass")
+    arrays = simulate_regional_lowpass(load_structure(sid, paths), params, 4)
+    truth, mask, voxel = arrays["truth"], arrays["mask"] > 0.5, params["voxel_size"]
+    inside = truth > 0
+    extra = processing_variants(arrays["map"], truth, mask, voxel, np.random.default_rng(2), 12)
+    plain = [make_variants(arrays["map"], truth, mask, voxel, np.random.default_rng(seed))[1] for seed in range(12)]
+    assert len(extra) == 12 and {v.kind for v in extra} == {"deposit"}
+    for variant in extra:
+        x = variant.note["lowpass"]
+        np.testing.assert_allclose(variant.label[inside], np.maximum(truth[inside], x), rtol=1e-6)
+        assert (variant.label[~inside] == 0).all() and variant.note["bfactor"] <= 0.0
+
+    def spread(variants):
+        values = [v.note["bfactor"] / guinier_b(arrays["map"], voxel, v.note["lowpass"]) for v in variants]
+        return max(values) - min(values)
+
+    d = np.sort(truth[inside])
+    ranks = [[np.searchsorted(d, v.note["lowpass"]) / d.size for v in variants] for variants in (extra, plain)]
+    cut = [max(r) - min(r) for r in ranks]  # where the cut falls among the map's resolutions
+    boost = spread(extra), spread(plain)
+    assert cut[0] > 1.5 * cut[1] and boost[0] > 1.5 * boost[1]  # 0.80 / 0.43 and 1.9 / 0.94 here
+    assert sum(v.note["masked"] for v in extra) >= 6  # mostly without a noise reference
 
 
 def test_deposits_are_sharpened_by_their_own_guinier_b(small_structure):
@@ -143,7 +174,7 @@ def test_sharp_variant_keeps_the_signal_up_to_its_cut_and_only_noise_beyond(smal
 
 def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, small_structure):
     sid, paths = small_structure
-    name = build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context"))
+    name = build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0))
     with np.load(tmp_path / "bfactor" / name) as data:
         assert data["x"].shape[1] == N_INPUTS and len(data["y"]) == len(data["x"]) == len(data["bound"])
         for kind in np.unique(data["kind"]):  # the map's context: one value per variant, in every row
@@ -153,19 +184,33 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
         assert str(data["split"]) == split_of(sid)
         assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
     mtime = (tmp_path / "bfactor" / name).stat().st_mtime
-    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context")
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0)
     build_sample(task)  # finished: skipped
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
     # the same name made with another sharp share would be another sample: refused, file kept
     with pytest.raises(CryoResError, match="made with --sharp-share 0, not 0.3"):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.3, 0.0, "context"))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.3, 0.0, "context", 0))
     # or with a drawn steepness (any share 1 draws one other than the default)
     with pytest.raises(CryoResError, match="made at steepness 8, where --steep-share 1 draws"):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 1.0, "context"))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 1.0, "context", 0))
     # and with other inputs per row it would mix widths in one folder: refused too
     with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, not {N_INPUTS_NEIGHBOURHOOD}"):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "neighbourhood"))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "neighbourhood", 0))
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
+
+
+def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, small_structure):
+    sid, paths = small_structure
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 3)
+    name = build_sample(task)
+    with np.load(tmp_path / "bfactor-processing" / name) as data:
+        assert set(np.unique(data["kind"])) == {1} and int(data["processing"]) == 3  # deposits only
+        assert not data["bound"].any() and len(data["y"]) > 1500
+    assert not (tmp_path / "bfactor").exists()
+    (tmp_path / "bfactor").mkdir()  # a plain rows file under the processing folder's name: refused
+    (tmp_path / "bfactor-processing" / name).rename(tmp_path / "bfactor" / name)
+    with pytest.raises(CryoResError, match="made with --processing 3, not 0"):
+        build_sample(task[:-1] + (0,))
 
 
 def test_rows_of_another_width_are_refused_naming_the_file(tmp_path):
@@ -355,7 +400,7 @@ def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, 
     sid, paths = small_structure
     monkeypatch.setattr(rows_module.np, "savez_compressed", killed)
     with pytest.raises(KeyboardInterrupt):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context"))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0))
     monkeypatch.undo()
     leftovers = list((tmp_path / "bfactor").iterdir())
     assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"half-written"

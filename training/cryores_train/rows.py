@@ -35,7 +35,7 @@ from .simulate import (
     simulate_regional_lowpass,
 )
 from .structures import discover, load_model
-from .variants import KINDS, make_variants
+from .variants import KINDS, make_variants, processing_variants
 
 ROWS_PER_VARIANT = 1500
 FAMILY_SEED_OFFSET = {"bfactor": 0, "cliff": 2000, "lowpass": 1000}  # each family its own draws
@@ -140,15 +140,22 @@ def refuse_other_width(path: Path, width: int, layout: str, what: str = "rows") 
                            "write the rows to another folder or delete these")
 
 
+def rows_folder(root: Path, family: str, processing: int = 0) -> Path:
+    """Where a family's rows go: ``root/family``, or ``root/family-processing`` for the rows of
+    extra deposits only (``--processing``), which a fit lists under ``more_rows``."""
+    return Path(root) / (f"{family}-processing" if processing else family)
+
+
 def build_sample(task: tuple) -> str:
-    structure_id, paths, index, seed, family, root, sharp_share, steep_share, layout = task
-    path = Path(root) / family / f"{structure_id}_{index:03d}.npz"
+    structure_id, paths, index, seed, family, root, sharp_share, steep_share, layout, processing = task
+    path = rows_folder(root, family, processing) / f"{structure_id}_{index:03d}.npz"
     params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share)
     if path.is_file():  # finished; but a file of another sharp share or steepness is another sample
         with np.load(path) as data:
             made = float(data["sharp_share"]) if "sharp_share" in data else 0.0
             steepness = float(data["steepness"]) if "steepness" in data else STEEPNESS  # older rows: the default
             width = data["x"].shape[1]
+            made_processing = int(data["processing"]) if "processing" in data else 0
         if made != sharp_share:
             raise CryoResError(f"rows {path}: made with --sharp-share {made:g}, not {sharp_share:g}; "
                                "write the rows to another folder or delete these")
@@ -156,14 +163,22 @@ def build_sample(task: tuple) -> str:
             raise CryoResError(f"rows {path}: made at steepness {steepness:g}, where --steep-share {steep_share:g} "
                                f"draws {params['steepness']:g}; write the rows to another folder or delete these")
         refuse_other_width(path, width, layout)
+        if made_processing != processing:
+            raise CryoResError(f"rows {path}: made with --processing {made_processing}, not {processing}; "
+                               "write the rows to another folder or delete these")
         return path.name
     arrays = simulate_sample(params, paths)
     voxel = float(params["voxel_size"])
     rng = np.random.default_rng(params["seed"] + 2)
     blocks = {"x": [], "y": [], "bound": [], "kind": []}
     noise = 0.5 * (arrays["half1"] - arrays["half2"])  # the map's noise spectrum, independent of its noise
-    for variant in make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng,
-                                 signal=arrays["signal"], noise=noise):
+    if processing:  # its own draws: the same map's plain variants stay as they are
+        variants = processing_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel,
+                                       np.random.default_rng(params["seed"] + 7), processing)
+    else:
+        variants = make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng,
+                                 signal=arrays["signal"], noise=noise)
+    for variant in variants:
         x, y = feature_rows(variant.density, variant.label, voxel, arrays["mask"] > 0.5, ROWS_PER_VARIANT, rng,
                             layout)
         blocks["x"].append(x)
@@ -175,7 +190,7 @@ def build_sample(task: tuple) -> str:
     with open(tmp, "wb") as stream:
         np.savez_compressed(stream, **{k: np.concatenate(v) for k, v in blocks.items()},
                             voxel=voxel, structure=structure_id, split=split_of(structure_id),
-                            sharp_share=sharp_share, steepness=params["steepness"])
+                            sharp_share=sharp_share, steepness=params["steepness"], processing=processing)
     os.replace(tmp, path)
     return path.name
 
@@ -183,10 +198,10 @@ def build_sample(task: tuple) -> str:
 def run_rows(structures: list[Path], output: Path, *, family: str, per_structure: int, seed: int,
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
              progress: bool = True, sharp_share: float = 0.0, steep_share: float = 0.0,
-             layout: str = "context") -> list[str]:
+             layout: str = "context", processing: int = 0) -> list[str]:
     groups, ids = structures_in_splits(structures, splits, limit)
-    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, steep_share, layout)
-             for i in range(per_structure) for sid in ids]
+    tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, steep_share, layout,
+              processing) for i in range(per_structure) for sid in ids]
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
 
@@ -234,6 +249,9 @@ def register(subparsers) -> None:
     p.add_argument("--inputs", choices=ROW_LAYOUTS, default="context",
                    help="network inputs per row: features and the map's context (default), also the "
                         "neighbourhood gap, or also the gap within a wider reach (cryores.spectral.input_layout)")
+    p.add_argument("--processing", type=int, default=0, metavar="N",
+                   help="instead of the usual variants, N deposits per map whose cut and sharpening vary apart "
+                        "from its resolution (variants.processing_variants), in FAMILY-processing/ (default 0)")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
@@ -243,6 +261,6 @@ def _run(args) -> int:
     done = run_rows(args.structures, args.output, family=args.family, per_structure=args.per_structure,
                     seed=args.seed, splits=tuple(args.splits.split(",")), limit=args.limit, jobs=args.jobs,
                     progress=not args.quiet, sharp_share=args.sharp_share,
-                    steep_share=args.steep_share, layout=args.inputs)
-    print(f"{len(done)} samples in {args.output / args.family}")
+                    steep_share=args.steep_share, layout=args.inputs, processing=args.processing)
+    print(f"{len(done)} samples in {rows_folder(args.output, args.family, args.processing)}")
     return 0
