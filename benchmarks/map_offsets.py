@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     groups, ids, models, labels = validation_side_by_side(args.cards, args.structures)
     # (family, kind, reference) -> truths, per-card estimates, local FSC estimates (raw only)
-    maps: dict[tuple[str, str], dict] = {}
+    maps: dict[tuple[str, str, str], dict] = {}
     for sid in ids:
         for family in FAMILIES:
             _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, 7)

@@ -171,16 +171,15 @@ def build_sample(task: tuple) -> str:
     voxel = float(params["voxel_size"])
     rng = np.random.default_rng(params["seed"] + 2)
     blocks = {"x": [], "y": [], "bound": [], "kind": []}
-    noise = 0.5 * (arrays["half1"] - arrays["half2"])  # the map's noise spectrum, independent of its noise
+    mask = arrays["mask"] > 0.5
     if processing:  # its own draws: the same map's plain variants stay as they are
-        variants = processing_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel,
+        variants = processing_variants(arrays["map"], arrays["truth"], mask, voxel,
                                        np.random.default_rng(params["seed"] + 7), processing)
     else:
-        variants = make_variants(arrays["map"], arrays["truth"], arrays["mask"] > 0.5, voxel, rng,
-                                 signal=arrays["signal"], noise=noise)
+        noise = 0.5 * (arrays["half1"] - arrays["half2"])  # the map's noise spectrum, independent of its noise
+        variants = make_variants(arrays["map"], arrays["truth"], mask, voxel, rng, signal=arrays["signal"], noise=noise)
     for variant in variants:
-        x, y = feature_rows(variant.density, variant.label, voxel, arrays["mask"] > 0.5, ROWS_PER_VARIANT, rng,
-                            layout)
+        x, y = feature_rows(variant.density, variant.label, voxel, mask, ROWS_PER_VARIANT, rng, layout)
         blocks["x"].append(x)
         blocks["y"].append(y)
         blocks["bound"].append(np.full(len(y), variant.lower_bound))

@@ -42,6 +42,7 @@ from .simulate import fourier_filter, radial_power
 
 KINDS = ("raw", "deposit", "lowpass", "noisier", "sharp", "real")  # "real": rows of real maps (real_rows)
 MAX_SHARPENING = 1000.0  # a deposit's amplitudes are boosted at most this much at its cut-off
+NYQUIST_MARGIN = 2.2  # no variant is cut finer than this many voxels (Nyquist is 2)
 
 
 @dataclass
@@ -103,7 +104,7 @@ def deposit_variant(density: np.ndarray, truth: np.ndarray, mask: np.ndarray, vo
     resolution, so a network cannot take one for the other."""
     inside = truth > 0
     d = truth[inside]
-    x_global = max(float(np.percentile(d, rng.uniform(*percentiles))) * rng.uniform(0.95, 1.1), 2.2 * voxel)
+    x_global = max(float(np.percentile(d, rng.uniform(*percentiles))) * rng.uniform(0.95, 1.1), NYQUIST_MARGIN * voxel)
     bfactor = -float(rng.uniform(*sharpening)) * guinier_b(density, voxel, x_global)
     bfactor = max(bfactor, -4.0 * np.log(MAX_SHARPENING) * x_global ** 2)
     deposit = lowpass(sharpen(density, voxel, bfactor, up_to=1.05 / x_global), voxel, x_global)
@@ -135,12 +136,11 @@ def make_variants(density: np.ndarray, truth: np.ndarray, mask: np.ndarray, voxe
     when ``signal`` (noiseless) and ``noise`` (a realisation of the map's noise) are given."""
     inside = truth > 0
     d = truth[inside]
-    nyquist_margin = 2.2 * voxel
     out = [Variant("raw", density, truth, False, {})]
 
     out.append(deposit_variant(density, truth, mask, voxel, rng))
 
-    x_cut = float(np.exp(rng.uniform(np.log(max(float(d.min()), nyquist_margin)), np.log(20.0))))
+    x_cut = float(np.exp(rng.uniform(np.log(max(float(d.min()), NYQUIST_MARGIN * voxel)), np.log(20.0))))
     source = out[int(rng.integers(0, 2))]
     cut = lowpass(source.density, voxel, x_cut)
     out.append(Variant("lowpass", cut, np.where(inside, np.maximum(source.label, x_cut), 0.0).astype(np.float32),
@@ -162,7 +162,7 @@ def sharp_variant(signal: np.ndarray, noise: np.ndarray, truth: np.ndarray, mask
     95th (at most 20 Å), noise amplitude 0.1-1 x the map's."""
     inside = truth > 0
     d = truth[inside]
-    low = max(float(np.percentile(d, 30)), 2.2 * voxel)
+    low = max(float(np.percentile(d, 30)), NYQUIST_MARGIN * voxel)
     high = max(min(1.5 * float(np.percentile(d, 95)), 20.0), 1.2 * low)
     x_cut = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     level = float(np.exp(rng.uniform(np.log(0.1), 0.0)))
