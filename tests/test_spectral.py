@@ -347,6 +347,21 @@ def test_neighbourhood_inputs_follow_the_context_and_are_the_gap_to_the_stronges
     assert (rows[:, N_INPUTS:] >= 0).all()
 
 
+def test_percentile_inputs_follow_the_neighbourhood_and_are_the_maps_band_percentiles(molecule):
+    from cryores.spectral import N_INPUTS_NEIGHBOURHOOD, N_INPUTS_PERCENTILES, band_percentiles, network_inputs
+
+    density, mask = molecule
+    features = compute_features(density, (1.0, 1.0, 1.0), mask)
+    where = np.flatnonzero(features.mask)[::7]
+    rows = network_inputs(features, where, "percentiles")
+    assert rows.shape == (where.size, N_INPUTS_PERCENTILES)
+    np.testing.assert_array_equal(rows[:, :N_INPUTS_NEIGHBOURHOOD], network_inputs(features, where, "neighbourhood"))
+    # the same for every voxel: the map's, over its automatic mask (the reference), not over the voxels asked for
+    reference = features.features[:N_BANDS, features.mask].T
+    np.testing.assert_allclose(rows[:, N_INPUTS_NEIGHBOURHOOD:], np.broadcast_to(band_percentiles(reference),
+                               (where.size, N_INPUTS_PERCENTILES - N_INPUTS_NEIGHBOURHOOD)), rtol=1e-6)
+
+
 def test_the_neighbourhood_gap_tells_power_leaked_from_a_better_resolved_neighbour():
     from scipy import ndimage
 
@@ -404,19 +419,59 @@ def test_the_wide_neighbourhood_sees_detail_beyond_the_near_reach():
     assert np.median(near_gap[far]) < 0.15 and np.median(wide_gap[far]) < 0.15
 
 
+def test_band_percentiles_read_the_core_voxels_in_ascending_order():
+    from cryores.spectral import MIN_CORE_VOXELS, N_PERCENTILES, PERCENTILES, SCALE_BANDS_FROM_A, band_percentiles
+
+    rng = np.random.default_rng(0)
+    coarse = np.array(BANDS_A) >= SCALE_BANDS_FROM_A
+    core = rng.normal(-3.0, 1.0, size=(400, N_BANDS)).astype(np.float32)
+    core[:, coarse] = 0.0  # each coarse band holds E: well inside the molecule
+    shell = np.full((100, N_BANDS), -9.0, np.float32)  # a mask's solvent shell: little power in any band
+    got = band_percentiles(np.concatenate([core, shell]))
+    assert got.shape == (N_PERCENTILES,)
+    np.testing.assert_allclose(got, np.percentile(core, PERCENTILES, axis=0).ravel(), rtol=1e-6)
+    assert (np.diff(got.reshape(len(PERCENTILES), N_BANDS), axis=0) >= 0).all()
+    # too few core voxels to read: all the voxels count
+    few = np.concatenate([core[:MIN_CORE_VOXELS - 1], shell])
+    np.testing.assert_allclose(band_percentiles(few), np.percentile(few, PERCENTILES, axis=0).ravel(), rtol=1e-6)
+
+
+def test_a_masked_maps_low_percentiles_measure_the_noise_inside_the_molecule(molecule):
+    from cryores.spectral import PERCENTILES
+
+    density, mask = molecule
+    noise = np.random.default_rng(1).normal(size=density.shape).astype(np.float32)
+    finest = int(np.argmax(bands_present((1.0, 1.0, 1.0))))
+    lowest = []
+    for level in (0.05, 0.8):  # noise inside the mask only, the solvent flattened to 0: no noise reference
+        masked = np.where(mask, density + level * density[mask].std() * noise, 0.0).astype(np.float32)
+        features = compute_features(masked, (1.0, 1.0, 1.0), mask)
+        assert not features.has_reference
+        lowest.append(features.percentiles.reshape(len(PERCENTILES), N_BANDS)[0, finest])
+    assert lowest[1] > lowest[0] + 0.5  # 16x the noise power: the floor of the finest band rises
+
+
 def test_input_layouts_are_named_by_their_width():
     from cryores.errors import CryoResError
-    from cryores.spectral import N_INPUTS, N_INPUTS_NEIGHBOURHOOD, N_INPUTS_WIDE, input_layout, network_inputs
+    from cryores.spectral import (
+        N_INPUTS,
+        N_INPUTS_NEIGHBOURHOOD,
+        N_INPUTS_PERCENTILES,
+        N_INPUTS_WIDE,
+        input_layout,
+        network_inputs,
+    )
 
-    assert [input_layout(n, "m") for n in (N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD, N_INPUTS_WIDE)] == \
-        ["features", "context", "neighbourhood", "wide_neighbourhood"]
+    widths = (N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD, N_INPUTS_WIDE, N_INPUTS_PERCENTILES)
+    assert [input_layout(n, "m") for n in widths] == \
+        ["features", "context", "neighbourhood", "wide_neighbourhood", "percentiles"]
     with pytest.raises(CryoResError, match=f"^m: {N_INPUTS + 1} inputs per voxel; this cryores gives {N_FEATURES}"):
         input_layout(N_INPUTS + 1, "m")
     with pytest.raises(CryoResError, match="input layout 'wide'"):
         network_inputs(None, np.arange(3), "wide")
 
 
-@pytest.mark.parametrize("layout", ["context", "neighbourhood", "wide_neighbourhood"])
+@pytest.mark.parametrize("layout", ["context", "neighbourhood", "wide_neighbourhood", "percentiles"])
 def test_a_model_with_context_runs_through_predict(tmp_path, molecule, layout):
     from cryores.spectral import LAYOUTS
 

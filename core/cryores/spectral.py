@@ -35,7 +35,10 @@ training map. Models of the ``"neighbourhood"`` layout (:func:`input_layout`) al
 the gap between the voxel's power and the strongest within ~8 Å (:func:`neighbourhood_gap`), so
 power that leaked from a better-resolved neighbour is not read as the voxel's own; those of the
 ``"wide_neighbourhood"`` layout read the gap within ~16 Å too, as far as the coarse bands' windows
-gather power.
+gather power. Those of the ``"percentiles"`` layout read, beside the neighbourhood layout, the
+distribution of each band's power over the molecule (:func:`band_percentiles`): where a band
+holds only noise somewhere in the molecule, its low percentiles are that noise's level, the
+reference a masked deposit's solvent no longer gives.
 :func:`evidence_floor` gives the finest resolution the evidence allows at each voxel.
 """
 
@@ -72,8 +75,13 @@ N_CONTEXT = 2 * N_BANDS  # the map's median relative power and SNR per band
 N_INPUTS = N_FEATURES + N_CONTEXT  # what a network with context reads per voxel
 N_INPUTS_NEIGHBOURHOOD = N_INPUTS + N_BANDS  # and the gap to the strongest band power nearby
 N_INPUTS_WIDE = N_INPUTS_NEIGHBOURHOOD + N_BANDS  # and the gap to the strongest within WIDE_NEIGHBOURHOOD_A
+PERCENTILES = (2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)  # of each band's relative power over the core
+N_PERCENTILES = len(PERCENTILES) * N_BANDS
+N_INPUTS_PERCENTILES = N_INPUTS_NEIGHBOURHOOD + N_PERCENTILES  # the neighbourhood layout and the map's percentiles
 LAYOUTS = {"features": N_FEATURES, "context": N_INPUTS, "neighbourhood": N_INPUTS_NEIGHBOURHOOD,
-           "wide_neighbourhood": N_INPUTS_WIDE}
+           "wide_neighbourhood": N_INPUTS_WIDE, "percentiles": N_INPUTS_PERCENTILES}
+CORE_RELATIVE = 0.5  # a core voxel holds at least this share of E in its coarse bands (band_percentiles)
+MIN_CORE_VOXELS = 50  # fewer core voxels than this: band_percentiles reads all the voxels it is given
 NEIGHBOURHOOD_A = 8.0  # reach (Å) of neighbourhood_gap: about the widest fine-band window's 2 sigma
 NEIGHBOURHOOD_BIN_A = 4.0  # its maximum is taken on the feature grid binned to about this (Å)
 WIDE_NEIGHBOURHOOD_A = 16.0  # the second reach: about the coarse bands' window (0.8 x 20 Å)
@@ -91,7 +99,8 @@ class SpectralFeatures:
     spectrum. ``voxel_size``: of the feature grid (Å per array axis). ``content_edge``: the finest
     resolution (Å) the map holds anywhere (:func:`content_edge`). ``context``: the map's profile
     (:data:`N_CONTEXT` values), the median of the relative powers and SNRs over the reference
-    region (the automatic mask by default), whatever ``mask`` is.
+    region (the automatic mask by default), whatever ``mask`` is. ``percentiles``: the
+    :func:`band_percentiles` of the same region.
     """
 
     features: np.ndarray
@@ -103,6 +112,7 @@ class SpectralFeatures:
     noise: np.ndarray | None
     content_edge: float
     context: np.ndarray
+    percentiles: np.ndarray
 
 
 def band_weight(frequency: np.ndarray, centre_a: float, log_frequency: np.ndarray | None = None) -> np.ndarray:
@@ -322,15 +332,43 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
     # over the reference (the automatic mask), as the scale E: a user's tighter mask must not move it
     # (channel by channel: the same medians as one median along an axis, in half the time)
     context = np.array([np.median(channel[grid_reference]) for channel in features[:N_CONTEXT]], np.float32)
-    return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge, context)
+    percentiles = band_percentiles(features[:N_BANDS, grid_reference].T)
+    return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge, context,
+                            percentiles)
+
+
+def band_percentiles(relative: np.ndarray) -> np.ndarray:
+    """(N_PERCENTILES,) float32: for each of PERCENTILES (outer) and each band (inner), that
+    percentile of log10(P/E) (``relative``: (n, N_BANDS), the first feature group of n voxels)
+    over the core voxels among them: those whose coarse bands (SCALE_BANDS_FROM_A and coarser)
+    hold at least CORE_RELATIVE x E; all n when fewer than MIN_CORE_VOXELS are.
+
+    Why: noise is about the same everywhere in a map, so a band's power over the molecule has a
+    floor, the noise, wherever the band is beyond the local resolution. A raw map shows that noise
+    in its solvent; a masked or flattened deposit does not, and a voxel's own features cannot say
+    whether its weak fine bands are noise or faint signal. The lower tail over the molecule can.
+    The core leaves out the solvent shell a mask holds, so a wider mask (the automatic one at
+    inference, the simulation's label in training rows) moves the percentiles little.
+    Inference reads the automatic mask's voxels (:func:`compute_features`); training, the voxels
+    drawn for each map's rows (``cryores_train.fit_spectral``), the same function either way.
+    """
+    relative = np.asarray(relative, dtype=np.float32)
+    coarse = [j for j, d in enumerate(BANDS_A) if d >= SCALE_BANDS_FROM_A]
+    # relative = log10(P/E + EPS): the coarse power over E is the sum of 10**relative (EPS is negligible)
+    core = np.power(10.0, relative[:, coarse], dtype=np.float64).sum(axis=1) >= CORE_RELATIVE
+    chosen = relative[core] if int(core.sum()) >= MIN_CORE_VOXELS else relative
+    if chosen.shape[0] == 0:
+        return np.full(N_PERCENTILES, ABSENT, np.float32)
+    return np.percentile(chosen, PERCENTILES, axis=0).astype(np.float32).ravel()
 
 
 def input_layout(width: int, owner: str) -> str:
     """Which inputs a network (or rows) of ``width`` values per voxel reads: ``"features"``
     (N_FEATURES: the first v3 cards), ``"context"`` (N_INPUTS: the map's profile beside them) or
     ``"neighbourhood"`` (N_INPUTS_NEIGHBOURHOOD: and the :func:`neighbourhood_gap`) or
-    ``"wide_neighbourhood"`` (N_INPUTS_WIDE: and the gap within WIDE_NEIGHBOURHOOD_A too); any other
-    width is an error naming ``owner``."""
+    ``"wide_neighbourhood"`` (N_INPUTS_WIDE: and the gap within WIDE_NEIGHBOURHOOD_A too) or
+    ``"percentiles"`` (N_INPUTS_PERCENTILES: the neighbourhood layout and the map's
+    :func:`band_percentiles`); any other width is an error naming ``owner``."""
     for layout, n in LAYOUTS.items():
         if width == n:
             return layout
@@ -401,7 +439,8 @@ def network_inputs(features: SpectralFeatures, where: np.ndarray, layout: str = 
     feature grid) in the given :func:`input_layout`: each voxel's features; then, unless the layout
     is ``"features"``, the map's context; then, for ``"neighbourhood"`` and ``"wide_neighbourhood"``,
     the voxel's :func:`neighbourhood_gap`; then, for ``"wide_neighbourhood"``, the gap within
-    WIDE_NEIGHBOURHOOD_A, where the coarse bands' wide windows gather power from further away.
+    WIDE_NEIGHBOURHOOD_A, where the coarse bands' wide windows gather power from further away;
+    for ``"percentiles"``, after the neighbourhood gap, the map's :func:`band_percentiles`.
 
     Training rows and inference both build their inputs here, so they cannot drift apart.
     """
@@ -410,10 +449,12 @@ def network_inputs(features: SpectralFeatures, where: np.ndarray, layout: str = 
     parts = [features.features.reshape(N_FEATURES, -1)[:, where].T]
     if layout != "features":
         parts.append(np.broadcast_to(features.context, (parts[0].shape[0], N_CONTEXT)))
-    if layout in ("neighbourhood", "wide_neighbourhood"):
+    if layout in ("neighbourhood", "wide_neighbourhood", "percentiles"):
         parts.append(neighbourhood_gap(features, where))
     if layout == "wide_neighbourhood":
         parts.append(neighbourhood_gap(features, where, WIDE_NEIGHBOURHOOD_A, WIDE_NEIGHBOURHOOD_BIN_A))
+    if layout == "percentiles":
+        parts.append(np.broadcast_to(features.percentiles, (parts[0].shape[0], N_PERCENTILES)))
     return np.concatenate(parts, axis=1, dtype=np.float32)
 
 

@@ -147,11 +147,12 @@ def spectral_parts(density: np.ndarray, voxel_size: tuple[float, float, float], 
     features = compute_features(density, voxel_size, mask, reference)
     region = dilate(features.mask, (2.0, 2.0, 2.0))  # two feature voxels of margin
     network = loaded.network.to(device)
-    rows = torch.from_numpy(network_inputs(features, region.ravel(), layout))
+    where = np.flatnonzero(region)
     outputs = []
-    total = rows.shape[0]
-    for start in range(0, total, CHUNK):
-        outputs.append(network(rows[start:start + CHUNK].to(device)).cpu())
+    total = where.size
+    for start in range(0, total, CHUNK):  # rows chunk by chunk: a map's percentiles make them wide
+        rows = torch.from_numpy(network_inputs(features, where[start:start + CHUNK], layout))
+        outputs.append(network(rows.to(device)).cpu())
         if on_progress is not None:
             on_progress(min(start + CHUNK, total), total)
     quantiles = torch.cat(outputs).numpy() if outputs else np.zeros((0, 3), np.float32)

@@ -69,6 +69,9 @@ def test_rows_of_a_real_map_are_lower_bounds_in_the_training_split(tmp_path):
         assert data["x"].shape[1] == N_INPUTS and data["bound"].all()
         assert (data["kind"] == KINDS.index("real")).all() and str(data["split"]) == "train"
         assert (data["y"] >= 1.5 * 2 * 4.23 - 1e-3).all() and len(np.unique(data["y"].round(1))) >= 2
+        variant = data["variant"]  # each cut of the map is told apart (all rows are of one kind)
+        assert variant.max() >= 1 and (np.diff(variant) >= 0).all()
+        assert np.array_equal(np.unique(variant), np.arange(variant.max() + 1))
     mtime = (tmp_path / "rows" / name).stat().st_mtime
     build_real_rows((str(maps / "emd_5625.map.gz"), str(tmp_path / "rows"), 3, 0, "context"))  # finished: skipped
     assert (tmp_path / "rows" / name).stat().st_mtime == mtime

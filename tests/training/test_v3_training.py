@@ -12,14 +12,24 @@ import torch
 from cryores.errors import CryoResError
 from cryores.model_card import load_model
 from cryores.predict import predict
-from cryores.spectral import N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD
+from cryores.spectral import (
+    N_BANDS,
+    N_FEATURES,
+    N_INPUTS,
+    N_INPUTS_NEIGHBOURHOOD,
+    N_INPUTS_PERCENTILES,
+    N_PERCENTILES,
+    band_percentiles,
+)
 from cryores_train.fit import load_config
-from cryores_train.fit_spectral import train
+from cryores_train.fit_spectral import train, with_percentiles
 from cryores_train.rows import (
     FAMILIES,
+    ROWS_PER_VARIANT,
     build_sample,
     load_rows,
     make_sample,
+    row_variants,
     sample_parameters,
     simulate_sample,
     split_of,
@@ -180,6 +190,8 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
         for kind in np.unique(data["kind"]):  # the map's context: one value per variant, in every row
             context = data["x"][data["kind"] == kind, N_FEATURES:]
             assert (context == context[0]).all()
+        # each row names its map, in the order the maps were drawn (one kind each here)
+        assert np.array_equal(data["variant"], np.cumsum(np.r_[0, np.diff(data["kind"]) != 0]))
         assert set(np.unique(data["kind"])) <= {0, 1, 2, 3, 4} and {0, 1, 2, 3} <= set(np.unique(data["kind"]))
         assert str(data["split"]) == split_of(sid)
         assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
@@ -206,6 +218,7 @@ def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, 
     with np.load(tmp_path / "bfactor-processing" / name) as data:
         assert set(np.unique(data["kind"])) == {1} and int(data["processing"]) == 3  # deposits only
         assert not data["bound"].any() and len(data["y"]) > 1500
+        assert set(np.unique(data["variant"])) == {0, 1, 2}  # three maps of one kind, told apart
     assert not (tmp_path / "bfactor").exists()
     (tmp_path / "bfactor").mkdir()  # a plain rows file under the processing folder's name: refused
     (tmp_path / "bfactor-processing" / name).rename(tmp_path / "bfactor" / name)
@@ -301,6 +314,45 @@ def test_fit_reads_further_families_rows_named_in_more_rows(tmp_path):
     config_path.write_text(json.dumps({**tiny_config(tmp_path / "mix", tmp_path / "rows"), "more_rows": "rows/cliff"}))
     with pytest.raises(CryoResError, match="more_rows must be a list of folders"):
         load_config(config_path)
+
+
+def test_rows_without_a_variant_index_are_told_apart_by_kind_or_refused():
+    kind = np.repeat(np.array([0, 1, 2, 1], np.int8), [5, 4, 3, 2])  # four maps, each a run of one kind
+    assert row_variants({"kind": kind}, Path("old.npz")).tolist() == [0] * 5 + [1] * 4 + [2] * 3 + [3] * 2
+    assert row_variants({"kind": kind, "variant": np.zeros(14, np.int16)}, Path("new.npz")).tolist() == [0] * 14
+    several = np.full(ROWS_PER_VARIANT + 1, 5, np.int8)  # real-map rows: more rows of one kind than one map gives
+    assert row_variants({"kind": several}, Path("real.npz")).max() == 0
+    with pytest.raises(CryoResError, match="real.npz: several maps of one kind and no variant index"):
+        row_variants({"kind": several}, Path("real.npz"), strict=True)
+
+
+def test_fit_derives_each_maps_percentiles_from_its_rows(tmp_path):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    synthetic_rows(rows, width=N_INPUTS_NEIGHBOURHOOD)  # one map per file, each its own draw
+    loaded = load_rows(rows, "train", variants=True)
+    derived = with_percentiles(loaded)["x"]
+    assert derived.shape == (1200, N_INPUTS_PERCENTILES) and derived.dtype == np.float32
+    np.testing.assert_array_equal(derived[:, :N_INPUTS_NEIGHBOURHOOD], loaded["x"])
+    for i, path in enumerate(sorted(rows.glob("S[0-3]_000.npz"))):  # the training files, in load order
+        own = np.load(path)["x"][:, :N_BANDS]
+        np.testing.assert_allclose(derived[300 * i:300 * (i + 1), N_INPUTS_NEIGHBOURHOOD:],
+                                   np.broadcast_to(band_percentiles(own), (300, N_PERCENTILES)), rtol=1e-6)
+    assert not np.allclose(derived[0, N_INPUTS_NEIGHBOURHOOD:], derived[300, N_INPUTS_NEIGHBOURHOOD:])
+    card_path = train({**tiny_config(tmp_path / "pct", rows), "inputs": "percentiles"}, progress=False)
+    card = json.loads(card_path.read_text())
+    assert card["architecture"]["n_features"] == N_INPUTS_PERCENTILES and card["features"]["layout"] == "percentiles"
+    density = np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32)
+    density[8:16, 8:16, 8:16] += 3.0
+    mask = np.zeros(density.shape, bool)
+    mask[6:18, 6:18, 6:18] = True
+    result = predict(density, 2.5, mask, model=load_model(card_path))
+    assert np.isfinite(result.resolution[mask]).all() and (result.resolution[mask] >= 5.0).all()
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    synthetic_rows(narrow, width=N_INPUTS)  # without the neighbourhood columns: refused, naming them
+    with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, fewer than the {N_INPUTS_NEIGHBOURHOOD}"):
+        train({**tiny_config(tmp_path / "pct2", narrow), "inputs": "percentiles"}, progress=False)
 
 
 def test_fit_trains_a_narrower_layout_from_the_first_columns_of_wider_rows(tmp_path):

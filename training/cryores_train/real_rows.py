@@ -117,7 +117,7 @@ def build_real_rows(task: tuple) -> str:
     if max(voxel) - min(voxel) > 0.01 * max(voxel):
         raise CryoResError(f"{path}: anisotropic voxels {voxel}; real-map rows need isotropic ones")
     rng = np.random.default_rng([seed, zlib.crc32(map_id(path).encode())])
-    blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": []}
+    blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": [], "variant": []}
     for variant, mask, x, _ in lower_bound_variants(loaded.data.astype(np.float32), voxel[0], per_map, rng):
         label = np.where(mask, np.float32(x), np.float32(0.0))
         features, labels = feature_rows(variant, label, voxel[0], mask, ROWS_PER_VARIANT, rng, layout)
@@ -125,6 +125,7 @@ def build_real_rows(task: tuple) -> str:
         blocks["y"].append(labels)
         blocks["bound"].append(np.ones(len(labels), bool))
         blocks["kind"].append(np.full(len(labels), KINDS.index("real"), dtype=np.int8))
+        blocks["variant"].append(np.full(len(labels), len(blocks["variant"]), dtype=np.int16))
     if not blocks["y"]:
         raise CryoResError(f"{path}: no cut between {MIN_CUT_A:g} and {MAX_CUT_A:g} Å fits its Nyquist "
                            f"({2 * voxel[0]:.1f} Å)")

@@ -40,7 +40,9 @@ from .variants import KINDS, make_variants, processing_variants
 ROWS_PER_VARIANT = 1500
 FAMILY_SEED_OFFSET = {"bfactor": 0, "cliff": 2000, "lowpass": 1000}  # each family its own draws
 FAMILIES = tuple(FAMILY_SEED_OFFSET)
-ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "features")  # what --inputs offers
+# what --inputs offers: not "features" (the first columns of any rows) nor "percentiles" (the fit
+# derives a map's percentiles from its rows' neighbourhood columns: fit_spectral.with_percentiles)
+ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout not in ("features", "percentiles"))
 
 
 def split_of(structure_id: str) -> str:
@@ -170,7 +172,7 @@ def build_sample(task: tuple) -> str:
     arrays = simulate_sample(params, paths)
     voxel = float(params["voxel_size"])
     rng = np.random.default_rng(params["seed"] + 2)
-    blocks = {"x": [], "y": [], "bound": [], "kind": []}
+    blocks = {"x": [], "y": [], "bound": [], "kind": [], "variant": []}
     mask = arrays["mask"] > 0.5
     if processing:  # its own draws: the same map's plain variants stay as they are
         variants = processing_variants(arrays["map"], arrays["truth"], mask, voxel,
@@ -184,6 +186,7 @@ def build_sample(task: tuple) -> str:
         blocks["y"].append(y)
         blocks["bound"].append(np.full(len(y), variant.lower_bound))
         blocks["kind"].append(np.full(len(y), KINDS.index(variant.kind), dtype=np.int8))
+        blocks["variant"].append(np.full(len(y), len(blocks["variant"]), dtype=np.int16))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")  # not *.npz: load_rows never sees a half-written file
     with open(tmp, "wb") as stream:
@@ -204,14 +207,16 @@ def run_rows(structures: list[Path], output: Path, *, family: str, per_structure
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
 
-def load_rows(folders: Path | list[Path], split: str) -> dict[str, np.ndarray]:
+def load_rows(folders: Path | list[Path], split: str, variants: bool = False) -> dict[str, np.ndarray]:
     """Every row of one split in ``folders`` (one folder or several: simulated and real-map rows);
     a sample with non-finite features, or with another number of inputs than the rest (rows of an
-    older version), is refused, naming its file."""
+    older version), is refused, naming its file. ``"variant"`` numbers each map the rows were drawn
+    from across all files (:func:`row_variants`); with ``variants`` a file whose maps cannot be told
+    apart is refused, naming it."""
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
-    blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": [], "sample": []}
+    blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": [], "sample": [], "variant": []}
     files = [path for folder in folders for path in sorted(folder.glob("*.npz"))]
-    width, first = None, None
+    width, first, n_variants = None, None, 0
     for i, path in enumerate(files):
         with np.load(path) as data:
             if str(data["split"]) != split:
@@ -225,9 +230,30 @@ def load_rows(folders: Path | list[Path], split: str) -> dict[str, np.ndarray]:
             for key in ("x", "y", "bound", "kind"):
                 blocks[key].append(data[key])
             blocks["sample"].append(np.full(len(data["y"]), i, dtype=np.int32))
+            variant = row_variants(data, path, strict=variants)
+            blocks["variant"].append(variant + n_variants)
+            n_variants += int(variant.max()) + 1 if variant.size else 0
     if not blocks["y"]:
         raise CryoResError(f"rows {', '.join(map(str, folders))}: no samples in split {split!r}")
     return {k: np.concatenate(v) for k, v in blocks.items()}
+
+
+def row_variants(data, path: Path, strict: bool = False) -> np.ndarray:
+    """(n,) int32: which of a rows file's maps (variants) each row was drawn from. Files made since
+    2026-12-05 say so (key ``variant``); in older ones each map is a run of rows of one kind, which
+    holds where no two maps in a row share a kind (the plain variants do). A run longer than
+    ROWS_PER_VARIANT is several maps (real-map rows, ``--processing`` rows): with ``strict`` that
+    file is refused, else it counts as one."""
+    if "variant" in data:
+        return np.asarray(data["variant"], dtype=np.int32)
+    kind = np.asarray(data["kind"])
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(kind)) + 1]) if kind.size else np.zeros(0, np.intp)
+    if strict and np.diff(np.append(starts, kind.size)).max(initial=0) > ROWS_PER_VARIANT:
+        raise CryoResError(f"rows {path}: several maps of one kind and no variant index (made before "
+                           "2026-12-05); delete the file and make it again")
+    variant = np.zeros(kind.size, np.int32)
+    variant[starts[1:]] = 1
+    return np.cumsum(variant, dtype=np.int32)
 
 
 def register(subparsers) -> None:
