@@ -356,10 +356,16 @@ def test_percentile_inputs_follow_the_neighbourhood_and_are_the_maps_band_percen
     rows = network_inputs(features, where, "percentiles")
     assert rows.shape == (where.size, N_INPUTS_PERCENTILES)
     np.testing.assert_array_equal(rows[:, :N_INPUTS_NEIGHBOURHOOD], network_inputs(features, where, "neighbourhood"))
-    # the same for every voxel: the map's, over its automatic mask (the reference), not over the voxels asked for
-    reference = features.features[:N_BANDS, features.mask].T
+    assert features.has_reference  # a raw map: its solvent's noise sets the floor, the percentiles read 0
+    assert (rows[:, N_INPUTS_NEIGHBOURHOOD:] == 0).all()
+    masked = compute_features(np.where(mask, density, 0.0).astype(np.float32), (1.0, 1.0, 1.0), mask, reference=mask)
+    assert not masked.has_reference
+    rows = network_inputs(masked, where, "percentiles")
+    # the same for every voxel: the map's, over its reference region (here the mask), not over the voxels asked for
+    reference = masked.features[:N_BANDS, masked.mask].T
     np.testing.assert_allclose(rows[:, N_INPUTS_NEIGHBOURHOOD:], np.broadcast_to(band_percentiles(reference),
                                (where.size, N_INPUTS_PERCENTILES - N_INPUTS_NEIGHBOURHOOD)), rtol=1e-6)
+    assert (rows[:, N_INPUTS_NEIGHBOURHOOD:] != 0).any()
 
 
 def test_the_neighbourhood_gap_tells_power_leaked_from_a_better_resolved_neighbour():

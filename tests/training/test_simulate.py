@@ -18,6 +18,8 @@ from cryores_train.simulate import (
     CLIFF_STEP,
     STEEPNESS,
     V3_STEEPNESS,
+    _place,
+    atom_voxels,
     draw_parameters,
     draw_parameters_v3,
     quantised_levels,
@@ -234,6 +236,23 @@ def test_cliff_family_signal_ends_at_each_atoms_rung(complex_1akj):
     assert power[beyond].sum() < 1e-6 * power.sum()
     below = (frequency > 0.8 / rungs.min()) & (frequency < 1.0 / rungs.min())
     assert power[below].sum() > 1e-3 * power.sum()  # no fall-off to speak of before the cliff
+
+
+def test_cliff_family_draws_each_atom_at_its_own_occupancy(bm5):
+    """An atom of occupancy 0 adds no signal (alternate conformers share theirs): a chain whose
+    occupancy is set to 0 nearly vanishes from the noiseless signal, where drawing every atom at
+    full occupancy in its rung had kept it."""
+    model = load_model("1AKJ", discover(bm5)["1AKJ"])  # its own copy: occupancies are changed here
+    chain = np.argmin(np.bincount(model.group))  # the smallest chain
+    at_chain = []
+    for zeroed in (False, True):
+        for atom, group in zip(model.atoms(), model.group):
+            atom.occ = 0.0 if zeroed and group == chain else 1.0
+        params, sample = _cliff_sample(model, 0.0, 10.0)
+        positions = _place(model, dict(params))[0]
+        values = sample["signal"][atom_voxels(positions[model.group == chain], params["box"], params["voxel_size"])]
+        at_chain.append(float(np.mean(values - np.median(sample["signal"]))))
+    assert at_chain[0] > 0 and at_chain[1] < 0.3 * at_chain[0]
 
 
 @pytest.mark.parametrize("decay", [CLIFF_DECAY[0], CLIFF_DECAY[1]])

@@ -13,6 +13,7 @@ from cryores.errors import CryoResError
 from cryores.model_card import load_model
 from cryores.predict import predict
 from cryores.spectral import (
+    HAS_REFERENCE,
     N_BANDS,
     N_FEATURES,
     N_INPUTS,
@@ -330,15 +331,19 @@ def test_fit_derives_each_maps_percentiles_from_its_rows(tmp_path):
     rows = tmp_path / "rows"
     rows.mkdir()
     synthetic_rows(rows, width=N_INPUTS_NEIGHBOURHOOD)  # one map per file, each its own draw
+    for path in rows.glob("S*_000.npz"):  # S0's map has a noise reference, the others none
+        data = dict(np.load(path))
+        data["x"][:, HAS_REFERENCE] = float(path.name == "S0_000.npz")
+        np.savez(path, **data)
     loaded = load_rows(rows, "train", variants=True)
     derived = with_percentiles(loaded)["x"]
     assert derived.shape == (1200, N_INPUTS_PERCENTILES) and derived.dtype == np.float32
     np.testing.assert_array_equal(derived[:, :N_INPUTS_NEIGHBOURHOOD], loaded["x"])
     for i, path in enumerate(sorted(rows.glob("S[0-3]_000.npz"))):  # the training files, in load order
-        own = np.load(path)["x"][:, :N_BANDS]
+        own = band_percentiles(np.load(path)["x"][:, :N_BANDS]) if i else np.zeros(N_PERCENTILES)
         np.testing.assert_allclose(derived[300 * i:300 * (i + 1), N_INPUTS_NEIGHBOURHOOD:],
-                                   np.broadcast_to(band_percentiles(own), (300, N_PERCENTILES)), rtol=1e-6)
-    assert not np.allclose(derived[0, N_INPUTS_NEIGHBOURHOOD:], derived[300, N_INPUTS_NEIGHBOURHOOD:])
+                                   np.broadcast_to(own, (300, N_PERCENTILES)), rtol=1e-6)
+    assert not np.allclose(derived[300, N_INPUTS_NEIGHBOURHOOD:], derived[600, N_INPUTS_NEIGHBOURHOOD:])
     card_path = train({**tiny_config(tmp_path / "pct", rows), "inputs": "percentiles"}, progress=False)
     card = json.loads(card_path.read_text())
     assert card["architecture"]["n_features"] == N_INPUTS_PERCENTILES and card["features"]["layout"] == "percentiles"

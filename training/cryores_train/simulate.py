@@ -447,9 +447,8 @@ def simulate_atom_cliff(model: AtomModel, params: dict, seed: int) -> dict[str, 
     mixes finer atoms' signal in, as on the held-out family; the label is each atom's cliff.
     Unlike the held-out ``lowpass`` family (a smooth random field, the whole map filtered voxel
     by voxel), the filtering is per atom and the designs are radial or patchy (or blocks, with
-    ``sharp_share``). Every atom is drawn at full occupancy in its rung (alternate conformers
-    too, where a file has them; the shipped rows were made so), while the noise level is set
-    from the model's density at its own occupancies.
+    ``sharp_share``). Every atom is drawn in its rung at the file's own occupancy, as the noise
+    level is set from (before 2026-12-05 at full occupancy, so alternate conformers overlapped).
     """
     from cryores.local_filter import raised_cosine
 
@@ -470,8 +469,8 @@ def simulate_atom_cliff(model: AtomModel, params: dict, seed: int) -> dict[str, 
     try:
         for rung in np.unique(d_atom):
             chosen = d_atom == rung
-            for atom, on in zip(atoms, chosen):
-                atom.occ = 1.0 if on else 0.0
+            for atom, occ, on in zip(atoms, occupancy, chosen):
+                atom.occ = occ if on else 0.0  # at the file's own occupancy (alternate conformers share)
             rendered = _density(model, np.full(len(atoms), b_reference + decay * rung ** 2), n, voxel)
             signal += fourier_filter(rendered, raised_cosine(k, 1.0 / rung, 0.05 / rung))
     finally:  # the model is cached between samples
