@@ -453,9 +453,12 @@ def network_inputs(features: SpectralFeatures, where: np.ndarray, layout: str = 
     is ``"features"``, the map's context; then, for ``"neighbourhood"`` and ``"wide_neighbourhood"``,
     the voxel's :func:`neighbourhood_gap`; then, for ``"wide_neighbourhood"``, the gap within
     WIDE_NEIGHBOURHOOD_A, where the coarse bands' wide windows gather power from further away;
-    for ``"percentiles"``, after the neighbourhood gap, the map's :func:`band_percentiles`.
+    for ``"percentiles"``, after the neighbourhood gap, the map's :func:`band_percentiles` (0 where
+    it has a noise reference, :func:`percentile_inputs`).
 
-    Training rows and inference both build their inputs here, so they cannot drift apart.
+    Training rows and inference both build their inputs here, so they cannot drift apart; only the
+    percentiles are computed in training from each map's rows instead
+    (``cryores_train.fit_spectral.with_percentiles``), through the same two functions.
     """
     if layout not in LAYOUTS:
         raise CryoResError(f"input layout {layout!r}: this cryores knows {', '.join(LAYOUTS)}")
