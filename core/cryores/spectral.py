@@ -101,7 +101,8 @@ class SpectralFeatures:
     resolution (Å) the map holds anywhere (:func:`content_edge`). ``context``: the map's profile
     (:data:`N_CONTEXT` values), the median of the relative powers and SNRs over the reference
     region (the automatic mask by default), whatever ``mask`` is. ``percentiles``: the
-    :func:`band_percentiles` of the same region.
+    :func:`band_percentiles` of the same region where the map has no noise reference, else 0
+    (never read there, :func:`percentile_inputs`).
     """
 
     features: np.ndarray
@@ -333,7 +334,9 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
     # over the reference (the automatic mask), as the scale E: a user's tighter mask must not move it
     # (channel by channel: the same medians as one median along an axis, in half the time)
     context = np.array([np.median(channel[grid_reference]) for channel in features[:N_CONTEXT]], np.float32)
-    percentiles = band_percentiles(features[:N_BANDS, grid_reference].T)
+    # only read without a noise reference (percentile_inputs): not computed for maps that have one
+    percentiles = (band_percentiles(features[:N_BANDS, grid_reference].T) if noise is None
+                   else np.zeros(N_PERCENTILES, np.float32))
     return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge, context,
                             percentiles)
 

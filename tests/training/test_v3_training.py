@@ -573,6 +573,10 @@ def test_input_statistics_describe_what_the_layers_read():
     plain = SpectralNet(N_INPUTS, (8,))
     mean, std = input_statistics(plain, x)
     assert np.array_equal(mean, x.mean(axis=0)) and np.array_equal(std, x.std(axis=0))  # as before: bit-equal
+    wide = rng.normal(size=(5000, N_INPUTS_PERCENTILES)).astype(np.float32)  # too wide for x.std's temporary
+    mean, std = input_statistics(SpectralNet(N_INPUTS_PERCENTILES, (8,)), wide, chunk=700)
+    np.testing.assert_allclose(mean, wide.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, wide.astype(np.float64).std(axis=0), rtol=1e-5, atol=1e-5)
     derived = SpectralNet(N_INPUTS, (8,), context_without_reference=True, snr_crossings=True)
     mean, std = input_statistics(derived, x, chunk=700)  # chunked sums, as on all rows
     expanded = derived.expand(torch.from_numpy(x)).numpy()

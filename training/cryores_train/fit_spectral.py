@@ -125,7 +125,7 @@ def input_statistics(network: SpectralNet, x: np.ndarray, chunk: int = 1 << 20) 
     total = square = None
     with torch.no_grad():
         for start in range(0, len(x), chunk):
-            part = network.expand(torch.from_numpy(x[start:start + chunk]).float()).double()
+            part = network.expand(torch.from_numpy(x[start:start + chunk])).double()
             total = part.sum(0) if total is None else total + part.sum(0)
             square = (part ** 2).sum(0) if square is None else square + (part ** 2).sum(0)
     mean = total / len(x)
