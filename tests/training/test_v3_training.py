@@ -583,3 +583,25 @@ def test_input_statistics_describe_what_the_layers_read():
     assert mean.shape == (N_INPUTS + len(CROSSING_SNR),)
     np.testing.assert_allclose(mean, expanded.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(std, expanded.astype(np.float64).std(axis=0), rtol=1e-4, atol=1e-5)
+
+
+def test_solve_calibration_recovers_a_known_shift_and_interval_scale():
+    """Maps whose median reads exp(0.2) too coarse and whose errors spread twice the network's
+    sigma: the solver must return that shift and a scale that makes the interval hold 90 %."""
+    from cryores_train.fit_spectral import CalibrationMap, solve_calibration
+
+    rng = np.random.default_rng(4)
+    maps = []
+    for number in range(6):
+        label = rng.uniform(4.0, 8.0, 4000).astype(np.float32)
+        width = np.full(label.size, 0.5 * np.exp(0.2), np.float32)  # sigma, as coarse as the median
+        error = rng.normal(0.0, 2.0 * 0.5, label.size).astype(np.float32)  # spread twice the network's sigma
+        median = (label + error) * np.float32(np.exp(0.2))
+        maps.append(CalibrationMap(median, np.full(label.size, 1.0, np.float32), width, label, 2.0,
+                                   f"s{number}", 0, bool(number % 2)))
+    scale, shift = solve_calibration(maps, ceiling=30.0)
+    assert abs(shift - 0.2) < 0.01
+    assert abs(scale - 2.0) < 0.1
+    floored = [CalibrationMap(m.median, np.full(m.label.size, 9.0, np.float32), m.width, m.label, m.nyquist,
+                              m.structure, m.variant, m.has_reference) for m in maps]
+    assert solve_calibration(floored, ceiling=30.0)[1] != pytest.approx(shift, abs=0.01)  # the floor moves it

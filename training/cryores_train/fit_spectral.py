@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -355,22 +356,29 @@ def map_weighted_quantile(values: np.ndarray, map_sizes: list[int], q: float) ->
     return float(np.quantile(values, q, weights=weights, method="inverted_cdf"))
 
 
-def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
-    """(interval scale, median shift) from whole maps of validation structures, the way users get
-    predictions (features on the whole map, smoothing, evidence floor, back to the input grid).
-    ``maps`` structures (all validation structures if it is absent), ``per_structure`` samples of
-    each, and each sample's raw and deposited-style variants; every map weighs the same in the
-    shift (:func:`map_weighted_quantile`), and the interval scale pools the voxels, as its
-    promise is about voxels.
+@dataclass
+class CalibrationMap:
+    """One whole validation map's labelled voxels as :func:`calibrate_on_maps` reads them: the
+    network's median before any shift (Å, unfloored), the evidence floor (Å), sigma before any
+    shift or scale (Å, the 5-95 % half-width / 1.645), the true resolution (Å), the Nyquist limit
+    (Å); which structure and variant it is, and whether its solvent gave a noise reference."""
 
-    Rows miss what inference adds, above all the evidence floor, which only ever coarsens: on maps
-    it binds on many voxels, so the median of ln(predicted / true) measured with the floor in place
-    is not the shift that centres the errors once applied under it. The network runs once per
-    map (:func:`cryores.spectral_inference.spectral_parts`); the shift s is then solved (bisection)
-    so that the (map-weighted) median of ln(max(median / e^s, floor) / true) over the labelled
-    voxels is 0, and the interval scale is the factor that makes +-1.645 sigma hold 90 % of all
-    of them (pooled) at that shift.
-    """
+    median: np.ndarray
+    floor: np.ndarray
+    width: np.ndarray
+    label: np.ndarray
+    nyquist: float
+    structure: str
+    variant: int
+    has_reference: bool
+
+
+def calibration_maps(card_path: Path, config: dict) -> tuple[list[CalibrationMap], float]:
+    """(the validation maps of the config's ``calibration``, the model's ceiling in Å), predicted
+    the way users get predictions (features on the whole map, smoothing, back to the input grid):
+    ``maps`` structures (all validation structures if it is absent), ``per_structure`` samples of
+    each, and each sample's raw and deposited-style variants. The network runs once per map; the
+    shift and scale are solved on these arrays (:func:`solve_calibration`)."""
     from cryores.masking import mask_from_array
     from cryores.model_card import load_model
     from cryores.resample import linear_resample
@@ -383,25 +391,42 @@ def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
     base = Path(config["dataset"]).resolve().parents[3]  # training/ (dataset is training/data/v3/rows/<family>)
     groups, ids = structures_in_splits([base / root for root in calibration["structures"]], ("val",),
                                        calibration.get("maps"))
-    medians, floors, widths, labels, nyquists = [], [], [], [], []
+    maps = []
     for sid, index in [(sid, i) for i in range(int(calibration.get("per_structure", 1))) for sid in ids]:
         _, _, voxel, variants = scored_maps(sid, groups[sid], "bfactor", index, config["seed"], salt=3)
-        for variant in variants:
+        for number, variant in enumerate(variants):
             region = variant.label > 0
             parts = spectral_parts(variant.density, (voxel,) * 3, mask_from_array(region, region.shape), model,
                                    torch.device("cpu"))
-            median, width = parts.calibrated(0.0, 1.0, floored=False)  # floored below, at each trial shift
+            median, width = parts.calibrated(0.0, 1.0, floored=False)  # floored by the solver, at each shift
             on_grid = [median, parts.filled_floor(), width]
             if median.shape != region.shape:
                 on_grid = [linear_resample(a.astype(np.float32), region.shape) for a in on_grid]
-            medians.append(on_grid[0][region])
-            floors.append(on_grid[1][region])
-            widths.append(on_grid[2][region])
-            labels.append(variant.label[region])
-            nyquists.append(np.full(int(region.sum()), 2.0 * voxel, np.float32))
-    sizes = [len(values) for values in labels]
-    median, floor, width, label, nyquist = (np.concatenate(a) for a in (medians, floors, widths, labels, nyquists))
-    ceiling = float(model.max_resolution)
+            maps.append(CalibrationMap(on_grid[0][region], on_grid[1][region], on_grid[2][region],
+                                       variant.label[region], 2.0 * voxel, sid, number, parts.has_reference))
+    return maps, float(model.max_resolution)
+
+
+def calibrate_on_maps(card_path: Path, config: dict) -> tuple[float, float]:
+    """(interval scale, median shift) from whole maps of validation structures
+    (:func:`calibration_maps`, solved by :func:`solve_calibration`)."""
+    return solve_calibration(*calibration_maps(card_path, config))
+
+
+def solve_calibration(maps: list[CalibrationMap], ceiling: float) -> tuple[float, float]:
+    """(interval scale, median shift) that centre and size the errors of ``maps``.
+
+    Rows miss what inference adds, above all the evidence floor, which only ever coarsens: on maps
+    it binds on many voxels, so the median of ln(predicted / true) measured with the floor in place
+    is not the shift that centres the errors once applied under it. The shift s is solved
+    (bisection) so that the map-weighted median (:func:`map_weighted_quantile`) of
+    ln(max(median / e^s, floor) / true) over the labelled voxels is 0, and the interval scale is
+    the factor that makes +-1.645 sigma hold 90 % of all of them (pooled) at that shift.
+    """
+    sizes = [len(m.label) for m in maps]
+    median, floor, width, label = (np.concatenate([getattr(m, key) for m in maps])
+                                   for key in ("median", "floor", "width", "label"))
+    nyquist = np.concatenate([np.full(len(m.label), m.nyquist, np.float32) for m in maps])
 
     def predicted(shift: float) -> np.ndarray:  # as cryores.predict clips it
         return np.clip(np.maximum(median * np.float32(np.exp(-shift)), floor), nyquist, ceiling)
