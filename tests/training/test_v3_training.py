@@ -594,14 +594,14 @@ def test_solve_calibration_recovers_a_known_shift_and_interval_scale():
     maps = []
     for number in range(6):
         label = rng.uniform(4.0, 8.0, 4000).astype(np.float32)
-        width = np.full(label.size, 0.5 * np.exp(0.2), np.float32)  # sigma, as coarse as the median
+        sigma = np.full(label.size, 0.5 * np.exp(0.2), np.float32)  # sigma, as coarse as the median
         error = rng.normal(0.0, 2.0 * 0.5, label.size).astype(np.float32)  # spread twice the network's sigma
         median = (label + error) * np.float32(np.exp(0.2))
-        maps.append(CalibrationMap(median, np.full(label.size, 1.0, np.float32), width, label, 2.0,
+        maps.append(CalibrationMap(median, np.full(label.size, 1.0, np.float32), sigma, label, 2.0,
                                    f"s{number}", 0, bool(number % 2)))
     scale, shift = solve_calibration(maps, ceiling=30.0)
     assert abs(shift - 0.2) < 0.01
     assert abs(scale - 2.0) < 0.1
-    floored = [CalibrationMap(m.median, np.full(m.label.size, 9.0, np.float32), m.width, m.label, m.nyquist,
+    floored = [CalibrationMap(m.median, np.full(m.label.size, 9.0, np.float32), m.sigma, m.label, m.nyquist,
                               m.structure, m.variant, m.has_reference) for m in maps]
     assert solve_calibration(floored, ceiling=30.0)[1] != pytest.approx(shift, abs=0.01)  # the floor moves it

@@ -365,7 +365,7 @@ class CalibrationMap:
 
     median: np.ndarray
     floor: np.ndarray
-    width: np.ndarray
+    sigma: np.ndarray
     label: np.ndarray
     nyquist: float
     structure: str
@@ -398,8 +398,8 @@ def calibration_maps(card_path: Path, config: dict) -> tuple[list[CalibrationMap
             region = variant.label > 0
             parts = spectral_parts(variant.density, (voxel,) * 3, mask_from_array(region, region.shape), model,
                                    torch.device("cpu"))
-            median, width = parts.calibrated(0.0, 1.0, floored=False)  # floored by the solver, at each shift
-            on_grid = [median, parts.filled_floor(), width]
+            median, sigma = parts.calibrated(0.0, 1.0, floored=False)  # floored by the solver, at each shift
+            on_grid = [median, parts.filled_floor(), sigma]
             if median.shape != region.shape:
                 on_grid = [linear_resample(a.astype(np.float32), region.shape) for a in on_grid]
             maps.append(CalibrationMap(on_grid[0][region], on_grid[1][region], on_grid[2][region],
@@ -424,8 +424,8 @@ def solve_calibration(maps: list[CalibrationMap], ceiling: float) -> tuple[float
     the factor that makes +-1.645 sigma hold 90 % of all of them (pooled) at that shift.
     """
     sizes = [len(m.label) for m in maps]
-    median, floor, width, label = (np.concatenate([getattr(m, key) for m in maps])
-                                   for key in ("median", "floor", "width", "label"))
+    median, floor, sigma, label = (np.concatenate([getattr(m, key) for m in maps])
+                                   for key in ("median", "floor", "sigma", "label"))
     nyquist = np.concatenate([np.full(len(m.label), m.nyquist, np.float32) for m in maps])
 
     def predicted(shift: float) -> np.ndarray:  # as cryores.predict clips it
@@ -440,8 +440,8 @@ def solve_calibration(maps: list[CalibrationMap], ceiling: float) -> tuple[float
         else:
             above = shift
     shift = 0.5 * (below + above)
-    sigma = width * np.float32(np.exp(-shift))
-    ratio = np.abs(predicted(shift) - label) / np.maximum(Z90 * sigma, 1e-6)
+    shifted_sigma = sigma * np.float32(np.exp(-shift))
+    ratio = np.abs(predicted(shift) - label) / np.maximum(Z90 * shifted_sigma, 1e-6)
     # the interval's promise is per voxel ("holds 90 % of the voxels"), so its scale is a pooled
     # quantile; map-weighted (as the shift is) it held 95.1 % of the test split's voxels while
     # each map's own share averaged 92.7 % (training/README, "neighbourhood input with cliff")
