@@ -260,6 +260,17 @@ def test_the_calibrated_median_shift_scales_the_network_median_but_never_the_flo
     assert (ratio <= 1.0 + 1e-5).all()
     assert shifted.resolution[mask].min() >= 2.0  # never finer than Nyquist after the shift
     assert np.median(shifted.uncertainty[mask] / plain.uncertainty[mask]) == pytest.approx(1 / 1.5, rel=0.02)
+    # a card with a shift per path applies the one of the map's path (this map's solvent holds noise)
+    assert shifted.noise_reference is True
+    for own, other in ((np.log(1.5), 0.0), (0.0, np.log(1.5))):
+        by_reference = {"with": own, "without": other}
+        card["calibration"] = {"median_log_shift": 0.3, "median_log_shift_by_reference": by_reference}
+        by_path = load_model(save_model(network, card, tmp_path / "c.json"))
+        assert by_path.median_shift_for(True) == own and by_path.median_shift_for(False) == other
+        expected = shifted if own else plain
+        got = predict(density, 1.0, mask, model=by_path).resolution
+        np.testing.assert_allclose(got, expected.resolution, rtol=1e-6)
+    assert shifted_model.median_shift_for(False) == shifted_model.median_shift  # one shift: both paths
 
 
 def test_adaptive_smoothing_keeps_fine_detail_and_evens_out_coarse_scatter():

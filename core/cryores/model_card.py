@@ -55,6 +55,13 @@ class LoadedModel:
         median, right on rows, read coarse on whole maps."""
         return float(self.card.get("calibration", {}).get("median_log_shift", 0.0))
 
+    def median_shift_for(self, has_reference: bool) -> float:
+        """:attr:`median_shift` of one path: maps whose solvent gives a noise reference, or maps
+        without one (masked, flattened, low-passed deposits), which the network reads apart and
+        the calibration centres apart; a card with one shift applies it to both."""
+        by_path = self.card.get("calibration", {}).get("median_log_shift_by_reference", {})
+        return float(by_path.get("with" if has_reference else "without", self.median_shift))
+
     @property
     def voxel_size(self) -> float:
         return float(self.card["voxel_size"])

@@ -177,7 +177,7 @@ def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float]
     ``reference``: the automatic mask when the caller has it already (else computed here).
     """
     parts = spectral_parts(density, voxel_size, mask, loaded, device, on_progress, reference)
-    resolution, std = parts.calibrated(loaded.median_shift, loaded.interval_scale)
+    resolution, std = parts.calibrated(loaded.median_shift_for(parts.has_reference), loaded.interval_scale)
     if resolution.shape != density.shape:
         # interpolated over the mask's bounding box only; beyond it, the box's nearest face
         box = bounding_box(mask) if mask.any() else tuple(slice(0, n) for n in density.shape)

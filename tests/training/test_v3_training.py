@@ -37,6 +37,8 @@ from cryores_train.rows import (
 )
 from cryores_train.simulate import (
     CLIFF_STEP,
+    V3_COARSE_RESOLUTION_A,
+    V3_COARSE_VOXEL_A,
     V3_RESOLUTION_A,
     V3_VOXEL_A,
     draw_parameters_v3,
@@ -185,7 +187,8 @@ def test_sharp_variant_keeps_the_signal_up_to_its_cut_and_only_noise_beyond(smal
 
 def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, small_structure):
     sid, paths = small_structure
-    name = build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0))
+    base = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path))  # then shares, inputs, flags
+    name = build_sample(base + (0.0, 0.0, "context", 0, False))
     with np.load(tmp_path / "bfactor" / name) as data:
         assert data["x"].shape[1] == N_INPUTS and len(data["y"]) == len(data["x"]) == len(data["bound"])
         for kind in np.unique(data["kind"]):  # the map's context: one value per variant, in every row
@@ -197,24 +200,23 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
         assert str(data["split"]) == split_of(sid)
         assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
     mtime = (tmp_path / "bfactor" / name).stat().st_mtime
-    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0)
-    build_sample(task)  # finished: skipped
+    build_sample(base + (0.0, 0.0, "context", 0, False))  # finished: skipped
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
     # the same name made with another sharp share would be another sample: refused, file kept
     with pytest.raises(CryoResError, match="made with --sharp-share 0, not 0.3"):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.3, 0.0, "context", 0))
+        build_sample(base + (0.3, 0.0, "context", 0, False))
     # or with a drawn steepness (any share 1 draws one other than the default)
     with pytest.raises(CryoResError, match="made at steepness 8, where --steep-share 1 draws"):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 1.0, "context", 0))
+        build_sample(base + (0.0, 1.0, "context", 0, False))
     # and with other inputs per row it would mix widths in one folder: refused too
     with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, not {N_INPUTS_NEIGHBOURHOOD}"):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "neighbourhood", 0))
+        build_sample(base + (0.0, 0.0, "neighbourhood", 0, False))
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
 
 
 def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, small_structure):
     sid, paths = small_structure
-    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 3)
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 3, False)
     name = build_sample(task)
     with np.load(tmp_path / "bfactor-processing" / name) as data:
         assert set(np.unique(data["kind"])) == {1} and int(data["processing"]) == 3  # deposits only
@@ -224,7 +226,28 @@ def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, 
     (tmp_path / "bfactor").mkdir()  # a plain rows file under the processing folder's name: refused
     (tmp_path / "bfactor-processing" / name).rename(tmp_path / "bfactor" / name)
     with pytest.raises(CryoResError, match="made with --processing 3, not 0"):
-        build_sample(task[:-1] + (0,))
+        build_sample(task[:-2] + (0, False))
+
+
+def test_coarse_rows_are_drawn_apart_at_coarse_voxel_sizes_in_their_own_folder(tmp_path, small_structure):
+    """--coarse: its own draws (not the plain sample's), 2.5-6 Å/px, in FAMILY-coarse/; a plain
+    file found where a coarse one belongs is refused, naming the flag."""
+    sid, paths = small_structure
+    coarse = [sample_parameters(sid, i, 0, "bfactor", coarse=True) for i in range(12)]
+    assert all(V3_COARSE_VOXEL_A[0] <= p["voxel_size"] <= V3_COARSE_VOXEL_A[1] for p in coarse)
+    assert max(p["voxel_size"] for p in coarse) > V3_VOXEL_A[1]  # beyond the plain rows' sizes
+    assert all(p["resolution_clip"] == list(V3_COARSE_RESOLUTION_A) for p in coarse)
+    assert coarse[0]["seed"] != sample_parameters(sid, 0, 0, "bfactor")["seed"]
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, True)
+    name = build_sample(task)
+    with np.load(tmp_path / "bfactor-coarse" / name) as data:
+        assert bool(data["coarse"]) and float(data["voxel"]) == pytest.approx(coarse[0]["voxel_size"], rel=0.5)
+        assert float(data["voxel"]) >= V3_COARSE_VOXEL_A[0] and len(data["y"]) > 0
+    assert not (tmp_path / "bfactor").exists()
+    (tmp_path / "bfactor").mkdir()
+    (tmp_path / "bfactor-coarse" / name).rename(tmp_path / "bfactor" / name)
+    with pytest.raises(CryoResError, match="made with --coarse"):
+        build_sample(task[:-1] + (False,))
 
 
 def test_rows_of_another_width_are_refused_naming_the_file(tmp_path):
@@ -300,7 +323,7 @@ def test_fit_resumes_to_the_same_weights_and_exports_a_loadable_model(tmp_path):
 def test_fit_reads_further_families_rows_named_in_more_rows(tmp_path):
     """``more_rows`` adds other simulated families' folders (relative to the config's folder's
     parent, like ``dataset``): the fit trains on all of them and the card names each family."""
-    for family, seed in (("bfactor", 0), ("cliff", 1)):
+    for family, seed in (("bfactor", 0), ("cliff", 1), ("bfactor-coarse", 2)):
         (tmp_path / "rows" / family).mkdir(parents=True)
         synthetic_rows(tmp_path / "rows" / family, seed=seed, width=N_INPUTS)
     (tmp_path / "configs").mkdir()
@@ -309,9 +332,21 @@ def test_fit_reads_further_families_rows_named_in_more_rows(tmp_path):
                                        "more_rows": ["rows/cliff"], "output": "mix"}))
     config = load_config(config_path)
     assert config["more_rows"] == [str((tmp_path / "rows" / "cliff").resolve())]
-    card = json.loads(train(config, progress=False).read_text())["training"]
+    full = json.loads(train(config, progress=False).read_text())
+    card = full["training"]
     assert card["rows"] == {"train": 2400, "val": 1200} and card["samples"] == {"train": 8, "val": 4}
     assert "families 'bfactor' and 'cliff'" in card["data"] and "more_rows" not in card["config"]
+    assert full["trained_on"]["voxel_size_A"] == list(V3_VOXEL_A)
+    # coarse-map rows (cryores-train rows --coarse) widen the ranges the card says it was trained on
+    config_path.write_text(json.dumps({**tiny_config(tmp_path / "mixc", tmp_path / "rows"), "dataset": "rows/bfactor",
+                                       "more_rows": ["rows/bfactor-coarse"], "output": "mixc"}))
+    coarse = json.loads(train(load_config(config_path), progress=False).read_text())
+    config_path.write_text(json.dumps({**tiny_config(tmp_path / "mix3", tmp_path / "rows"), "dataset": "rows/bfactor",
+                                       "more_rows": ["rows/cliff", "rows/bfactor-coarse"], "output": "mix3"}))
+    three = json.loads(train(load_config(config_path), progress=False).read_text())["training"]["data"]
+    assert "families 'bfactor', 'cliff' and 'bfactor-coarse'" in three
+    assert coarse["trained_on"] == {"voxel_size_A": [V3_VOXEL_A[0], V3_COARSE_VOXEL_A[1]],
+                                    "resolution_A": [V3_RESOLUTION_A[0], V3_COARSE_RESOLUTION_A[1]]}
     config_path.write_text(json.dumps({**tiny_config(tmp_path / "mix", tmp_path / "rows"), "more_rows": "rows/cliff"}))
     with pytest.raises(CryoResError, match="more_rows must be a list of folders"):
         load_config(config_path)
@@ -344,6 +379,10 @@ def test_fit_derives_each_maps_percentiles_from_its_rows(tmp_path):
         np.testing.assert_allclose(derived[300 * i:300 * (i + 1), N_INPUTS_NEIGHBOURHOOD:],
                                    np.broadcast_to(own, (300, N_PERCENTILES)), rtol=1e-6)
     assert not np.allclose(derived[300, N_INPUTS_NEIGHBOURHOOD:], derived[600, N_INPUTS_NEIGHBOURHOOD:])
+    # derived file by file as the rows load (what the fit does, so it never holds both copies): the same
+    per_file = load_rows(rows, "train", True, lambda x, variant: with_percentiles({"x": x, "variant": variant})["x"])
+    np.testing.assert_array_equal(per_file["x"], derived)
+    assert all(np.array_equal(per_file[key], loaded[key]) for key in loaded if key != "x")
     card_path = train({**tiny_config(tmp_path / "pct", rows), "inputs": "percentiles"}, progress=False)
     card = json.loads(card_path.read_text())
     assert card["architecture"]["n_features"] == N_INPUTS_PERCENTILES and card["features"]["layout"] == "percentiles"
@@ -457,7 +496,7 @@ def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, 
     sid, paths = small_structure
     monkeypatch.setattr(rows_module.np, "savez_compressed", killed)
     with pytest.raises(KeyboardInterrupt):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, False))
     monkeypatch.undo()
     leftovers = list((tmp_path / "bfactor").iterdir())
     assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"half-written"
@@ -585,23 +624,31 @@ def test_input_statistics_describe_what_the_layers_read():
     np.testing.assert_allclose(std, expanded.astype(np.float64).std(axis=0), rtol=1e-4, atol=1e-5)
 
 
-def test_solve_calibration_recovers_a_known_shift_and_interval_scale():
-    """Maps whose median reads exp(0.2) too coarse and whose errors spread twice the network's
-    sigma: the solver must return that shift and a scale that makes the interval hold 90 %."""
-    from cryores_train.fit_spectral import CalibrationMap, solve_calibration
+def test_solve_calibration_recovers_a_known_shift_per_path_and_the_interval_scale():
+    """Maps whose median reads exp(0.3) too coarse where the solvent gave a noise reference and
+    exp(0.1) where it did not, with errors spread twice the network's sigma: the solver must return
+    each path's shift, a pooled one between them, and a scale that makes the interval hold 90 %."""
+    from cryores_train.fit_spectral import MIN_MAPS_PER_SHIFT, CalibrationMap, solve_calibration
 
     rng = np.random.default_rng(4)
     maps = []
-    for number in range(6):
-        label = rng.uniform(4.0, 8.0, 4000).astype(np.float32)
-        sigma = np.full(label.size, 0.5 * np.exp(0.2), np.float32)  # sigma, as coarse as the median
+    for number in range(2 * MIN_MAPS_PER_SHIFT):
+        offset = 0.3 if number % 2 else 0.1
+        label = rng.uniform(4.0, 8.0, 2000).astype(np.float32)
+        sigma = np.full(label.size, 0.5 * np.exp(offset), np.float32)  # sigma, as coarse as the median
         error = rng.normal(0.0, 2.0 * 0.5, label.size).astype(np.float32)  # spread twice the network's sigma
-        median = (label + error) * np.float32(np.exp(0.2))
+        median = (label + error) * np.float32(np.exp(offset))
         maps.append(CalibrationMap(median, np.full(label.size, 1.0, np.float32), sigma, label, 2.0,
                                    f"s{number}", 0, bool(number % 2)))
-    scale, shift = solve_calibration(maps, ceiling=30.0)
-    assert abs(shift - 0.2) < 0.01
+    scale, shifts = solve_calibration(maps, ceiling=30.0)
+    assert abs(shifts["with_reference"] - 0.3) < 0.01 and abs(shifts["without_reference"] - 0.1) < 0.01
+    assert 0.12 < shifts["pooled"] < 0.28
     assert abs(scale - 2.0) < 0.1
     floored = [CalibrationMap(m.median, np.full(m.label.size, 9.0, np.float32), m.sigma, m.label, m.nyquist,
                               m.structure, m.variant, m.has_reference) for m in maps]
-    assert solve_calibration(floored, ceiling=30.0)[1] != pytest.approx(shift, abs=0.01)  # the floor moves it
+    moved = solve_calibration(floored, ceiling=30.0)[1]["with_reference"]
+    assert moved != pytest.approx(0.3, abs=0.01)  # the floor moves it
+    # too few maps on a path: it takes the pooled shift rather than a handful of maps' own offsets
+    few = maps[:MIN_MAPS_PER_SHIFT] + [m for m in maps[MIN_MAPS_PER_SHIFT:] if m.has_reference]
+    _, shifts = solve_calibration(few, ceiling=30.0)
+    assert shifts["without_reference"] == shifts["pooled"] != shifts["with_reference"]

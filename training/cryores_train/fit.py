@@ -327,8 +327,9 @@ def _run_calibrate(args) -> int:
     card = args.card or model_card_path(config)
     if not card.is_file():
         raise CryoResError(f"{card}: no such model card")
-    scale, shift = write_calibration(card, config)
-    print(f"median shift {shift:.4f}, interval scale {scale:.3f} -> {card}")
+    scale, shifts = write_calibration(card, config)
+    print(f"median shift {shifts['with_reference']:.4f} with a noise reference, {shifts['without_reference']:.4f} "
+          f"without ({shifts['pooled']:.4f} pooled), interval scale {scale:.3f} -> {card}")
     return 0
 
 

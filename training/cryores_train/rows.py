@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from .variants import KINDS, make_variants, processing_variants
 ROWS_PER_VARIANT = 1500
 FAMILY_SEED_OFFSET = {"bfactor": 0, "cliff": 2000, "lowpass": 1000}  # each family its own draws
 FAMILIES = tuple(FAMILY_SEED_OFFSET)
+COARSE_SEED_OFFSET = 500  # coarse samples (--coarse) draw apart from the same family's plain ones
 # what --inputs offers: not "features" (the first columns of any rows) nor "percentiles" (the fit
 # derives a map's percentiles from its rows' neighbourhood columns: fit_spectral.with_percentiles)
 ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout not in ("features", "percentiles"))
@@ -70,14 +72,15 @@ def simulate_family(model, params: dict, seed: int) -> dict[str, np.ndarray]:
 
 
 def sample_parameters(structure_id: str, index: int, seed: int, family: str, sharp_share: float = 0.0,
-                      steep_share: float = 0.0) -> dict:
+                      steep_share: float = 0.0, coarse: bool = False) -> dict:
     """The random choices of one v3 sample (cheap: nothing is simulated), the same for the same
-    arguments (the shares: see :func:`~cryores_train.simulate.draw_parameters_v3`; evaluation
-    and calibration keep 0)."""
+    arguments (the shares and ``coarse``: see :func:`~cryores_train.simulate.draw_parameters_v3`;
+    evaluation and calibration keep the defaults)."""
     if family not in FAMILY_SEED_OFFSET:
         raise CryoResError(f"family {family!r}: not one of {', '.join(FAMILIES)}")
-    own_seed = sample_seed(seed + FAMILY_SEED_OFFSET[family], structure_id, index)
-    params = draw_parameters_v3(np.random.default_rng(own_seed), family, sharp_share, steep_share)
+    offset = FAMILY_SEED_OFFSET[family] + (COARSE_SEED_OFFSET if coarse else 0)
+    own_seed = sample_seed(seed + offset, structure_id, index)
+    params = draw_parameters_v3(np.random.default_rng(own_seed), family, sharp_share, steep_share, coarse)
     params.update(structure_id=structure_id, index=index, seed=own_seed)
     return params
 
@@ -142,22 +145,24 @@ def refuse_other_width(path: Path, width: int, layout: str, what: str = "rows") 
                            "write the rows to another folder or delete these")
 
 
-def rows_folder(root: Path, family: str, processing: int = 0) -> Path:
+def rows_folder(root: Path, family: str, processing: int = 0, coarse: bool = False) -> Path:
     """Where a family's rows go: ``root/family``, or ``root/family-processing`` for the rows of
-    extra deposits only (``--processing``), which a fit lists under ``more_rows``."""
-    return Path(root) / (f"{family}-processing" if processing else family)
+    extra deposits only (``--processing``), ``root/family-coarse`` for coarse maps (``--coarse``);
+    a fit lists those under ``more_rows``."""
+    return Path(root) / (family + ("-processing" if processing else "") + ("-coarse" if coarse else ""))
 
 
 def build_sample(task: tuple) -> str:
-    structure_id, paths, index, seed, family, root, sharp_share, steep_share, layout, processing = task
-    path = rows_folder(root, family, processing) / f"{structure_id}_{index:03d}.npz"
-    params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share)
+    structure_id, paths, index, seed, family, root, sharp_share, steep_share, layout, processing, coarse = task
+    path = rows_folder(root, family, processing, coarse) / f"{structure_id}_{index:03d}.npz"
+    params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share, coarse)
     if path.is_file():  # finished; but a file of another sharp share or steepness is another sample
         with np.load(path) as data:
             made = float(data["sharp_share"]) if "sharp_share" in data else 0.0
             steepness = float(data["steepness"]) if "steepness" in data else STEEPNESS  # older rows: the default
             width = data["x"].shape[1]
             made_processing = int(data["processing"]) if "processing" in data else 0
+            made_coarse = bool(data["coarse"]) if "coarse" in data else False
         if made != sharp_share:
             raise CryoResError(f"rows {path}: made with --sharp-share {made:g}, not {sharp_share:g}; "
                                "write the rows to another folder or delete these")
@@ -167,6 +172,9 @@ def build_sample(task: tuple) -> str:
         refuse_other_width(path, width, layout)
         if made_processing != processing:
             raise CryoResError(f"rows {path}: made with --processing {made_processing}, not {processing}; "
+                               "write the rows to another folder or delete these")
+        if made_coarse != coarse:
+            raise CryoResError(f"rows {path}: made {'with' if made_coarse else 'without'} --coarse; "
                                "write the rows to another folder or delete these")
         return path.name
     arrays = simulate_sample(params, paths)
@@ -192,7 +200,8 @@ def build_sample(task: tuple) -> str:
     with open(tmp, "wb") as stream:
         np.savez_compressed(stream, **{k: np.concatenate(v) for k, v in blocks.items()},
                             voxel=voxel, structure=structure_id, split=split_of(structure_id),
-                            sharp_share=sharp_share, steepness=params["steepness"], processing=processing)
+                            sharp_share=sharp_share, steepness=params["steepness"], processing=processing,
+                            coarse=coarse)
     os.replace(tmp, path)
     return path.name
 
@@ -200,42 +209,59 @@ def build_sample(task: tuple) -> str:
 def run_rows(structures: list[Path], output: Path, *, family: str, per_structure: int, seed: int,
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
              progress: bool = True, sharp_share: float = 0.0, steep_share: float = 0.0,
-             layout: str = "context", processing: int = 0) -> list[str]:
+             layout: str = "context", processing: int = 0, coarse: bool = False) -> list[str]:
     groups, ids = structures_in_splits(structures, splits, limit)
     tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, steep_share, layout,
-              processing) for i in range(per_structure) for sid in ids]
+              processing, coarse) for i in range(per_structure) for sid in ids]
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
 
-def load_rows(folders: Path | list[Path], split: str, variants: bool = False) -> dict[str, np.ndarray]:
+def load_rows(folders: Path | list[Path], split: str, variants: bool = False,
+              transform: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every row of one split in ``folders`` (one folder or several: simulated and real-map rows);
     a sample with non-finite features, or with another number of inputs than the rest (rows of an
     older version), is refused, naming its file. ``"variant"`` numbers each map the rows were drawn
     from across all files (:func:`row_variants`); with ``variants`` a file whose maps cannot be told
-    apart is refused, naming it."""
+    apart is refused, naming it.
+
+    ``transform(x, variant)`` (optional) turns one file's inputs into the inputs the caller keeps
+    (a file's maps are all in that file). Each file's result is written straight into one array
+    sized beforehand, so only the kept rows are held: a fit's float32 rows derived from float16
+    ones (``with_percentiles``) no longer need both copies of 20 M rows at once.
+    """
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
-    blocks: dict[str, list] = {"x": [], "y": [], "bound": [], "kind": [], "sample": [], "variant": []}
     files = [path for folder in folders for path in sorted(folder.glob("*.npz"))]
-    width, first, n_variants = None, None, 0
-    for i, path in enumerate(files):
+    chosen = []
+    for i, path in enumerate(files):  # first pass: which files, how many rows (x is not read)
         with np.load(path) as data:
-            if str(data["split"]) != split:
-                continue
-            if not np.isfinite(data["x"]).all():  # one NaN row turns every weight into NaN
+            if str(data["split"]) == split:
+                chosen.append((i, path, len(data["y"])))
+    if not chosen:
+        raise CryoResError(f"rows {', '.join(map(str, folders))}: no samples in split {split!r}")
+    total = sum(n for _, _, n in chosen)
+    blocks: dict[str, list] = {"y": [], "bound": [], "kind": [], "sample": [], "variant": []}
+    x, width, first, n_variants, start = None, None, None, 0, 0
+    for i, path, n in chosen:
+        with np.load(path) as data:
+            part = data["x"]
+            if not np.isfinite(part).all():  # one NaN row turns every weight into NaN
                 raise CryoResError(f"rows {path}: non-finite features; delete the file and make it again")
-            if width is not None and data["x"].shape[1] != width:
-                raise CryoResError(f"rows {path}: {data['x'].shape[1]} inputs per row where {first.name} has {width} "
+            if width is not None and part.shape[1] != width:
+                raise CryoResError(f"rows {path}: {part.shape[1]} inputs per row where {first.name} has {width} "
                                    "(made by another version); delete the older rows and make them again")
-            width, first = data["x"].shape[1], first or path
-            for key in ("x", "y", "bound", "kind"):
-                blocks[key].append(data[key])
-            blocks["sample"].append(np.full(len(data["y"]), i, dtype=np.int32))
+            width, first = part.shape[1], first or path
             variant = row_variants(data, path, strict=variants)
+            kept = part if transform is None else transform(part, variant)
+            if x is None:
+                x = np.empty((total, kept.shape[1]), dtype=kept.dtype)
+            x[start:start + n] = kept
+            start += n
+            for key in ("y", "bound", "kind"):
+                blocks[key].append(data[key])
+            blocks["sample"].append(np.full(n, i, dtype=np.int32))
             blocks["variant"].append(variant + n_variants)
             n_variants += int(variant.max()) + 1 if variant.size else 0
-    if not blocks["y"]:
-        raise CryoResError(f"rows {', '.join(map(str, folders))}: no samples in split {split!r}")
-    return {k: np.concatenate(v) for k, v in blocks.items()}
+    return {"x": x, **{k: np.concatenate(v) for k, v in blocks.items()}}
 
 
 def row_variants(data, path: Path, strict: bool = False) -> np.ndarray:
@@ -277,6 +303,9 @@ def register(subparsers) -> None:
     p.add_argument("--processing", type=int, default=0, metavar="N",
                    help="instead of the usual variants, N deposits per map whose cut and sharpening vary apart "
                         "from its resolution (variants.processing_variants), in FAMILY-processing/ (default 0)")
+    p.add_argument("--coarse", action="store_true",
+                   help="coarse maps: 2.5-6 Å/px, local resolution 9-30 Å (simulate.RANGES_V3_COARSE), "
+                        "in FAMILY-coarse/")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
@@ -286,6 +315,7 @@ def _run(args) -> int:
     done = run_rows(args.structures, args.output, family=args.family, per_structure=args.per_structure,
                     seed=args.seed, splits=tuple(args.splits.split(",")), limit=args.limit, jobs=args.jobs,
                     progress=not args.quiet, sharp_share=args.sharp_share,
-                    steep_share=args.steep_share, layout=args.inputs, processing=args.processing)
-    print(f"{len(done)} samples in {rows_folder(args.output, args.family, args.processing)}")
+                    steep_share=args.steep_share, layout=args.inputs, processing=args.processing,
+                    coarse=args.coarse)
+    print(f"{len(done)} samples in {rows_folder(args.output, args.family, args.processing, args.coarse)}")
     return 0

@@ -100,10 +100,18 @@ V3_MAX_BOX = 128
 # model trained at one steepness reads the spectrum's shape, not its information, and is off by
 # 2-4 Å at 4 or 20 (training/README). A share of the samples draws it log-uniformly from this range.
 V3_STEEPNESS = (5.0, 20.0)
+# Coarse maps (``coarse=True``): old and small-particle deposits at 2.5-6 Å/px (EMD-1832 is 5.7)
+# hold only the bands from 11 Å up. Without them the network extrapolates there (training/README):
+# a noisy 5.7 Å/px map read finer than the same map clean. Their own core range, voxel range and
+# label clip (the coarsest band is 26 Å, so labels up to 30 Å can still be told apart).
+RANGES_V3_COARSE = Ranges(core_resolution=(9.0, 16.0), periphery_extra=(0.5, 10.0), bump_extra=(0.5, 4.0),
+                          global_b=(-60.0, 60.0))
+V3_COARSE_VOXEL_A = (2.5, 6.0)
+V3_COARSE_RESOLUTION_A = (1.8, 30.0)
 
 
 def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float = 0.0,
-                       steep_share: float = 0.0) -> dict:
+                       steep_share: float = 0.0, coarse: bool = False) -> dict:
     """v3 choices: :data:`RANGES_V3`, a voxel size that suits the core resolution, a family.
 
     ``family`` is ``"bfactor"`` (per-atom B-factors plus noise, :func:`simulate`),
@@ -114,13 +122,17 @@ def draw_parameters_v3(rng: np.random.Generator, family: str, sharp_share: float
     whatever the share (one uniform number picks the design), so a share of 0 gives the samples
     the evaluation and calibration have always used. Likewise ``steep_share`` of the bfactor
     samples get a ``steepness`` drawn from :data:`V3_STEEPNESS`, the rest :data:`STEEPNESS`; its
-    draws come last, so no other choice depends on the share.
+    draws come last, so no other choice depends on the share. ``coarse`` draws from
+    :data:`RANGES_V3_COARSE`, :data:`V3_COARSE_VOXEL_A` and :data:`V3_COARSE_RESOLUTION_A` instead
+    (the same number of draws, so the other choices keep their meaning).
     """
-    params = draw_parameters(rng, RANGES_V3)
+    ranges, voxels, clip = ((RANGES_V3_COARSE, V3_COARSE_VOXEL_A, V3_COARSE_RESOLUTION_A) if coarse else
+                            (RANGES_V3, V3_VOXEL_A, V3_RESOLUTION_A))
+    params = draw_parameters(rng, ranges)
     core = params["core_resolution"]
-    low, high = max(V3_VOXEL_A[0], core / 5.0), min(V3_VOXEL_A[1], core / 2.2)
+    low, high = max(voxels[0], core / 5.0), min(voxels[1], core / 2.2)
     params.update(voxel_size=float(np.exp(rng.uniform(np.log(low), np.log(max(high, low))))),
-                  family=family, max_box=V3_MAX_BOX, resolution_clip=list(V3_RESOLUTION_A),
+                  family=family, max_box=V3_MAX_BOX, resolution_clip=list(clip),
                   field_sigma=float(rng.uniform(10.0, 25.0)), noise_snr=float(rng.uniform(0.4, 3.0)))
     pick = rng.random()  # bfactor and cliff families; lowpass has its own
     params["design"] = ("blocks" if pick < sharp_share else
