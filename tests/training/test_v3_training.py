@@ -230,7 +230,7 @@ def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, 
 
 
 def test_coarse_rows_are_drawn_apart_at_coarse_voxel_sizes_in_their_own_folder(tmp_path, small_structure):
-    """--coarse: its own draws (not the plain sample's), 2.5-6 Å/px, in FAMILY-coarse/; a plain
+    """--coarse: its own draws (not the plain sample's), 4-6 Å/px, in FAMILY-coarse/; a plain
     file found where a coarse one belongs is refused, naming the flag."""
     sid, paths = small_structure
     coarse = [sample_parameters(sid, i, 0, "bfactor", coarse=True) for i in range(12)]

@@ -304,7 +304,7 @@ def register(subparsers) -> None:
                    help="instead of the usual variants, N deposits per map whose cut and sharpening vary apart "
                         "from its resolution (variants.processing_variants), in FAMILY-processing/ (default 0)")
     p.add_argument("--coarse", action="store_true",
-                   help="coarse maps: 2.5-6 Å/px, local resolution 9-30 Å (simulate.RANGES_V3_COARSE), "
+                   help="coarse maps: 4-6 Å/px, local resolution 9-30 Å (simulate.RANGES_V3_COARSE), "
                         "in FAMILY-coarse/")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")

@@ -100,13 +100,16 @@ V3_MAX_BOX = 128
 # model trained at one steepness reads the spectrum's shape, not its information, and is off by
 # 2-4 Å at 4 or 20 (training/README). A share of the samples draws it log-uniformly from this range.
 V3_STEEPNESS = (5.0, 20.0)
-# Coarse maps (``coarse=True``): old and small-particle deposits at 2.5-6 Å/px (EMD-1832 is 5.7)
-# hold only the bands from 11 Å up. Without them the network extrapolates there (training/README):
+# Coarse maps (``coarse=True``): old and small-particle deposits at 4-6 Å/px (EMD-1832 is 5.7)
+# hold only the bands from 8 Å up. Without them the network extrapolates there (training/README):
 # a noisy 5.7 Å/px map read finer than the same map clean. Their own core range, voxel range and
-# label clip (the coarsest band is 26 Å, so labels up to 30 Å can still be told apart).
+# label clip (the coarsest band is 26 Å, so labels up to 30 Å can still be told apart). They start
+# at 4 Å/px, where the plain samples stop: from 2.5 Å/px their 9-16 Å cores outnumbered the plain
+# samples' 8-9 Å ones at 3.5 Å/px, and the β-gal map there (3.54 Å/px, published median 8.7 Å)
+# read 12.0 Å instead of 9.2 (training/README).
 RANGES_V3_COARSE = Ranges(core_resolution=(9.0, 16.0), periphery_extra=(0.5, 10.0), bump_extra=(0.5, 4.0),
                           global_b=(-60.0, 60.0))
-V3_COARSE_VOXEL_A = (2.5, 6.0)
+V3_COARSE_VOXEL_A = (4.0, 6.0)
 V3_COARSE_RESOLUTION_A = (1.8, 30.0)
 
 
