@@ -104,9 +104,9 @@ V3_STEEPNESS = (5.0, 20.0)
 # hold only the bands from 8 Å up. Without them the network extrapolates there (training/README):
 # a noisy 5.7 Å/px map read finer than the same map clean. Their own core range, voxel range and
 # label clip (the coarsest band is 26 Å, so labels up to 30 Å can still be told apart). They start
-# at 4 Å/px, where the plain samples stop: from 2.5 Å/px their 9-16 Å cores outnumbered the plain
-# samples' 8-9 Å ones at 3.5 Å/px, and the β-gal map there (3.54 Å/px, published median 8.7 Å)
-# read 12.0 Å instead of 9.2 (training/README).
+# at 4 Å/px, where the plain samples stop, so that at 3-4 Å/px the plain samples' 8-9 Å cores are
+# not outnumbered by coarse ones. (That was not what pulled the β-gal map, 3.54 Å/px, published
+# median 8.7 Å, from 9.2 to 12.0 Å: from 4 Å/px it still reads 11.5 Å; training/README.)
 RANGES_V3_COARSE = Ranges(core_resolution=(9.0, 16.0), periphery_extra=(0.5, 10.0), bump_extra=(0.5, 4.0),
                           global_b=(-60.0, 60.0))
 V3_COARSE_VOXEL_A = (4.0, 6.0)
