@@ -188,7 +188,7 @@ def test_sharp_variant_keeps_the_signal_up_to_its_cut_and_only_noise_beyond(smal
 def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, small_structure):
     sid, paths = small_structure
     base = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path))  # then shares, inputs, flags
-    name = build_sample(base + (0.0, 0.0, "context", 0, False))
+    name = build_sample(base + (0.0, 0.0, "context", 0, False, False))
     with np.load(tmp_path / "bfactor" / name) as data:
         assert data["x"].shape[1] == N_INPUTS and len(data["y"]) == len(data["x"]) == len(data["bound"])
         for kind in np.unique(data["kind"]):  # the map's context: one value per variant, in every row
@@ -200,23 +200,23 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
         assert str(data["split"]) == split_of(sid)
         assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
     mtime = (tmp_path / "bfactor" / name).stat().st_mtime
-    build_sample(base + (0.0, 0.0, "context", 0, False))  # finished: skipped
+    build_sample(base + (0.0, 0.0, "context", 0, False, False))  # finished: skipped
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
     # the same name made with another sharp share would be another sample: refused, file kept
     with pytest.raises(CryoResError, match="made with --sharp-share 0, not 0.3"):
-        build_sample(base + (0.3, 0.0, "context", 0, False))
+        build_sample(base + (0.3, 0.0, "context", 0, False, False))
     # or with a drawn steepness (any share 1 draws one other than the default)
     with pytest.raises(CryoResError, match="made at steepness 8, where --steep-share 1 draws"):
-        build_sample(base + (0.0, 1.0, "context", 0, False))
+        build_sample(base + (0.0, 1.0, "context", 0, False, False))
     # and with other inputs per row it would mix widths in one folder: refused too
     with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, not {N_INPUTS_NEIGHBOURHOOD}"):
-        build_sample(base + (0.0, 0.0, "neighbourhood", 0, False))
+        build_sample(base + (0.0, 0.0, "neighbourhood", 0, False, False))
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
 
 
 def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, small_structure):
     sid, paths = small_structure
-    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 3, False)
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 3, False, False)
     name = build_sample(task)
     with np.load(tmp_path / "bfactor-processing" / name) as data:
         assert set(np.unique(data["kind"])) == {1} and int(data["processing"]) == 3  # deposits only
@@ -226,7 +226,7 @@ def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, 
     (tmp_path / "bfactor").mkdir()  # a plain rows file under the processing folder's name: refused
     (tmp_path / "bfactor-processing" / name).rename(tmp_path / "bfactor" / name)
     with pytest.raises(CryoResError, match="made with --processing 3, not 0"):
-        build_sample(task[:-2] + (0, False))
+        build_sample(task[:-3] + (0, False, False))
 
 
 def test_coarse_rows_are_drawn_apart_at_coarse_voxel_sizes_in_their_own_folder(tmp_path, small_structure):
@@ -238,7 +238,7 @@ def test_coarse_rows_are_drawn_apart_at_coarse_voxel_sizes_in_their_own_folder(t
     assert max(p["voxel_size"] for p in coarse) > V3_VOXEL_A[1]  # beyond the plain rows' sizes
     assert all(p["resolution_clip"] == list(V3_COARSE_RESOLUTION_A) for p in coarse)
     assert coarse[0]["seed"] != sample_parameters(sid, 0, 0, "bfactor")["seed"]
-    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, True)
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, True, False)
     name = build_sample(task)
     with np.load(tmp_path / "bfactor-coarse" / name) as data:
         assert bool(data["coarse"]) and float(data["voxel"]) == pytest.approx(coarse[0]["voxel_size"], rel=0.5)
@@ -247,7 +247,26 @@ def test_coarse_rows_are_drawn_apart_at_coarse_voxel_sizes_in_their_own_folder(t
     (tmp_path / "bfactor").mkdir()
     (tmp_path / "bfactor-coarse" / name).rename(tmp_path / "bfactor" / name)
     with pytest.raises(CryoResError, match="made with --coarse"):
-        build_sample(task[:-1] + (False,))
+        build_sample(task[:-2] + (False, False))
+
+
+def test_reference_only_rows_are_the_full_samples_rows_of_maps_with_a_noise_reference(tmp_path, small_structure):
+    """--reference-only keeps, of the same sample, exactly the rows of the maps whose solvent gave a
+    noise reference, each still numbered as its map in the full sample; a full file found where
+    such rows belong is refused, naming the flag."""
+    sid, paths = small_structure
+    full, kept = tmp_path / "full", tmp_path / "kept"
+    base = (sid, tuple(str(p) for p in paths), 1, 0, "bfactor")  # sample 1: its deposit has no reference
+    name = build_sample(base + (str(full), 0.0, 0.0, "context", 0, False, False))
+    build_sample(base + (str(kept), 0.0, 0.0, "context", 0, False, True))
+    with np.load(full / "bfactor" / name) as every, np.load(kept / "bfactor" / name) as some:
+        with_reference = every["x"][:, HAS_REFERENCE] > 0.5
+        assert 0 < with_reference.sum() < len(with_reference)  # this sample has maps of both kinds
+        for key in ("x", "y", "bound", "kind", "variant"):
+            assert np.array_equal(some[key], every[key][with_reference]), key
+        assert bool(some["reference_only"]) and not bool(every["reference_only"])
+    with pytest.raises(CryoResError, match="made without --reference-only"):
+        build_sample(base + (str(full), 0.0, 0.0, "context", 0, False, True))
 
 
 def test_rows_of_another_width_are_refused_naming_the_file(tmp_path):
@@ -496,7 +515,8 @@ def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, 
     sid, paths = small_structure
     monkeypatch.setattr(rows_module.np, "savez_compressed", killed)
     with pytest.raises(KeyboardInterrupt):
-        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, False))
+        build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, False,
+                      False))
     monkeypatch.undo()
     leftovers = list((tmp_path / "bfactor").iterdir())
     assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"half-written"

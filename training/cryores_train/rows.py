@@ -7,7 +7,8 @@ inference does (automatic mask, :func:`cryores.spectral.compute_features` on the
 grid). Feature-grid voxels inside the labelled region become rows: network inputs (the voxel's
 features and the map's context, :func:`cryores.spectral.network_inputs`), label (Å) and
 whether the label is only a lower bound. Maps are not kept (they are re-made from the seed when
-needed), so a sample costs ~100 kB. Finished samples are skipped: a killed run resumes.
+needed), so a sample costs ~100 kB. Finished samples are skipped: a killed run resumes. With
+``reference_only`` only the maps whose solvent gives a noise reference keep their rows.
 
 The split is by structure (:func:`split_of`), so no structure is in two splits.
 """
@@ -24,7 +25,7 @@ import numpy as np
 from cryores.errors import CryoResError
 from cryores.masking import automatic_mask
 from cryores.resample import linear_resample
-from cryores.spectral import LAYOUTS, compute_features, network_inputs
+from cryores.spectral import HAS_REFERENCE, LAYOUTS, compute_features, network_inputs
 
 from .simulate import (
     STEEPNESS,
@@ -153,7 +154,8 @@ def rows_folder(root: Path, family: str, processing: int = 0, coarse: bool = Fal
 
 
 def build_sample(task: tuple) -> str:
-    structure_id, paths, index, seed, family, root, sharp_share, steep_share, layout, processing, coarse = task
+    (structure_id, paths, index, seed, family, root, sharp_share, steep_share, layout, processing, coarse,
+     reference_only) = task
     path = rows_folder(root, family, processing, coarse) / f"{structure_id}_{index:03d}.npz"
     params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share, coarse)
     if path.is_file():  # finished; but a file of another sharp share or steepness is another sample
@@ -163,6 +165,7 @@ def build_sample(task: tuple) -> str:
             width = data["x"].shape[1]
             made_processing = int(data["processing"]) if "processing" in data else 0
             made_coarse = bool(data["coarse"]) if "coarse" in data else False
+            made_reference_only = bool(data["reference_only"]) if "reference_only" in data else False
         if made != sharp_share:
             raise CryoResError(f"rows {path}: made with --sharp-share {made:g}, not {sharp_share:g}; "
                                "write the rows to another folder or delete these")
@@ -176,6 +179,9 @@ def build_sample(task: tuple) -> str:
         if made_coarse != coarse:
             raise CryoResError(f"rows {path}: made {'with' if made_coarse else 'without'} --coarse; "
                                "write the rows to another folder or delete these")
+        if made_reference_only != reference_only:
+            raise CryoResError(f"rows {path}: made {'with' if made_reference_only else 'without'} --reference-only; "
+                               "write the rows to another folder or delete these")
         return path.name
     arrays = simulate_sample(params, paths)
     voxel = float(params["voxel_size"])
@@ -188,20 +194,23 @@ def build_sample(task: tuple) -> str:
     else:
         noise = 0.5 * (arrays["half1"] - arrays["half2"])  # the map's noise spectrum, independent of its noise
         variants = make_variants(arrays["map"], arrays["truth"], mask, voxel, rng, signal=arrays["signal"], noise=noise)
-    for variant in variants:
+    for number, variant in enumerate(variants):
+        # every variant's rows are drawn, kept or not, so the kept ones are those of the full sample
         x, y = feature_rows(variant.density, variant.label, voxel, mask, ROWS_PER_VARIANT, rng, layout)
+        if reference_only and not (len(x) and x[0, HAS_REFERENCE] > 0.5):
+            continue
         blocks["x"].append(x)
         blocks["y"].append(y)
         blocks["bound"].append(np.full(len(y), variant.lower_bound))
         blocks["kind"].append(np.full(len(y), KINDS.index(variant.kind), dtype=np.int8))
-        blocks["variant"].append(np.full(len(y), len(blocks["variant"]), dtype=np.int16))
+        blocks["variant"].append(np.full(len(y), number, dtype=np.int16))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")  # not *.npz: load_rows never sees a half-written file
     with open(tmp, "wb") as stream:
         np.savez_compressed(stream, **{k: np.concatenate(v) for k, v in blocks.items()},
                             voxel=voxel, structure=structure_id, split=split_of(structure_id),
                             sharp_share=sharp_share, steepness=params["steepness"], processing=processing,
-                            coarse=coarse)
+                            coarse=coarse, reference_only=reference_only)
     os.replace(tmp, path)
     return path.name
 
@@ -209,10 +218,11 @@ def build_sample(task: tuple) -> str:
 def run_rows(structures: list[Path], output: Path, *, family: str, per_structure: int, seed: int,
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
              progress: bool = True, sharp_share: float = 0.0, steep_share: float = 0.0,
-             layout: str = "context", processing: int = 0, coarse: bool = False) -> list[str]:
+             layout: str = "context", processing: int = 0, coarse: bool = False,
+             reference_only: bool = False) -> list[str]:
     groups, ids = structures_in_splits(structures, splits, limit)
     tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, steep_share, layout,
-              processing, coarse) for i in range(per_structure) for sid in ids]
+              processing, coarse, reference_only) for i in range(per_structure) for sid in ids]
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
 
@@ -306,6 +316,9 @@ def register(subparsers) -> None:
     p.add_argument("--coarse", action="store_true",
                    help="coarse maps: 4-6 Å/px, local resolution 9-30 Å (simulate.RANGES_V3_COARSE), "
                         "in FAMILY-coarse/")
+    p.add_argument("--reference-only", action="store_true",
+                   help="keep only the rows of maps whose solvent gives a noise reference (raw-like maps); "
+                        "the masked and flattened ones are drawn but dropped")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
@@ -316,6 +329,6 @@ def _run(args) -> int:
                     seed=args.seed, splits=tuple(args.splits.split(",")), limit=args.limit, jobs=args.jobs,
                     progress=not args.quiet, sharp_share=args.sharp_share,
                     steep_share=args.steep_share, layout=args.inputs, processing=args.processing,
-                    coarse=args.coarse)
+                    coarse=args.coarse, reference_only=args.reference_only)
     print(f"{len(done)} samples in {rows_folder(args.output, args.family, args.processing, args.coarse)}")
     return 0
