@@ -22,14 +22,13 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import torch
 
+import cryores
 import cryores.spectral_inference as spectral_inference
 from cryores import spectral
-from cryores.masking import mask_from_array
 from cryores.model_card import load_model
 from cryores.resample import linear_resample
-from cryores_train.evaluate_v3 import STRUCTURES
+from cryores_train.evaluate_v3 import STRUCTURES, whole_map_offsets
 from cryores_train.rows import scored_maps, structures_in_splits
 
 SALT = 11  # variants' draws apart from the calibration's (3) and the evaluation's (5)
@@ -44,7 +43,8 @@ def labelled_percentiles(features: spectral.SpectralFeatures, label: np.ndarray)
 
 
 def read(density: np.ndarray, label: np.ndarray, voxel: float, model, labelled: bool) -> np.ndarray | None:
-    """The calibrated reading on the labelled voxels, or None when the map has a noise reference."""
+    """What ``cryores.predict`` reads on the labelled voxels (mask given), the percentiles taken
+    over the labelled region where ``labelled``; None when the map has a noise reference."""
     plain = spectral.compute_features
 
     def features_with_region(density, voxel_size, mask, reference=None):
@@ -54,18 +54,12 @@ def read(density: np.ndarray, label: np.ndarray, voxel: float, model, labelled: 
         return features
 
     region = label > 0
-    spectral_inference.compute_features = features_with_region
+    spectral_inference.compute_features = features_with_region  # what spectral_parts calls
     try:
-        parts = spectral_inference.spectral_parts(density, (voxel,) * 3, mask_from_array(region, region.shape),
-                                                  model, torch.device("cpu"))
+        reading = cryores.predict(density, voxel, region, model=model)
     finally:
         spectral_inference.compute_features = plain
-    if parts.has_reference:
-        return None
-    median, _ = parts.calibrated(model.median_shift_for(False), 1.0)
-    if median.shape != region.shape:
-        median = linear_resample(median.astype(np.float32), region.shape)
-    return np.clip(median[region], 2.0 * voxel, model.max_resolution)
+    return None if reading.noise_reference else reading.resolution[region]
 
 
 def main() -> None:
@@ -88,7 +82,7 @@ def main() -> None:
             cells = []
             for labelled, estimate in readings.items():
                 errors[labelled].append(float(np.mean(np.abs(estimate - truth))))
-                cells.append(f"{errors[labelled][-1]:.3f}, {float(np.median(np.log(estimate / truth))):+.3f}")
+                cells.append(f"{errors[labelled][-1]:.3f}, {whole_map_offsets([truth], [estimate])[0]:+.3f}")
             print(f"{sid:10s} {voxel:5.2f} {float(np.median(truth)):8.2f}     {cells[0]:>24s}  {cells[1]:>24s}",
                   flush=True)
     print(f"{len(errors[False])} maps without a noise reference: mean MAE {np.mean(errors[False]):.3f} Å "
