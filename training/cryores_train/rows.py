@@ -146,6 +146,14 @@ def refuse_other_width(path: Path, width: int, layout: str, what: str = "rows") 
                            "write the rows to another folder or delete these")
 
 
+def refuse_other_flag(path: Path, flag: str, made: bool, wanted: bool) -> None:
+    """A finished rows file made with (or without) the switch ``--flag``, found where rows are being
+    made the other way, is refused (naming the switch): the folder would mix two kinds of rows."""
+    if made != wanted:
+        raise CryoResError(f"rows {path}: made {'with' if made else 'without'} --{flag}; "
+                           "write the rows to another folder or delete these")
+
+
 def rows_folder(root: Path, family: str, processing: int = 0, coarse: bool = False) -> Path:
     """Where a family's rows go: ``root/family``, or ``root/family-processing`` for the rows of
     extra deposits only (``--processing``), ``root/family-coarse`` for coarse maps (``--coarse``);
@@ -176,12 +184,8 @@ def build_sample(task: tuple) -> str:
         if made_processing != processing:
             raise CryoResError(f"rows {path}: made with --processing {made_processing}, not {processing}; "
                                "write the rows to another folder or delete these")
-        if made_coarse != coarse:
-            raise CryoResError(f"rows {path}: made {'with' if made_coarse else 'without'} --coarse; "
-                               "write the rows to another folder or delete these")
-        if made_reference_only != reference_only:
-            raise CryoResError(f"rows {path}: made {'with' if made_reference_only else 'without'} --reference-only; "
-                               "write the rows to another folder or delete these")
+        refuse_other_flag(path, "coarse", made_coarse, coarse)
+        refuse_other_flag(path, "reference-only", made_reference_only, reference_only)
         return path.name
     arrays = simulate_sample(params, paths)
     voxel = float(params["voxel_size"])
