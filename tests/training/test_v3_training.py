@@ -23,7 +23,7 @@ from cryores.spectral import (
     band_percentiles,
 )
 from cryores_train.fit import load_config
-from cryores_train.fit_spectral import train, with_percentiles
+from cryores_train.fit_spectral import jitter_percentiles, train, with_percentiles
 from cryores_train.rows import (
     FAMILIES,
     ROWS_PER_VARIANT,
@@ -416,6 +416,35 @@ def test_fit_derives_each_maps_percentiles_from_its_rows(tmp_path):
     synthetic_rows(narrow, width=N_INPUTS)  # without the neighbourhood columns: refused, naming them
     with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, fewer than the {N_INPUTS_NEIGHBOURHOOD}"):
         train({**tiny_config(tmp_path / "pct2", narrow), "inputs": "percentiles"}, progress=False)
+
+
+def test_percentile_jitter_moves_only_the_percentiles_of_maps_without_a_noise_reference(tmp_path):
+    torch.manual_seed(0)
+    x = torch.zeros((20000, N_INPUTS_PERCENTILES))
+    x[:10000, HAS_REFERENCE] = 1.0  # the first half has a reference: its percentiles are 0 and stay so
+    x[:, :N_BANDS] = 0.5
+    jittered = jitter_percentiles(x, 0.05)
+    assert torch.equal(jittered[:, :N_INPUTS_NEIGHBOURHOOD], x[:, :N_INPUTS_NEIGHBOURHOOD])
+    assert torch.equal(jittered[:10000], x[:10000])
+    noise = jittered[10000:, N_INPUTS_NEIGHBOURHOOD:]
+    assert abs(float(noise.std()) - 0.05) < 0.002 and abs(float(noise.mean())) < 0.002
+    with pytest.raises(CryoResError, match="percentiles layout"):
+        jitter_percentiles(torch.zeros((4, N_INPUTS_NEIGHBOURHOOD)), 0.05)
+    rows = tmp_path / "rows"  # a fit with it: trains, resumes to the same weights, exports a loadable card
+    rows.mkdir()
+    synthetic_rows(rows, width=N_INPUTS_NEIGHBOURHOOD)
+    config = {**tiny_config(tmp_path / "jit", rows), "inputs": "percentiles", "percentile_jitter": 0.05}
+    plain = train({**config, "output": str(tmp_path / "plain"), "percentile_jitter": 0.0}, progress=False)
+    card = train(config, progress=False)
+    train({**config, "output": str(tmp_path / "split")}, progress=False, max_steps=20)  # "killed" after a checkpoint
+    resumed = train({**config, "output": str(tmp_path / "split")}, progress=False)
+
+    def first_layer(path: Path) -> torch.Tensor:
+        return torch.load(path.parent / "tiny-v3.pt", weights_only=True)["layers.0.weight"]
+
+    assert not torch.equal(first_layer(card), first_layer(plain))
+    assert torch.equal(first_layer(card), first_layer(resumed))  # the noise's draws resume with the run
+    assert json.loads(card.read_text())["architecture"]["n_features"] == N_INPUTS_PERCENTILES
 
 
 def test_fit_trains_a_narrower_layout_from_the_first_columns_of_wider_rows(tmp_path):
