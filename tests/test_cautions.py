@@ -96,10 +96,10 @@ def test_the_shipped_card_records_what_it_was_trained_on():
 
 @installed
 def test_the_command_line_writes_the_map_and_says_the_caution_once(tmp_path):
-    """A 5 Å/px map (coarser than any training map) with the shipped model: the output is
+    """A 7 Å/px map (coarser than any training map) with the shipped model: the output is
     written, the summary line is on stdout, and stderr holds only the caution line(s)."""
     path = tmp_path / "coarse.mrc"
-    write_mrc(path, synthetic_map((40, 40, 40), n_atoms=150), voxel_size=5.0)
+    write_mrc(path, synthetic_map((40, 40, 40), n_atoms=150), voxel_size=7.0)
     out = tmp_path / "coarse_locres.mrc"
     proc = subprocess.run([sys.executable, "-m", "cryores", "predict", str(path), "-o", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=300)
@@ -107,22 +107,22 @@ def test_the_command_line_writes_the_map_and_says_the_caution_once(tmp_path):
     assert "median" in proc.stdout and out.is_file()
     lines = proc.stderr.strip().splitlines()
     assert lines and all(line.startswith("cryores: caution: ") for line in lines), proc.stderr
-    assert any("voxel size 5 Å/px is outside the 0.5–4 Å/px" in line for line in lines)
+    assert any("voxel size 7 Å/px is outside the 0.5–6 Å/px" in line for line in lines)
     assert "Traceback" not in proc.stderr
-    assert read_map(out).voxel_size == pytest.approx((5.0, 5.0, 5.0))
+    assert read_map(out).voxel_size == pytest.approx((7.0, 7.0, 7.0))
 
 
 @installed
 def test_a_batch_row_carries_the_cautions_into_the_summary_csv(tmp_path):
     from cryores.batch import BatchOptions, predict_one, read_summary, write_summary
 
-    coarse = write_mrc(tmp_path / "coarse.mrc", synthetic_map((40, 40, 40)), voxel_size=5.0)
+    coarse = write_mrc(tmp_path / "coarse.mrc", synthetic_map((40, 40, 40)), voxel_size=7.0)
     fine = write_mrc(tmp_path / "fine.mrc", synthetic_map((40, 40, 40)), voxel_size=1.0)
     rows = [predict_one(str(path), str(tmp_path / f"{path.stem}_locres.mrc"), BatchOptions(torch_threads=1))
             for path in (coarse, fine)]
     assert [row.status for row in rows] == ["done", "done"]
     summary = read_summary(write_summary(rows, tmp_path / "summary.csv"))
-    assert "voxel size 5 Å/px is outside the 0.5–4 Å/px" in summary[0]["cautions"]
+    assert "voxel size 7 Å/px is outside the 0.5–6 Å/px" in summary[0]["cautions"]
     assert "voxel size" not in summary[1]["cautions"]
     # a rerun skips the finished maps and reads their cautions back, as the summary is rewritten
     again = predict_one(str(coarse), str(tmp_path / "coarse_locres.mrc"), BatchOptions(torch_threads=1))
