@@ -430,6 +430,20 @@ def test_percentile_jitter_moves_only_the_percentiles_of_maps_without_a_noise_re
     assert abs(float(noise.std()) - 0.05) < 0.002 and abs(float(noise.mean())) < 0.002
     with pytest.raises(CryoResError, match="percentiles layout"):
         jitter_percentiles(torch.zeros((4, N_INPUTS_NEIGHBOURHOOD)), 0.05)
+    # two DDP ranks, each with its half of a global batch and a generator in the same state, add
+    # together the noise one process adds to the whole batch
+    torch.manual_seed(3)
+    whole = jitter_percentiles(x, 0.05)
+    halves = []
+    for shard in (slice(0, 10000), slice(10000, 20000)):
+        torch.manual_seed(3)
+        halves.append(jitter_percentiles(x[shard], 0.05, len(x), shard))
+    assert torch.equal(torch.cat(halves), whole)
+    # a config that cannot use it is refused before any rows load (this folder does not exist)
+    with pytest.raises(CryoResError, match='percentile_jitter needs "inputs": "percentiles"'):
+        train({**tiny_config(tmp_path / "early", tmp_path / "no-rows"), "inputs": "neighbourhood",
+               "percentile_jitter": 0.1}, progress=False)
+    assert not (tmp_path / "early").exists()
     rows = tmp_path / "rows"  # a fit with it: trains, resumes to the same weights, exports a loadable card
     rows.mkdir()
     synthetic_rows(rows, width=N_INPUTS_NEIGHBOURHOOD)

@@ -69,7 +69,8 @@ from .simulate import V3_COARSE_RESOLUTION_A, V3_COARSE_VOXEL_A, V3_RESOLUTION_A
 WEIGHT_BIN_CAP_A = 20
 
 
-def jitter_percentiles(x: torch.Tensor, scale: float) -> torch.Tensor:
+def jitter_percentiles(x: torch.Tensor, scale: float, global_rows: int | None = None,
+                       shard: slice = slice(None)) -> torch.Tensor:
     """``x`` (rows of the ``"percentiles"`` layout) with Gaussian noise of ``scale`` decades added
     to each map's band percentiles where the map has no noise reference (elsewhere they are 0 and
     not read, :func:`cryores.spectral.percentile_inputs`); the config's ``percentile_jitter``.
@@ -80,13 +81,18 @@ def jitter_percentiles(x: torch.Tensor, scale: float) -> torch.Tensor:
     0.48-0.51 with one, training/README). And inference takes them over the automatic mask, the
     rows over the labelled voxels: 0.04 decades apart on the median map, 0.11 at the 90th
     percentile (:func:`with_percentiles`). Noise of that size asks the network for a reading that
-    does not hang on differences the two regions already make."""
+    does not hang on differences the two regions already make.
+
+    Under DDP ``x`` is this rank's ``shard`` of a global batch of ``global_rows``: the noise is
+    drawn for the whole global batch (every rank's generator is alike) and the shard's part
+    taken, so N ranks add the same noise as one process given the global batch."""
     if x.shape[1] != N_INPUTS_PERCENTILES:
         raise CryoResError(f"percentile_jitter needs rows of the percentiles layout ({N_INPUTS_PERCENTILES} "
                            f"inputs), not {x.shape[1]}")
     without_reference = (x[:, HAS_REFERENCE] < 0.5).unsqueeze(1).to(x.dtype)
     percentiles = x[:, N_INPUTS_NEIGHBOURHOOD:]
-    noise = torch.randn(percentiles.shape, dtype=x.dtype, device=x.device) * (scale * without_reference)
+    drawn = (global_rows if global_rows is not None else len(x), percentiles.shape[1])
+    noise = torch.randn(drawn, dtype=x.dtype, device=x.device)[shard] * (scale * without_reference)
     return torch.cat([x[:, :N_INPUTS_NEIGHBOURHOOD], percentiles + noise], dim=1)
 
 
@@ -210,6 +216,10 @@ def simulated_row_folders(config: dict) -> list[Path]:
 
 
 def _train(config: dict, context: distributed.Context, progress: bool, max_steps: int | None) -> Path:
+    if config.get("percentile_jitter") and config.get("inputs") != "percentiles":
+        # refused here, not at the first step after minutes of loading rows
+        raise CryoResError(f"percentile_jitter needs \"inputs\": \"percentiles\" (the config has "
+                           f"{json.dumps(config.get('inputs'))})")
     global_batch = config.get("global_batch_size") or config["batch_size"] * context.world_size
     if global_batch % context.world_size:
         raise CryoResError(f"global_batch_size {global_batch} is not divisible by {context.world_size} ranks")
@@ -278,7 +288,7 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         # the same global batch on every rank (same generator, same state); each rank takes its shard
         uniform = rng.random(global_batch)[shard]
         index = torch.from_numpy(np.searchsorted(cdf, uniform, side="right")).to(context.device)
-        batch = x_all[index] if not jitter else jitter_percentiles(x_all[index], jitter)
+        batch = x_all[index] if not jitter else jitter_percentiles(x_all[index], jitter, global_batch, shard)
         loss = pinball_loss(model(batch), y_all[index], bound_all[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
