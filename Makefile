@@ -82,6 +82,8 @@ clean:
 # map) -> install.
 # Samples are seeded per (seed, structure, index), so the rows come out the same; the fit runs on one
 # thread because float sums in matrix products depend on the thread count, so the weights do too.
+# Bit-equal on one machine; on another CPU (measured 2026-12-06; FFT and BLAS libraries pick kernels by CPU) the rows
+# moved in their last bits, so the weights differ slightly and the metrics within a fit's noise (training/README).
 ROWS := training/data/v3/rows
 # one input layout (cryores.spectral.input_layout) for every row folder the fit reads
 INPUTS := neighbourhood
