@@ -468,80 +468,10 @@ def test_a_masked_maps_low_percentiles_measure_the_noise_inside_the_molecule(mol
     assert lowest[1] > lowest[0] + 0.5  # 16x the noise power: the floor of the finest band rises
 
 
-def test_band_coherence_tells_bands_that_follow_the_density_from_independent_noise():
-    from cryores.spectral import COHERENCE_SKIP, N_COHERENCE, SCALE_BANDS_FROM_A, band_coherence
-
-    rng = np.random.default_rng(0)
-    coarse = np.array(BANDS_A) >= SCALE_BANDS_FROM_A
-    density = rng.normal(0.0, 0.2, size=2000)  # log10 of the coarse power over E, voxel by voxel
-    relative = np.empty((2000, N_BANDS), np.float32)
-    relative[:, coarse] = density[:, None] - np.log10(coarse.sum())  # they add up to the density
-    signal, noise = 4, 0  # a band that follows the density (signal), and one of its own (noise)
-    relative[:, signal] = 1.5 * density - 2.0 + rng.normal(0.0, 0.05, 2000)
-    relative[:, noise] = rng.normal(-3.0, 0.1, 2000)
-    for j in (1, 2, 3):
-        relative[:, j] = -4.0  # cut away: constant
-    got = band_coherence(relative)
-    assert got.shape == (N_COHERENCE,) and got.dtype == np.float32
-    with_density = got[N_BANDS - COHERENCE_SKIP:]
-    assert with_density[signal] > 0.95 and abs(with_density[noise]) < 0.1
-    assert with_density[1] == with_density[2] == with_density[3] == 0.0  # a band that does not vary reads 0
-    assert got[signal] > 0.9  # band 4 against band 6, both following the density
-    assert got[noise] == 0.0  # band 0 against band 2, which is constant
-    # sharpening scales a band's power, a constant in log10: the coherence does not move
-    sharpened = relative.copy()
-    sharpened[:, :coarse.argmax()] += np.linspace(3.0, 0.5, coarse.argmax())
-    np.testing.assert_allclose(band_coherence(sharpened), got, atol=1e-5)
-    # the shell a mask holds (little coarse power) is left out, as by band_percentiles
-    shell = np.full((300, N_BANDS), -9.0, np.float32)
-    np.testing.assert_allclose(band_coherence(np.concatenate([relative, shell])), got, atol=1e-5)
-
-
-def test_a_masked_maps_coherence_tells_a_band_that_holds_signal_from_a_cut_one(molecule):
-    """Unsharpened: with a hard mask, strong sharpening puts the fine bands' power at the mask's
-    edge, where the density is low, and their coherence turns negative (band_coherence)."""
-    density, mask = molecule
-    noise = 0.05 * density[mask].std() * np.random.default_rng(1).normal(size=density.shape).astype(np.float32)
-    band = BANDS_A.index(4.395)
-    coherence = {}
-    for cut in (None, 8.0):  # the 4.4 Å band holds the molecule's signal, or only a little noise
-        held = density if cut is None else lowpass(density, 1.0, cut)
-        masked = np.where(mask, held + noise, 0.0).astype(np.float32)  # the solvent flattened: no noise reference
-        features = compute_features(masked, (1.0, 1.0, 1.0), mask)
-        assert not features.has_reference
-        coherence[cut] = features.coherence[N_BANDS - 2 + band]
-    assert coherence[None] > 0.8 and coherence[8.0] < 0.3
-
-
-def test_coherence_inputs_follow_the_percentiles_and_are_the_maps_band_coherence(molecule):
-    from cryores.spectral import (
-        N_COHERENCE,
-        N_INPUTS_COHERENCE,
-        N_INPUTS_PERCENTILES,
-        band_coherence,
-        network_inputs,
-    )
-
-    density, mask = molecule
-    where = np.flatnonzero(compute_features(density, (1.0, 1.0, 1.0), mask).mask)[::7]
-    raw = compute_features(density, (1.0, 1.0, 1.0), mask)
-    rows = network_inputs(raw, where, "coherence")
-    assert rows.shape == (where.size, N_INPUTS_COHERENCE) and raw.has_reference
-    np.testing.assert_array_equal(rows[:, :N_INPUTS_PERCENTILES], network_inputs(raw, where, "percentiles"))
-    assert (rows[:, N_INPUTS_PERCENTILES:] == 0).all()  # a noise reference: not read
-    masked = compute_features(np.where(mask, density, 0.0).astype(np.float32), (1.0, 1.0, 1.0), mask, reference=mask)
-    rows = network_inputs(masked, where, "coherence")
-    own = band_coherence(masked.features[:N_BANDS, masked.mask].T)
-    np.testing.assert_allclose(rows[:, N_INPUTS_PERCENTILES:], np.broadcast_to(own, (where.size, N_COHERENCE)),
-                               atol=1e-6)
-    assert (own != 0).any()
-
-
 def test_input_layouts_are_named_by_their_width():
     from cryores.errors import CryoResError
     from cryores.spectral import (
         N_INPUTS,
-        N_INPUTS_COHERENCE,
         N_INPUTS_NEIGHBOURHOOD,
         N_INPUTS_PERCENTILES,
         N_INPUTS_WIDE,
@@ -549,16 +479,16 @@ def test_input_layouts_are_named_by_their_width():
         network_inputs,
     )
 
-    widths = (N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD, N_INPUTS_WIDE, N_INPUTS_PERCENTILES, N_INPUTS_COHERENCE)
+    widths = (N_FEATURES, N_INPUTS, N_INPUTS_NEIGHBOURHOOD, N_INPUTS_WIDE, N_INPUTS_PERCENTILES)
     assert [input_layout(n, "m") for n in widths] == \
-        ["features", "context", "neighbourhood", "wide_neighbourhood", "percentiles", "coherence"]
+        ["features", "context", "neighbourhood", "wide_neighbourhood", "percentiles"]
     with pytest.raises(CryoResError, match=f"^m: {N_INPUTS + 1} inputs per voxel; this cryores gives {N_FEATURES}"):
         input_layout(N_INPUTS + 1, "m")
     with pytest.raises(CryoResError, match="input layout 'wide'"):
         network_inputs(None, np.arange(3), "wide")
 
 
-@pytest.mark.parametrize("layout", ["context", "neighbourhood", "wide_neighbourhood", "percentiles", "coherence"])
+@pytest.mark.parametrize("layout", ["context", "neighbourhood", "wide_neighbourhood", "percentiles"])
 def test_a_model_with_context_runs_through_predict(tmp_path, molecule, layout):
     from cryores.spectral import LAYOUTS
 

@@ -46,7 +46,6 @@ deposit's solvent no longer gives.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import scipy.fft
@@ -80,13 +79,8 @@ N_INPUTS_WIDE = N_INPUTS_NEIGHBOURHOOD + N_BANDS  # and the gap to the strongest
 PERCENTILES = (2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)  # of each band's relative power over the core
 N_PERCENTILES = len(PERCENTILES) * N_BANDS
 N_INPUTS_PERCENTILES = N_INPUTS_NEIGHBOURHOOD + N_PERCENTILES  # the neighbourhood layout and the map's percentiles
-COHERENCE_SKIP = 2  # band_coherence pairs band j with band j + 2: their windows touch but do not overlap
-N_COHERENCE = (N_BANDS - COHERENCE_SKIP) + N_BANDS  # band_coherence: with the band two steps coarser, with the density
-N_INPUTS_COHERENCE = N_INPUTS_PERCENTILES + N_COHERENCE  # the percentiles layout and the map's band coherence
 LAYOUTS = {"features": N_FEATURES, "context": N_INPUTS, "neighbourhood": N_INPUTS_NEIGHBOURHOOD,
-           "wide_neighbourhood": N_INPUTS_WIDE, "percentiles": N_INPUTS_PERCENTILES,
-           "coherence": N_INPUTS_COHERENCE}
-MIN_VARYING_DECADES = 0.01  # a band whose power varies less over the core than this holds no coherence to read
+           "wide_neighbourhood": N_INPUTS_WIDE, "percentiles": N_INPUTS_PERCENTILES}
 CORE_RELATIVE = 0.5  # a core voxel holds at least this share of E in its coarse bands (band_percentiles)
 MIN_CORE_VOXELS = 50  # fewer core voxels than this: band_percentiles reads all the voxels it is given
 NEIGHBOURHOOD_A = 8.0  # reach (Å) of neighbourhood_gap: about the widest fine-band window's 2 sigma
@@ -108,8 +102,7 @@ class SpectralFeatures:
     (:data:`N_CONTEXT` values), the median of the relative powers and SNRs over the reference
     region (the automatic mask by default), whatever ``mask`` is. ``percentiles``: the
     :func:`band_percentiles` of the same region where the map has no noise reference, else 0
-    (never read there, :func:`percentile_inputs`). ``reference_mask``: that region on the feature
-    grid. :attr:`coherence`: the :func:`band_coherence` of the same region, on the same terms.
+    (never read there, :func:`percentile_inputs`).
     """
 
     features: np.ndarray
@@ -122,15 +115,6 @@ class SpectralFeatures:
     content_edge: float
     context: np.ndarray
     percentiles: np.ndarray
-    reference_mask: np.ndarray | None = None
-
-    @cached_property
-    def coherence(self) -> np.ndarray:
-        """(N_COHERENCE,) the :func:`band_coherence` of the reference region where the map has no
-        noise reference, else 0; computed when first read, since only the "coherence" layout does."""
-        if self.has_reference or self.reference_mask is None:
-            return np.zeros(N_COHERENCE, np.float32)
-        return band_coherence(self.features[:N_BANDS, self.reference_mask].T)
 
 
 def band_weight(frequency: np.ndarray, centre_a: float, log_frequency: np.ndarray | None = None) -> np.ndarray:
@@ -354,7 +338,7 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
     percentiles = (band_percentiles(features[:N_BANDS, grid_reference].T) if noise is None
                    else np.zeros(N_PERCENTILES, np.float32))
     return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge, context,
-                            percentiles, grid_reference)
+                            percentiles)
 
 
 def percentile_inputs(percentiles: np.ndarray, has_reference: bool) -> np.ndarray:
@@ -384,55 +368,14 @@ def band_percentiles(relative: np.ndarray) -> np.ndarray:
     Inference reads the automatic mask's voxels (:func:`compute_features`); training, the voxels
     drawn for each map's rows (``cryores_train.fit_spectral``), the same function either way.
     """
-    chosen, _ = _core_voxels(relative)
-    if chosen.shape[0] == 0:
-        return np.full(N_PERCENTILES, ABSENT, np.float32)
-    return np.percentile(chosen, PERCENTILES, axis=0).astype(np.float32).ravel()
-
-
-def _core_voxels(relative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the core rows of ``relative``, log10 of their coarse power over E): the voxels whose
-    coarse bands (SCALE_BANDS_FROM_A and coarser) hold at least CORE_RELATIVE x E; all of them
-    when fewer than MIN_CORE_VOXELS are."""
     relative = np.asarray(relative, dtype=np.float32)
     coarse = [j for j, d in enumerate(BANDS_A) if d >= SCALE_BANDS_FROM_A]
     # relative = log10(P/E + EPS): the coarse power over E is the sum of 10**relative (EPS is negligible)
-    total = np.power(10.0, relative[:, coarse], dtype=np.float64).sum(axis=1)
-    core = total >= CORE_RELATIVE
-    if int(core.sum()) < MIN_CORE_VOXELS:
-        core = np.ones(len(relative), bool)
-    return relative[core], np.log10(np.maximum(total[core], 1e-30))
-
-
-def band_coherence(relative: np.ndarray) -> np.ndarray:
-    """(N_COHERENCE,) float32: over the same core voxels as :func:`band_percentiles`, the Pearson
-    correlation of each band's log power with that of the band COHERENCE_SKIP steps coarser
-    (N_BANDS - COHERENCE_SKIP values), then with the voxels' coarse power, the density (N_BANDS
-    values); 0 where a band varies by less than MIN_VARYING_DECADES (absent, or cut away).
-
-    Why: noise in two bands whose windows do not overlap is independent, and it does not follow the
-    molecule's density, while an atom's signal puts power in every band at the same place. So where
-    a band is signal, its power rises and falls with the density and with the next bands; where it
-    is noise, it does not. Unlike the percentiles, a correlation does not change when a band is
-    scaled, so a map's sharpening does not move it: a measure of which bands hold signal that
-    needs no noise reference. What spoils it is a hard mask's edge: noise there follows the mask,
-    and a strongly sharpened map's fine bands gather at the edge, where the density is low (their
-    coherence turns negative), so the core leaves out the weakest voxels but not the edge's effect.
-    """
-    chosen, density = _core_voxels(relative)
-    out = np.zeros(N_COHERENCE, np.float32)
-    if chosen.shape[0] < 3:
-        return out
-    values = np.concatenate([chosen.astype(np.float64), density[:, None]], axis=1)
-    values -= values.mean(axis=0)
-    spread = np.sqrt(np.square(values).mean(axis=0))
-    varying = spread >= MIN_VARYING_DECADES
-    standard = np.divide(values, spread, out=np.zeros_like(values), where=varying)
-    pairs = [(j, j + COHERENCE_SKIP) for j in range(N_BANDS - COHERENCE_SKIP)] + [(j, N_BANDS) for j in range(N_BANDS)]
-    for k, (a, b) in enumerate(pairs):
-        if varying[a] and varying[b]:
-            out[k] = float(np.mean(standard[:, a] * standard[:, b]))
-    return out
+    core = np.power(10.0, relative[:, coarse], dtype=np.float64).sum(axis=1) >= CORE_RELATIVE
+    chosen = relative[core] if int(core.sum()) >= MIN_CORE_VOXELS else relative
+    if chosen.shape[0] == 0:
+        return np.full(N_PERCENTILES, ABSENT, np.float32)
+    return np.percentile(chosen, PERCENTILES, axis=0).astype(np.float32).ravel()
 
 
 def input_layout(width: int, owner: str) -> str:
@@ -525,16 +468,13 @@ def network_inputs(features: SpectralFeatures, where: np.ndarray, layout: str = 
     parts = [features.features.reshape(N_FEATURES, -1)[:, where].T]
     if layout != "features":
         parts.append(np.broadcast_to(features.context, (parts[0].shape[0], N_CONTEXT)))
-    if layout in ("neighbourhood", "wide_neighbourhood", "percentiles", "coherence"):
+    if layout in ("neighbourhood", "wide_neighbourhood", "percentiles"):
         parts.append(neighbourhood_gap(features, where))
     if layout == "wide_neighbourhood":
         parts.append(neighbourhood_gap(features, where, WIDE_NEIGHBOURHOOD_A, WIDE_NEIGHBOURHOOD_BIN_A))
-    if layout in ("percentiles", "coherence"):
+    if layout == "percentiles":
         parts.append(np.broadcast_to(percentile_inputs(features.percentiles, features.has_reference),
                                      (parts[0].shape[0], N_PERCENTILES)))
-    if layout == "coherence":
-        parts.append(np.broadcast_to(percentile_inputs(features.coherence, features.has_reference),
-                                     (parts[0].shape[0], N_COHERENCE)))
     return np.concatenate(parts, axis=1, dtype=np.float32)
 
 

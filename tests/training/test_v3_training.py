@@ -15,14 +15,11 @@ from cryores.predict import predict
 from cryores.spectral import (
     HAS_REFERENCE,
     N_BANDS,
-    N_COHERENCE,
     N_FEATURES,
     N_INPUTS,
-    N_INPUTS_COHERENCE,
     N_INPUTS_NEIGHBOURHOOD,
     N_INPUTS_PERCENTILES,
     N_PERCENTILES,
-    band_coherence,
     band_percentiles,
 )
 from cryores_train.fit import load_config
@@ -421,42 +418,6 @@ def test_fit_derives_each_maps_percentiles_from_its_rows(tmp_path):
         train({**tiny_config(tmp_path / "pct2", narrow), "inputs": "percentiles"}, progress=False)
 
 
-def test_fit_derives_each_maps_coherence_after_its_percentiles(tmp_path):
-    rows = tmp_path / "rows"
-    rows.mkdir()
-    synthetic_rows(rows, width=N_INPUTS_NEIGHBOURHOOD)
-    for path in rows.glob("S*_000.npz"):  # S0's map has a noise reference, the others none
-        data = dict(np.load(path))
-        data["x"][:, HAS_REFERENCE] = float(path.name == "S0_000.npz")
-        np.savez(path, **data)
-    loaded = load_rows(rows, "train", variants=True)
-    derived = with_percentiles(loaded, coherence=True)["x"]
-    assert derived.shape == (1200, N_INPUTS_COHERENCE)
-    np.testing.assert_array_equal(derived[:, :N_INPUTS_PERCENTILES], with_percentiles(loaded)["x"])
-    for i, path in enumerate(sorted(rows.glob("S[0-3]_000.npz"))):  # the training files, in load order
-        own = band_coherence(np.load(path)["x"][:, :N_BANDS]) if i else np.zeros(N_COHERENCE)
-        np.testing.assert_allclose(derived[300 * i:300 * (i + 1), N_INPUTS_PERCENTILES:],
-                                   np.broadcast_to(own, (300, N_COHERENCE)), atol=1e-6)
-    assert (derived[300:, N_INPUTS_PERCENTILES:] != 0).any()
-    # jitter moves the percentiles only: a correlation is not a level
-    torch.manual_seed(0)
-    x = torch.from_numpy(derived)
-    jittered = jitter_percentiles(x, 0.05)
-    assert torch.equal(jittered[:, N_INPUTS_PERCENTILES:], x[:, N_INPUTS_PERCENTILES:])
-    assert not torch.equal(jittered[300:, N_INPUTS_NEIGHBOURHOOD:N_INPUTS_PERCENTILES],
-                           x[300:, N_INPUTS_NEIGHBOURHOOD:N_INPUTS_PERCENTILES])
-    card_path = train({**tiny_config(tmp_path / "coh", rows), "inputs": "coherence", "percentile_jitter": 0.05},
-                      progress=False)
-    card = json.loads(card_path.read_text())
-    assert card["architecture"]["n_features"] == N_INPUTS_COHERENCE and card["features"]["layout"] == "coherence"
-    density = np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32)
-    density[8:16, 8:16, 8:16] += 3.0
-    mask = np.zeros(density.shape, bool)
-    mask[6:18, 6:18, 6:18] = True
-    result = predict(np.where(mask, density, 0.0).astype(np.float32), 2.5, mask, model=load_model(card_path))
-    assert np.isfinite(result.resolution[mask]).all() and not result.noise_reference
-
-
 def test_percentile_jitter_moves_only_the_percentiles_of_maps_without_a_noise_reference(tmp_path):
     torch.manual_seed(0)
     x = torch.zeros((20000, N_INPUTS_PERCENTILES))
@@ -479,7 +440,7 @@ def test_percentile_jitter_moves_only_the_percentiles_of_maps_without_a_noise_re
         halves.append(jitter_percentiles(x[shard], 0.05, len(x), shard))
     assert torch.equal(torch.cat(halves), whole)
     # a config that cannot use it is refused before any rows load (this folder does not exist)
-    with pytest.raises(CryoResError, match='percentile_jitter needs "inputs": "percentiles" or "coherence"'):
+    with pytest.raises(CryoResError, match='percentile_jitter needs "inputs": "percentiles"'):
         train({**tiny_config(tmp_path / "early", tmp_path / "no-rows"), "inputs": "neighbourhood",
                "percentile_jitter": 0.1}, progress=False)
     assert not (tmp_path / "early").exists()

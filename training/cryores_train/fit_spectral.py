@@ -48,10 +48,8 @@ from cryores.spectral import (
     N_CONTEXT,
     N_FEATURES,
     N_INPUTS,
-    N_INPUTS_COHERENCE,
     N_INPUTS_NEIGHBOURHOOD,
     N_INPUTS_PERCENTILES,
-    band_coherence,
     band_percentiles,
     input_layout,
     percentile_inputs,
@@ -69,8 +67,6 @@ from .simulate import V3_COARSE_RESOLUTION_A, V3_COARSE_VOXEL_A, V3_RESOLUTION_A
 # range users mostly hold: the test split's MAE rose from 0.55 to 0.65 Å, and 0.57 with the cap
 # (training/README, "coarse maps"). Rows of labels under 20 Å weigh as they did before the cap.
 WEIGHT_BIN_CAP_A = 20
-# layouts whose map-level inputs the fit derives from each map's rows (with_percentiles)
-DERIVED_LAYOUTS = ("percentiles", "coherence")
 
 
 def jitter_percentiles(x: torch.Tensor, scale: float, global_rows: int | None = None,
@@ -90,15 +86,14 @@ def jitter_percentiles(x: torch.Tensor, scale: float, global_rows: int | None = 
     Under DDP ``x`` is this rank's ``shard`` of a global batch of ``global_rows``: the noise is
     drawn for the whole global batch (every rank's generator is alike) and the shard's part
     taken, so N ranks add the same noise as one process given the global batch."""
-    if x.shape[1] not in (N_INPUTS_PERCENTILES, N_INPUTS_COHERENCE):
+    if x.shape[1] != N_INPUTS_PERCENTILES:
         raise CryoResError(f"percentile_jitter needs rows of the percentiles layout ({N_INPUTS_PERCENTILES} "
-                           f"inputs) or the coherence layout ({N_INPUTS_COHERENCE}), not {x.shape[1]}")
+                           f"inputs), not {x.shape[1]}")
     without_reference = (x[:, HAS_REFERENCE] < 0.5).unsqueeze(1).to(x.dtype)
-    percentiles = x[:, N_INPUTS_NEIGHBOURHOOD:N_INPUTS_PERCENTILES]
+    percentiles = x[:, N_INPUTS_NEIGHBOURHOOD:]
     drawn = (global_rows if global_rows is not None else len(x), percentiles.shape[1])
     noise = torch.randn(drawn, dtype=x.dtype, device=x.device)[shard] * (scale * without_reference)
-    # the coherence (if any) is a correlation, not a level: it is left as it is
-    return torch.cat([x[:, :N_INPUTS_NEIGHBOURHOOD], percentiles + noise, x[:, N_INPUTS_PERCENTILES:]], dim=1)
+    return torch.cat([x[:, :N_INPUTS_NEIGHBOURHOOD], percentiles + noise], dim=1)
 
 
 def _weights(labels: np.ndarray) -> np.ndarray:
@@ -159,12 +154,10 @@ def input_statistics(network: SpectralNet, x: np.ndarray, chunk: int = 1 << 20) 
     """Mean and std of what the network's layers read: the rows themselves, or, for a network
     that derives inputs (:attr:`SpectralNet.derives_inputs`), what :meth:`SpectralNet.expand`
     makes of them, summed chunk by chunk so no second copy of all rows is held."""
-    if not network.derives_inputs and network.n_features not in (N_INPUTS_PERCENTILES, N_INPUTS_COHERENCE):
+    if not network.derives_inputs and network.n_features != N_INPUTS_PERCENTILES:
         # the earlier layouts keep numpy's statistics, so their fits stay bit-equal; the
         # percentiles layout's rows are too wide for x.std's full-size temporary
         return x.mean(axis=0), x.std(axis=0)
-    if network.n_features >= N_INPUTS_COHERENCE:
-        chunk = min(chunk, 1 << 18)  # its rows are wider still: smaller chunks keep the peak within 24 GB
     total = square = None
     with torch.no_grad():
         for start in range(0, len(x), chunk):
@@ -179,13 +172,12 @@ def narrowed_rows(rows: dict[str, np.ndarray], layout: str, folders: list[Path])
     """``rows`` with only the inputs of ``layout`` (the config's ``inputs``): the layouts nest
     (features, then the map's context, then the neighbourhood gap), so a narrower layout is the
     first columns of wider rows, and one set of rows can train all of them. ``"percentiles"`` is
-    the neighbourhood columns and each map's percentiles (:func:`with_percentiles`);
-    ``"coherence"`` adds each map's band coherence after them. Rows narrower than the layout are
-    refused, naming their folders."""
+    the neighbourhood columns and each map's percentiles (:func:`with_percentiles`). Rows
+    narrower than the layout are refused, naming their folders."""
     if layout not in LAYOUTS:
         raise CryoResError(f"config inputs {layout!r}: this cryores knows {', '.join(LAYOUTS)}")
-    if layout in DERIVED_LAYOUTS:
-        return with_percentiles(narrowed_rows(rows, "neighbourhood", folders), coherence=layout == "coherence")
+    if layout == "percentiles":
+        return with_percentiles(narrowed_rows(rows, "neighbourhood", folders))
     width = LAYOUTS[layout]
     if rows["x"].shape[1] < width:
         raise CryoResError(f"rows in {', '.join(map(str, folders))}: {rows['x'].shape[1]} inputs per row, "
@@ -193,12 +185,11 @@ def narrowed_rows(rows: dict[str, np.ndarray], layout: str, folders: list[Path])
     return {**rows, "x": rows["x"][:, :width]}
 
 
-def with_percentiles(rows: dict[str, np.ndarray], coherence: bool = False) -> dict[str, np.ndarray]:
+def with_percentiles(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Neighbourhood-layout ``rows`` with each map's :func:`cryores.spectral.band_percentiles`
     appended (the ``"percentiles"`` layout; 0 where the map has a noise reference,
     :func:`cryores.spectral.percentile_inputs`), computed over the rows drawn from that map
-    (``variant``); with ``coherence``, its :func:`cryores.spectral.band_coherence` after them,
-    on the same terms (the ``"coherence"`` layout).
+    (``variant``).
 
     Why here and not in the rows files: the rows already hold a uniform draw of each map's labelled
     voxels, so the percentiles come without simulating every map again. Inference computes them
@@ -209,15 +200,12 @@ def with_percentiles(rows: dict[str, np.ndarray], coherence: bool = False) -> di
     """
     x, variant = rows["x"], rows["variant"]
     # float32 at once: the fit reads float32, and a float16 copy beside it would not fit in 24 GB
-    out = np.empty((len(x), N_INPUTS_COHERENCE if coherence else N_INPUTS_PERCENTILES), dtype=np.float32)
+    out = np.empty((len(x), N_INPUTS_PERCENTILES), dtype=np.float32)
     out[:, :N_INPUTS_NEIGHBOURHOOD] = x[:, :N_INPUTS_NEIGHBOURHOOD]
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(variant)) + 1, [len(x)]])
     for start, stop in zip(bounds[:-1], bounds[1:]):  # a map's has-reference flag is the same in all its rows
-        relative, has_reference = x[start:stop, :N_BANDS], bool(x[start, HAS_REFERENCE] > 0.5)
-        out[start:stop, N_INPUTS_NEIGHBOURHOOD:N_INPUTS_PERCENTILES] = percentile_inputs(band_percentiles(relative),
-                                                                                         has_reference)
-        if coherence:
-            out[start:stop, N_INPUTS_PERCENTILES:] = percentile_inputs(band_coherence(relative), has_reference)
+        out[start:stop, N_INPUTS_NEIGHBOURHOOD:] = percentile_inputs(band_percentiles(x[start:stop, :N_BANDS]),
+                                                                     bool(x[start, HAS_REFERENCE] > 0.5))
     return {**rows, "x": out}
 
 
@@ -228,9 +216,9 @@ def simulated_row_folders(config: dict) -> list[Path]:
 
 
 def _train(config: dict, context: distributed.Context, progress: bool, max_steps: int | None) -> Path:
-    if config.get("percentile_jitter") and config.get("inputs") not in DERIVED_LAYOUTS:
+    if config.get("percentile_jitter") and config.get("inputs") != "percentiles":
         # refused here, not at the first step after minutes of loading rows
-        raise CryoResError(f"percentile_jitter needs \"inputs\": \"percentiles\" or \"coherence\" (the config has "
+        raise CryoResError(f"percentile_jitter needs \"inputs\": \"percentiles\" (the config has "
                            f"{json.dumps(config.get('inputs'))})")
     global_batch = config.get("global_batch_size") or config["batch_size"] * context.world_size
     if global_batch % context.world_size:
@@ -242,10 +230,10 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     folders = simulated_row_folders(config) + ([Path(config["real_rows"])] if config.get("real_rows") else [])
-    derived = config.get("inputs") in DERIVED_LAYOUTS  # needs each row's map (with_percentiles)
+    derived = config.get("inputs") == "percentiles"  # needs each row's map (with_percentiles)
 
     def percentile_rows(x: np.ndarray, variant: np.ndarray) -> np.ndarray:  # one file's rows, as they load
-        return narrowed_rows({"x": x, "variant": variant}, config["inputs"], folders)["x"]
+        return narrowed_rows({"x": x, "variant": variant}, "percentiles", folders)["x"]
 
     transform = percentile_rows if derived else None
     train_rows, val_rows = (load_rows(folders, split, derived, transform) for split in ("train", "val"))

@@ -45,7 +45,7 @@ FAMILIES = tuple(FAMILY_SEED_OFFSET)
 COARSE_SEED_OFFSET = 500  # coarse samples (--coarse) draw apart from the same family's plain ones
 # what --inputs offers: not "features" (the first columns of any rows) nor "percentiles" (the fit
 # derives a map's percentiles from its rows' neighbourhood columns: fit_spectral.with_percentiles)
-ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout not in ("features", "percentiles", "coherence"))
+ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout not in ("features", "percentiles"))
 
 
 def split_of(structure_id: str) -> str:
