@@ -21,15 +21,27 @@ shift cannot remove). Predictor sets:
   voxel size): everything a Guinier-B input would tell the network, and more;
 * ``+ processing (oracle)``: instead, what the simulator did to a deposit: ln(low-pass cut / true
   median), its sharpening B, whether it was masked. No method can know these.
+* ``+ nuisance (oracle)``: instead, what the simulator drew that is not the answer: the noise
+  colour and level, global B, flattening, whether d(x) is radial or patchy, the flexible domain
+  and bumps, the cliff family's decay. If a masked map's offset came from a hidden setting (such
+  as a noise colour its solvent no longer shows), these would predict it.
+* ``+ design (oracle, leaks the truth)``: instead, the design of d(x) itself (core and periphery
+  resolution, radial power, the spread of the atoms' extra B). Beside the card's reading these
+  tell the truth's scale, so they predict the offset by construction: a ceiling, not a candidate.
 
 If ``+ spectrum`` leaves about what ``reading`` leaves, a Guinier-B input has nothing to add.
 
-Usage: python benchmarks/offset_predictors.py [CARD] [--structures N]
+Last, how much the offsets are shared between maps of one structure (Pearson over structures):
+the raw and deposited-style variants of one sample, and samples 0 and 1 of one family. Near 0,
+an offset belongs to the one map (its noise, its design, its processing), not to the structure.
+
+Usage: python benchmarks/offset_predictors.py [CARD] [--structures N] [--save MAPS.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +78,21 @@ def processing_numbers(note: dict, true_median: float) -> list[float]:
     cut = note.get("lowpass")
     return [float(np.log(cut / true_median)) if cut else 0.0, float(note.get("bfactor", 0.0)) / 100.0,
             float(note.get("masked", 0.0)), float(cut is not None)]
+
+
+def nuisance_numbers(params: dict) -> list[float]:
+    """What the simulator drew for a sample besides d(x)'s scale (a setting one family lacks reads 0)."""
+    noise = params.get("cliff_noise") or params["noise_factor"]  # cliff maps' level is set by cliff_noise
+    return [float(params["noise_colour"]), float(np.log(noise)), float(params["global_b"]) / 100.0,
+            float(params["flatten"]), float(params.get("design") == "patchy"), float(params["domain_extra"]),
+            float(params["n_bumps"]), float(params.get("cliff_decay", 0.0))]
+
+
+def design_numbers(params: dict) -> list[float]:
+    """The design of d(x): with the card's reading, the truth's scale (so the offset) by construction."""
+    b_extra = params.get("b_extra_percentiles") or [0.0, 0.0, 0.0]
+    return [float(np.log(params["core_resolution"])), float(np.log(params["periphery_resolution"])),
+            float(params["radial_power"])] + [b / 100.0 for b in b_extra]
 
 
 def fold_of(groups: np.ndarray) -> np.ndarray:
@@ -108,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("card", type=Path, nargs="?", help="model card (default: the shipped one)")
     parser.add_argument("--structures", type=int, help="only the first N validation structures (default: all)")
+    parser.add_argument("--save", type=Path, help="also write each map's offset and numbers to this JSON file")
     args = parser.parse_args()
     model = load_model(args.card) if args.card else None
     groups, ids = structures_in_splits(STRUCTURES, ("val",), args.structures)
@@ -115,18 +143,22 @@ def main() -> None:
     for sid in ids:
         for family in ("bfactor", "cliff"):
             for index in (0, 1):
-                _, _, voxel, variants = scored_maps(sid, groups[sid], family, index, 7)
+                params, _, voxel, variants = scored_maps(sid, groups[sid], family, index, 7)
                 for variant in variants:
                     region = variant.label > 0
                     reading = cryores.predict(variant.density, voxel, region, model=model)
                     estimate, truth = reading.resolution[region], variant.label[region]
                     median = float(np.median(truth))
-                    maps.append({"structure": sid, "reference": reading.noise_reference,
+                    maps.append({"structure": sid, "family": family, "index": index, "kind": variant.kind,
+                             "reference": reading.noise_reference,
                                  "offset": float(np.median(np.log(estimate / truth))),
                                  "reading": [float(np.median(np.log(estimate))), float(np.log(voxel)),
                                              float(variant.kind == "deposit"), float(family == "cliff")],
                                  "spectrum": spectrum_numbers(variant.density, voxel),
-                                 "processing": processing_numbers(variant.note, median)})
+                                 "processing": processing_numbers(variant.note, median),
+                                 "nuisance": nuisance_numbers(params), "design": design_numbers(params)})
+    if args.save:
+        args.save.write_text(json.dumps(maps))
     print(f"{len(ids)} validation structures, bfactor and cliff, samples 0-1, seed 7, raw and deposited-style")
     for reference in (True, False):
         chosen = [m for m in maps if m["reference"] == reference]
@@ -135,9 +167,26 @@ def main() -> None:
         print(f"{'with' if reference else 'without'} a noise reference: {len(chosen)} maps, offset mean "
               f"{y.mean():+.3f}, RMS about it {y.std():.3f}; RMS left (ridge / 10 nearest neighbours):")
         reading = np.array([m["reading"] for m in chosen])
-        for name, extra in (("reading", None), ("+ spectrum", "spectrum"), ("+ processing (oracle)", "processing")):
+        for name, extra in (("reading", None), ("+ spectrum", "spectrum"), ("+ processing (oracle)", "processing"),
+                            ("+ nuisance (oracle)", "nuisance"), ("+ design (oracle, leaks the truth)", "design")):
             x = reading if extra is None else np.c_[reading, np.array([m[extra] for m in chosen])]
-            print(f"  {name:24s} {ridge_left(x, y, folds):.3f} / {neighbours_left(x, y, folds):.3f}")
+            print(f"  {name:36s} {ridge_left(x, y, folds):.3f} / {neighbours_left(x, y, folds):.3f}")
+    print("offsets shared within a structure (Pearson over structures, all maps):")
+    for family in ("bfactor", "cliff"):
+        print(f"  {family}: raw against deposited-style, one sample {shared(maps, family, 'kind'):+.2f}; "
+              f"sample 0 against 1, one kind {shared(maps, family, 'index'):+.2f}")
+
+
+def shared(maps: list[dict], family: str, across: str) -> float:
+    """Pearson of the offsets of pairs of one structure's maps of ``family`` that differ only in
+    ``across`` ("kind": raw and deposit of one sample; "index": samples 0 and 1 of one kind)."""
+    pairs: dict[tuple, list[float]] = {}
+    for m in maps:
+        if m["family"] == family:
+            key = (m["structure"],) + tuple(m[k] for k in ("index", "kind") if k != across)
+            pairs.setdefault(key, []).append(m["offset"])
+    a, b = np.array([v for v in pairs.values() if len(v) == 2]).T
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 if __name__ == "__main__":
