@@ -1,0 +1,97 @@
+"""What a noise reference is worth, map by map: one deposit read masked and unmasked.
+
+On the test split the maps whose solvent holds noise read at 0.50 Å and those without a noise
+reference (masked, flattened) at 0.69 Å (``docs/evaluation.md``), but those are different maps.
+Here each map is its own control. For every structure (``bfactor``, sample 0, seed 7, the maps
+``evaluate-v3``'s scoring draws, :func:`cryores_train.rows.scored_maps`) the deposited-style
+variant is made twice from one random state (:func:`cryores_train.variants.deposit_variant`):
+the same cut and sharpening, once masked or zoned as deposits are, once with its solvent (and its
+noise) kept. Samples whose raw map was flattened are skipped, since their unmasked twin has no
+noise in its solvent either. Both twins are read with the mask given; per twin the MAE, bias,
+the whole-map offsets' mean and RMS (median ln(estimate / truth) per map) and the MAE left once
+each map's offset is removed (an oracle); then how far the two twins' offsets go together.
+
+If the masked twins read much worse than their unmasked twins with everything else the same,
+the missing noise reference, not the maps or the processing, is what costs the accuracy.
+
+Usage: python benchmarks/reference_twins.py [CARD] [--structures N] [--split val|test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+
+import cryores
+from cryores.model_card import load_model
+from cryores_train.evaluate_v3 import STRUCTURES
+from cryores_train.rows import make_sample, structures_in_splits
+from cryores_train.variants import deposit_variant
+
+SEED = 7
+SALT = 5  # scored_maps' offset of the variants' generator: the first deposit drawn is the evaluation's
+
+
+def twins(structure_id: str, paths: list[Path]) -> tuple[float, list] | None:
+    """(voxel size, [masked twin, unmasked twin]) of one structure's sample 0, or None when its
+    raw map was flattened (then neither twin's solvent holds noise)."""
+    params, arrays = make_sample(structure_id, paths, 0, SEED, "bfactor")
+    if params["flatten"]:
+        return None
+    voxel = float(params["voxel_size"])
+    rng = np.random.default_rng(params["seed"] + SALT)
+    other = copy.deepcopy(rng)  # the same draws: cut, sharpening, then masked or not
+    mask = arrays["mask"] > 0.5
+    masked = deposit_variant(arrays["map"], arrays["truth"], mask, voxel, rng, masked_share=1.0)
+    kept = deposit_variant(arrays["map"], arrays["truth"], mask, voxel, other, masked_share=0.0)
+    return voxel, [masked, kept]
+
+
+def summary(truths: list[np.ndarray], estimates: list[np.ndarray]) -> str:
+    truth, estimate = np.concatenate(truths), np.concatenate(estimates)
+    offsets = np.array([np.median(np.log(e / t)) for t, e in zip(truths, estimates)])
+    rescaled = np.concatenate([e / np.exp(o) for e, o in zip(estimates, offsets)])
+    return (f"MAE {np.abs(estimate - truth).mean():.3f} Å, bias {(estimate - truth).mean():+.3f} Å, "
+            f"offsets mean {offsets.mean():+.3f} RMS {np.sqrt(np.mean(offsets ** 2)):.3f}, "
+            f"MAE without offsets {np.abs(rescaled - truth).mean():.3f} Å")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("card", type=Path, nargs="?", help="model card (default: the shipped one)")
+    parser.add_argument("--structures", type=int, help="only the first N structures of the split (default: all)")
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    args = parser.parse_args()
+    model = load_model(args.card) if args.card else None
+    groups, ids = structures_in_splits(STRUCTURES, (args.split,), args.structures)
+    truths: list[np.ndarray] = []
+    readings: dict[str, list[np.ndarray]] = {"masked": [], "kept": []}
+    skipped = 0
+    for sid in ids:
+        made = twins(sid, groups[sid])
+        if made is None:
+            skipped += 1
+            continue
+        voxel, (masked, kept) = made
+        region = masked.label > 0
+        read = [cryores.predict(v.density, voxel, region, model=model) for v in (masked, kept)]
+        if read[0].noise_reference or not read[1].noise_reference:
+            skipped += 1  # not a pair that differs by the reference alone
+            continue
+        truths.append(masked.label[region])
+        readings["masked"].append(read[0].resolution[region])
+        readings["kept"].append(read[1].resolution[region])
+    print(f"{len(ids)} {args.split} structures, bfactor sample 0, seed {SEED}: {len(truths)} deposits read masked "
+          f"and unmasked ({skipped} skipped: flattened, or the twins' references not as meant)")
+    print(f"  unmasked (solvent noise kept, a noise reference): {summary(truths, readings['kept'])}")
+    print(f"  masked or zoned (no noise reference):            {summary(truths, readings['masked'])}")
+    offsets = {k: np.array([np.median(np.log(e / t)) for t, e in zip(truths, v)]) for k, v in readings.items()}
+    print(f"  twins' offsets: Pearson {np.corrcoef(offsets['kept'], offsets['masked'])[0, 1]:+.2f}, "
+          f"RMS of their difference {np.sqrt(np.mean((offsets['masked'] - offsets['kept']) ** 2)):.3f}")
+
+
+if __name__ == "__main__":
+    main()
