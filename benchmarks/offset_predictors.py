@@ -131,6 +131,18 @@ def neighbours_left(x: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int = 10
     return float(np.sqrt(np.mean((y - predicted) ** 2)))
 
 
+def shared(maps: list[dict], family: str, across: str) -> float:
+    """Pearson of the offsets of pairs of one structure's maps of ``family`` that differ only in
+    ``across`` ("kind": raw and deposit of one sample; "index": samples 0 and 1 of one kind)."""
+    pairs: dict[tuple, list[float]] = {}
+    for m in maps:
+        if m["family"] == family:
+            key = (m["structure"],) + tuple(m[k] for k in ("index", "kind") if k != across)
+            pairs.setdefault(key, []).append(m["offset"])
+    a, b = np.array([v for v in pairs.values() if len(v) == 2]).T
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("card", type=Path, nargs="?", help="model card (default: the shipped one)")
@@ -150,7 +162,7 @@ def main() -> None:
                     estimate, truth = reading.resolution[region], variant.label[region]
                     median = float(np.median(truth))
                     maps.append({"structure": sid, "family": family, "index": index, "kind": variant.kind,
-                             "reference": reading.noise_reference,
+                                 "reference": reading.noise_reference,
                                  "offset": float(np.median(np.log(estimate / truth))),
                                  "reading": [float(np.median(np.log(estimate))), float(np.log(voxel)),
                                              float(variant.kind == "deposit"), float(family == "cliff")],
@@ -176,17 +188,6 @@ def main() -> None:
         print(f"  {family}: raw against deposited-style, one sample {shared(maps, family, 'kind'):+.2f}; "
               f"sample 0 against 1, one kind {shared(maps, family, 'index'):+.2f}")
 
-
-def shared(maps: list[dict], family: str, across: str) -> float:
-    """Pearson of the offsets of pairs of one structure's maps of ``family`` that differ only in
-    ``across`` ("kind": raw and deposit of one sample; "index": samples 0 and 1 of one kind)."""
-    pairs: dict[tuple, list[float]] = {}
-    for m in maps:
-        if m["family"] == family:
-            key = (m["structure"],) + tuple(m[k] for k in ("index", "kind") if k != across)
-            pairs.setdefault(key, []).append(m["offset"])
-    a, b = np.array([v for v in pairs.values() if len(v) == 2]).T
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 if __name__ == "__main__":
