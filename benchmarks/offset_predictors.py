@@ -189,6 +189,5 @@ def main() -> None:
               f"sample 0 against 1, one kind {shared(maps, family, 'index'):+.2f}")
 
 
-
 if __name__ == "__main__":
     main()

@@ -27,7 +27,7 @@ import numpy as np
 
 import cryores
 from cryores.model_card import load_model
-from cryores_train.evaluate_v3 import STRUCTURES
+from cryores_train.evaluate_v3 import STRUCTURES, error_table, map_offsets, whole_map_offsets
 from cryores_train.rows import make_sample, structures_in_splits
 from cryores_train.variants import deposit_variant
 
@@ -51,12 +51,13 @@ def twins(structure_id: str, paths: list[Path]) -> tuple[float, list] | None:
 
 
 def summary(truths: list[np.ndarray], estimates: list[np.ndarray]) -> str:
-    truth, estimate = np.concatenate(truths), np.concatenate(estimates)
-    offsets = np.array([np.median(np.log(e / t)) for t, e in zip(truths, estimates)])
-    rescaled = np.concatenate([e / np.exp(o) for e, o in zip(estimates, offsets)])
-    return (f"MAE {np.abs(estimate - truth).mean():.3f} Å, bias {(estimate - truth).mean():+.3f} Å, "
-            f"offsets mean {offsets.mean():+.3f} RMS {np.sqrt(np.mean(offsets ** 2)):.3f}, "
-            f"MAE without offsets {np.abs(rescaled - truth).mean():.3f} Å")
+    """One line of evaluate-v3's numbers for these maps (error_table, whole_map_offsets, map_offsets)."""
+    table = error_table(np.concatenate(truths), np.concatenate(estimates))
+    offsets = whole_map_offsets(truths, estimates)
+    split = map_offsets(truths, estimates)
+    return (f"MAE {table['mae']:.3f} Å, bias {table['bias']:+.3f} Å, "
+            f"offsets mean {offsets.mean():+.3f} RMS {split['offset_rms']:.3f}, "
+            f"MAE without offsets {split['mae_without_offset']:.3f} Å")
 
 
 def main() -> None:
@@ -88,7 +89,7 @@ def main() -> None:
           f"and unmasked ({skipped} skipped: flattened, or the twins' references not as meant)")
     print(f"  unmasked (solvent noise kept, a noise reference): {summary(truths, readings['kept'])}")
     print(f"  masked or zoned (no noise reference):            {summary(truths, readings['masked'])}")
-    offsets = {k: np.array([np.median(np.log(e / t)) for t, e in zip(truths, v)]) for k, v in readings.items()}
+    offsets = {k: whole_map_offsets(truths, v) for k, v in readings.items()}
     print(f"  twins' offsets: Pearson {np.corrcoef(offsets['kept'], offsets['masked'])[0, 1]:+.2f}, "
           f"RMS of their difference {np.sqrt(np.mean((offsets['masked'] - offsets['kept']) ** 2)):.3f}")
 
