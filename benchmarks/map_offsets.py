@@ -32,7 +32,7 @@ import numpy as np
 import cryores
 from cryores.localfsc import local_fsc
 from cryores_train.evaluate_v3 import map_offsets, validation_side_by_side, whole_map_offsets
-from cryores_train.rows import FAMILIES, scored_maps
+from cryores_train.rows import EVALUATION_SEED, FAMILIES, scored_maps
 
 
 def line(name: str, truths: list[np.ndarray], estimates: list[np.ndarray]) -> str:
@@ -53,7 +53,7 @@ def main() -> None:
     maps: dict[tuple[str, str, str], dict] = {}
     for sid in ids:
         for family in FAMILIES:
-            _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, 7)
+            _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, EVALUATION_SEED)
             for variant in variants:
                 region = variant.label > 0
                 readings = [cryores.predict(variant.density, voxel, region, model=model) for model in models]

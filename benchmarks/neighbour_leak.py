@@ -24,7 +24,7 @@ from scipy import ndimage
 
 import cryores
 from cryores_train.evaluate_v3 import validation_side_by_side
-from cryores_train.rows import FAMILIES, scored_maps
+from cryores_train.rows import EVALUATION_SEED, FAMILIES, scored_maps
 
 GAPS = ((0.0, 1.0), (1.0, 3.0), (3.0, 6.0))
 COARSE = ((8.0, 10.0), (12.0, 14.0))
@@ -48,7 +48,7 @@ def main() -> None:
     pooled = {(c, f): [] for c in range(len(models)) for f in FAMILIES}
     for sid in ids:
         for family in FAMILIES:
-            _, _, voxel, variants = scored_maps(sid, groups[sid], family, 0, 7)
+            _, _, voxel, variants = scored_maps(sid, groups[sid], family, 0, EVALUATION_SEED)
             for variant in variants:
                 region = variant.label > 0
                 gap = finest_neighbour_gap(variant.label, voxel)[region]

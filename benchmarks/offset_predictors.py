@@ -49,8 +49,8 @@ import numpy as np
 import cryores
 from cryores.model_card import load_model
 from cryores.spectral import content_edge, map_spectrum
-from cryores_train.evaluate_v3 import STRUCTURES
-from cryores_train.rows import scored_maps, structures_in_splits
+from cryores_train.evaluate_v3 import STRUCTURES, whole_map_offsets
+from cryores_train.rows import EVALUATION_SEED, scored_maps, structures_in_splits
 from cryores_train.simulate import radial_power
 from cryores_train.variants import guinier_b
 
@@ -155,7 +155,7 @@ def main() -> None:
     for sid in ids:
         for family in ("bfactor", "cliff"):
             for index in (0, 1):
-                params, _, voxel, variants = scored_maps(sid, groups[sid], family, index, 7)
+                params, _, voxel, variants = scored_maps(sid, groups[sid], family, index, EVALUATION_SEED)
                 for variant in variants:
                     region = variant.label > 0
                     reading = cryores.predict(variant.density, voxel, region, model=model)
@@ -163,7 +163,7 @@ def main() -> None:
                     median = float(np.median(truth))
                     maps.append({"structure": sid, "family": family, "index": index, "kind": variant.kind,
                                  "reference": reading.noise_reference,
-                                 "offset": float(np.median(np.log(estimate / truth))),
+                                 "offset": float(whole_map_offsets([truth], [estimate])[0]),
                                  "reading": [float(np.median(np.log(estimate))), float(np.log(voxel)),
                                              float(variant.kind == "deposit"), float(family == "cliff")],
                                  "spectrum": spectrum_numbers(variant.density, voxel),

@@ -28,21 +28,18 @@ import numpy as np
 import cryores
 from cryores.model_card import load_model
 from cryores_train.evaluate_v3 import STRUCTURES, error_table, map_offsets, whole_map_offsets
-from cryores_train.rows import make_sample, structures_in_splits
+from cryores_train.rows import EVALUATION_SEED, VARIANT_SALT, make_sample, structures_in_splits
 from cryores_train.variants import deposit_variant
-
-SEED = 7
-SALT = 5  # scored_maps' offset of the variants' generator: the first deposit drawn is the evaluation's
 
 
 def twins(structure_id: str, paths: list[Path]) -> tuple[float, list] | None:
     """(voxel size, [masked twin, unmasked twin]) of one structure's sample 0, or None when its
     raw map was flattened (then neither twin's solvent holds noise)."""
-    params, arrays = make_sample(structure_id, paths, 0, SEED, "bfactor")
+    params, arrays = make_sample(structure_id, paths, 0, EVALUATION_SEED, "bfactor")
     if params["flatten"]:
         return None
     voxel = float(params["voxel_size"])
-    rng = np.random.default_rng(params["seed"] + SALT)
+    rng = np.random.default_rng(params["seed"] + VARIANT_SALT)
     other = copy.deepcopy(rng)  # the same draws: cut, sharpening, then masked or not
     mask = arrays["mask"] > 0.5
     masked = deposit_variant(arrays["map"], arrays["truth"], mask, voxel, rng, masked_share=1.0)
@@ -85,8 +82,8 @@ def main() -> None:
         truths.append(masked.label[region])
         readings["masked"].append(read[0].resolution[region])
         readings["kept"].append(read[1].resolution[region])
-    print(f"{len(ids)} {args.split} structures, bfactor sample 0, seed {SEED}: {len(truths)} deposits read masked "
-          f"and unmasked ({skipped} skipped: flattened, or the twins' references not as meant)")
+    print(f"{len(ids)} {args.split} structures, bfactor sample 0, seed {EVALUATION_SEED}: {len(truths)} deposits "
+          f"read masked and unmasked ({skipped} skipped: flattened, or the twins' references not as meant)")
     print(f"  unmasked (solvent noise kept, a noise reference): {summary(truths, readings['kept'])}")
     print(f"  masked or zoned (no noise reference):            {summary(truths, readings['masked'])}")
     offsets = {k: whole_map_offsets(truths, v) for k, v in readings.items()}

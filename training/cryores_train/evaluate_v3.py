@@ -43,7 +43,7 @@ from cryores.spectral_inference import Z90
 from .fit import load_config, model_card_path
 from .real_rows import cut
 from .resmap import resmap_local_resolution
-from .rows import scored_maps, structures_in_splits
+from .rows import EVALUATION_SEED, scored_maps, structures_in_splits
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_MAPS = ROOT.parent / "shared" / "data" / "maps"
@@ -169,7 +169,7 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
                    "cryores_raw": Collector(), "constant_median": Collector(),
                    "cryores_reference": Collector(), "cryores_no_reference": Collector()}
         for n, sid in enumerate(ids):
-            _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, seed + 7)
+            _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, seed + EVALUATION_SEED)
             for variant in variants:  # raw and deposit
                 region = variant.label > 0
                 started = time.perf_counter()

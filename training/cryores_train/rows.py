@@ -100,8 +100,12 @@ def make_sample(structure_id: str, paths: list[Path], index: int, seed: int, fam
     return params, simulate_sample(params, paths)
 
 
+EVALUATION_SEED = 7  # evaluate-v3 (with its --seed 0) and the benchmarks draw their scored maps from this seed
+VARIANT_SALT = 5  # scored_maps' default offset of the variants' generator from a sample's seed
+
+
 def scored_maps(structure_id: str, paths: list[Path], family: str, index: int, seed: int,
-                salt: int = 5) -> tuple[dict, dict, float, list]:
+                salt: int = VARIANT_SALT) -> tuple[dict, dict, float, list]:
     """(params, arrays, voxel size, [raw, deposited-style variant]) of one sample: the maps the
     evaluation, the calibration and the benchmarks score a model on, mask given.
 
