@@ -65,7 +65,7 @@ def main() -> None:
                     entry["cards"][c].append(reading.resolution[region])
                 if variant.kind == "raw":
                     entry["fsc"].append(local_fsc(arrays["half1"], arrays["half2"], voxel, region).resolution[region])
-    print(f"{len(ids)} validation structures, seed 7 index 0, mask given")
+    print(f"{len(ids)} validation structures, seed {EVALUATION_SEED} index 0, mask given")
     for (family, kind, reference), entry in sorted(maps.items()):
         truths = entry["truth"]
         print(f"{family}, {kind}, {reference} a noise reference ({len(truths)} maps)")

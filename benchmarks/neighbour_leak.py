@@ -55,7 +55,7 @@ def main() -> None:
                 for c, model in enumerate(models):
                     result = cryores.predict(variant.density, voxel, region, model=model)
                     pooled[c, family].append((variant.label[region], result.resolution[region], gap))
-    print(f"{len(ids)} validation structures, seed 7 index 0, raw + deposited-style, mask given")
+    print(f"{len(ids)} validation structures, seed {EVALUATION_SEED} index 0, raw + deposited-style, mask given")
     header = ["card", "family", "MAE", "bias"] + [f"{lo:g}-{hi:g} A gap {g0:g}-{g1:g}"
                                                    for lo, hi in COARSE for g0, g1 in GAPS]
     print(" | ".join(header))

@@ -171,7 +171,8 @@ def main() -> None:
                                  "nuisance": nuisance_numbers(params), "design": design_numbers(params)})
     if args.save:
         args.save.write_text(json.dumps(maps))
-    print(f"{len(ids)} validation structures, bfactor and cliff, samples 0-1, seed 7, raw and deposited-style")
+    print(f"{len(ids)} validation structures, bfactor and cliff, samples 0-1, seed {EVALUATION_SEED}, "
+          "raw and deposited-style")
     for reference in (True, False):
         chosen = [m for m in maps if m["reference"] == reference]
         y = np.array([m["offset"] for m in chosen])

@@ -24,7 +24,7 @@ import numpy as np
 
 import cryores
 from cryores_train.evaluate_v3 import validation_side_by_side
-from cryores_train.rows import sample_parameters, simulate_sample
+from cryores_train.rows import EVALUATION_SEED, sample_parameters, simulate_sample
 from cryores_train.variants import make_variants
 
 
@@ -35,12 +35,13 @@ def main() -> None:
     parser.add_argument("--steepness", default="5,8,12,20", help="comma-separated S values")
     args = parser.parse_args()
     groups, ids, models, labels = validation_side_by_side(args.cards, args.structures)
-    print(f"{len(ids)} validation structures, seed 7 index 0, mask given; offset = median estimate - median truth")
+    print(f"{len(ids)} validation structures, seed {EVALUATION_SEED} index 0, mask given; "
+          "offset = median estimate - median truth")
     print("card | S | kind | maps | MAE | mean offset | mean |offset|")
     for steepness in (float(s) for s in args.steepness.split(",")):
         rows: dict = {(c, kind): [] for c in range(len(models)) for kind in ("raw", "deposit")}
         for sid in ids:
-            params = sample_parameters(sid, 0, 7, "bfactor")
+            params = sample_parameters(sid, 0, EVALUATION_SEED, "bfactor")
             params["steepness"] = steepness  # the same map but for its fall-off
             arrays = simulate_sample(params, groups[sid])
             voxel = float(params["voxel_size"])
