@@ -14,6 +14,11 @@ each map's offset is removed (an oracle); then how far the two twins' offsets go
 If the masked twins read much worse than their unmasked twins with everything else the same,
 the missing noise reference, not the maps or the processing, is what costs the accuracy.
 
+Two more readings of the same deposits show what a user holding the unmasked half maps can do
+instead: cryores on the half maps' average (its solvent holds their noise), and half-map local
+FSC; both then floored at the deposit's low-pass cut X (a map low-passed at X holds nothing
+finer, and its label is max(d, X)), as the user, who chose the cut, can do.
+
 Usage: python benchmarks/reference_twins.py [CARD] [--structures N] [--split val|test]
 """
 
@@ -26,15 +31,16 @@ from pathlib import Path
 import numpy as np
 
 import cryores
+from cryores.localfsc import local_fsc
 from cryores.model_card import load_model
 from cryores_train.evaluate_v3 import STRUCTURES, error_table, map_offsets, whole_map_offsets
 from cryores_train.rows import EVALUATION_SEED, VARIANT_SALT, make_sample, structures_in_splits
 from cryores_train.variants import deposit_variant
 
 
-def twins(structure_id: str, paths: list[Path]) -> tuple[float, list] | None:
-    """(voxel size, [masked twin, unmasked twin]) of one structure's sample 0, or None when its
-    raw map was flattened (then neither twin's solvent holds noise)."""
+def twins(structure_id: str, paths: list[Path]) -> tuple[float, list, tuple] | None:
+    """(voxel size, [masked twin, unmasked twin], (half map 1, half map 2)) of one structure's
+    sample 0, or None when its raw map was flattened (then neither twin's solvent holds noise)."""
     params, arrays = make_sample(structure_id, paths, 0, EVALUATION_SEED, "bfactor")
     if params["flatten"]:
         return None
@@ -44,7 +50,7 @@ def twins(structure_id: str, paths: list[Path]) -> tuple[float, list] | None:
     mask = arrays["mask"] > 0.5
     masked = deposit_variant(arrays["map"], arrays["truth"], mask, voxel, rng, masked_share=1.0)
     kept = deposit_variant(arrays["map"], arrays["truth"], mask, voxel, other, masked_share=0.0)
-    return voxel, [masked, kept]
+    return voxel, [masked, kept], (arrays["half1"], arrays["half2"])
 
 
 def summary(truths: list[np.ndarray], estimates: list[np.ndarray]) -> str:
@@ -66,14 +72,14 @@ def main() -> None:
     model = load_model(args.card) if args.card else None
     groups, ids = structures_in_splits(STRUCTURES, (args.split,), args.structures)
     truths: list[np.ndarray] = []
-    readings: dict[str, list[np.ndarray]] = {"masked": [], "kept": []}
+    readings: dict[str, list[np.ndarray]] = {"masked": [], "kept": [], "average": [], "fsc": []}
     skipped = 0
     for sid in ids:
         made = twins(sid, groups[sid])
         if made is None:
             skipped += 1
             continue
-        voxel, (masked, kept) = made
+        voxel, (masked, kept), (half1, half2) = made
         region = masked.label > 0
         read = [cryores.predict(v.density, voxel, region, model=model) for v in (masked, kept)]
         if read[0].noise_reference or not read[1].noise_reference:
@@ -82,11 +88,17 @@ def main() -> None:
         truths.append(masked.label[region])
         readings["masked"].append(read[0].resolution[region])
         readings["kept"].append(read[1].resolution[region])
+        cut = np.float32(masked.note["lowpass"])  # the deposit's low-pass: nothing finer is left in it
+        average = cryores.predict((half1 + half2) / 2, voxel, region, model=model)
+        readings["average"].append(np.maximum(average.resolution[region], cut))
+        readings["fsc"].append(np.maximum(local_fsc(half1, half2, voxel, region).resolution[region], cut))
     print(f"{len(ids)} {args.split} structures, bfactor sample 0, seed {EVALUATION_SEED}: {len(truths)} deposits "
           f"read masked and unmasked ({skipped} skipped: flattened, or the twins' references not as meant)")
     print(f"  unmasked (solvent noise kept, a noise reference): {summary(truths, readings['kept'])}")
     print(f"  masked or zoned (no noise reference):            {summary(truths, readings['masked'])}")
-    offsets = {k: whole_map_offsets(truths, v) for k, v in readings.items()}
+    print(f"  the half maps' average, floored at the cut:       {summary(truths, readings['average'])}")
+    print(f"  half-map local FSC, floored at the cut:           {summary(truths, readings['fsc'])}")
+    offsets = {k: whole_map_offsets(truths, v) for k, v in readings.items() if k in ("masked", "kept")}
     print(f"  twins' offsets: Pearson {np.corrcoef(offsets['kept'], offsets['masked'])[0, 1]:+.2f}, "
           f"RMS of their difference {np.sqrt(np.mean((offsets['masked'] - offsets['kept']) ** 2)):.3f}")
 

@@ -38,12 +38,15 @@ def _voxel_text(voxel_size: tuple[float, float, float]) -> str:
     return " x ".join(f"{v:.3g}" for v in voxel_size)
 
 
-# the same simulated deposits read twice as far off masked as with their solvent's noise kept
-# (benchmarks/reference_twins.py: 0.77 against 0.39 Å on 26 test maps), hence the advice
+# the same simulated deposits read twice as far off masked as with their solvent's noise kept, and
+# their unmasked half maps' average, floored at the deposit's cut, reads them as well as the unmasked
+# map (benchmarks/reference_twins.py, 26 test maps: masked 0.77 Å, unmasked 0.39 Å, the half maps'
+# average 0.39 Å, half-map local FSC 0.60 Å), hence the advice
 NO_REFERENCE = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read without a "
                 "noise reference: the map as a whole may read too fine or too coarse; compare regions within it "
-                "rather than its absolute values with other maps, and if you hold the unmasked map or its half "
-                "maps, read those instead (cryores localfsc takes half maps)")
+                "rather than its absolute values with other maps, and if you hold the unmasked map or its unmasked "
+                "half maps, read that map or the half maps' average instead (where the map was low-passed at X Å, "
+                "read values finer than X as X)")
 
 
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
