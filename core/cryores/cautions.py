@@ -45,8 +45,8 @@ def _voxel_text(voxel_size: tuple[float, float, float]) -> str:
 NO_REFERENCE = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read without a "
                 "noise reference: the map as a whole may read too fine or too coarse; compare regions within it "
                 "rather than its absolute values with other maps, and if you hold the unmasked map or its unmasked "
-                "half maps, read that map or the half maps' average instead (where the map was low-passed at X Å, "
-                "read values finer than X as X)")
+                "half maps, read that map or the half maps' average (cryores predict --half-maps) instead (where the "
+                "map was low-passed at X Å, read values finer than X as X)")
 
 
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch threads per map (default: cores / workers, so workers x threads <= cores)")
     batch.add_argument("--summary", metavar="CSV",
                        help=f"summary table, one row per map (default: {SUMMARY_NAME} in --out-dir, else here)")
+    p.add_argument("--half-maps", nargs=2, metavar=("HALF1", "HALF2"),
+                   help="read the average of two half maps (same grid) instead of MAP; output beside half map 1. "
+                        "Unmasked half maps give a masked or flattened map the solvent noise it lacks")
     p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
     p.add_argument("--uncertainty", metavar="STD_OUT",
                    help="also write the uncertainty σ (Å): v3 models: calibrated from the predicted 5-95 %% "
@@ -165,6 +168,13 @@ def _is_batch(args: argparse.Namespace) -> bool:
 
 def predict_usage_error(args: argparse.Namespace) -> str | None:
     """The usage mistake in a predict command line, or None."""
+    if args.half_maps is not None:
+        if args.map or args.map_list is not None:
+            return "--half-maps HALF1 HALF2 replaces MAP: give the two half maps and no MAP or --list"
+        batch = [name for name, value in (("--out-dir", args.out_dir), ("--scheduler", args.scheduler),
+                                          ("--workers", args.workers), ("--torch-threads", args.torch_threads),
+                                          ("--summary", args.summary)) if value is not None]
+        return f"{', '.join(batch)} run(s) batches of maps; --half-maps reads one pair" if batch else None
     if not args.map and args.map_list is None:
         return "predict needs a MAP (or several, or --list FILE)"
     if not _is_batch(args):
@@ -219,11 +229,11 @@ def _run_predict_batch(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    if _is_batch(args):
+    if args.half_maps is None and _is_batch(args):
         return _run_predict_batch(args)
-    args.map = args.map[0]
+    first, second = args.half_maps if args.half_maps is not None else (args.map[0], None)
     result, output = predict_file(
-        args.map, args.output, mask=args.mask, uncertainty=args.uncertainty,
+        first, args.output, half_map2=second, mask=args.mask, uncertainty=args.uncertainty,
         samples=args.samples, voxel_size=args.voxel_size, force=args.force, model=args.model,
         device=args.device, patch_size=args.patch_size, overlap=args.overlap,
         batch_size=args.batch_size, seed=args.seed, progress=not args.quiet, report=args.report)

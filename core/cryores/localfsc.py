@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from .errors import CryoResError
 from .masking import automatic_mask, dilate, mask_from_array
-from .mrc_io import check_output_path, read_map, read_mask, write_maps
+from .mrc_io import check_output_path, check_same_grid, read_map, read_mask, write_maps
 from .predict import Prediction, default_output_path
 from .progress import ProgressArg, progress_reporter
 from .summary import summarise
@@ -257,7 +257,7 @@ def local_fsc_file(
     output defaults to ``<half1 stem>_localfsc.mrc`` beside half map 1. Other options go to
     :func:`local_fsc`. Same guarantees as :func:`cryores.predict_file`: outputs checked before
     any work, written atomically, inputs never overwritten. Raises CryoResError for bad files,
-    half maps of different shapes or voxel sizes, and a mask of another shape.
+    half maps not on one grid (shape, voxel size, placement), and a mask of another shape.
     """
     half1_path = Path(half1_path)
     output = Path(output) if output is not None else default_output_path(half1_path, "_localfsc")
@@ -265,11 +265,7 @@ def local_fsc_file(
     check_output_path(output, force=force, protected=protected)
     first = read_map(half1_path, role="half map 1", voxel_size=voxel_size)
     second = read_map(half2_path, role="half map 2", voxel_size=voxel_size)
-    if second.data.shape != first.data.shape:
-        raise CryoResError(f"half map 2 {half2_path} has shape {second.data.shape}, "
-                           f"half map 1 has {first.data.shape}")
-    if not np.allclose(second.voxel_size, first.voxel_size, rtol=1e-3):
-        raise CryoResError(f"half maps have different voxel sizes: {first.voxel_size} and {second.voxel_size} Å")
+    check_same_grid(second, first, half2_path, role="half map 2", like_role="half map 1")
     mask_array = read_mask(mask, first) if mask is not None else None
     result = local_fsc(first.data, second.data, first.voxel_size, mask_array, **options)
     write_maps([(output, result.resolution, f"cryores local FSC resolution (A), {result.model_name}")],

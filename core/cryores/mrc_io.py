@@ -194,18 +194,38 @@ def peek_grid(path: str | os.PathLike, voxel_size: float | None = None
 
 
 def check_same_grid(other: DensityMap, like: DensityMap, path: str | os.PathLike,
-                    role: str = "local-resolution map") -> None:
+                    role: str = "local-resolution map", like_role: str = "the map") -> None:
     """Raise CryoResError unless ``other`` (read from ``path``) lies on ``like``'s grid: same shape,
     voxel size and placement (origin + nstart, to half a voxel), so values land where they belong."""
     if other.data.shape != like.data.shape:
-        raise CryoResError(f"{role} {path} has shape {other.data.shape} but the map has {like.data.shape}")
+        raise CryoResError(f"{role} {path} has shape {other.data.shape} but {like_role} has {like.data.shape}")
     if not np.allclose(other.voxel_size, like.voxel_size, rtol=1e-3):
-        raise CryoResError(f"{role} {path} has voxel size {other.voxel_size} Å but the map has {like.voxel_size} Å")
+        raise CryoResError(f"{role} {path} has voxel size {other.voxel_size} Å but {like_role} has "
+                           f"{like.voxel_size} Å")
     if other.header is not None and like.header is not None:
         a, b = grid_start(other), grid_start(like)
         if max(abs(x - y) for x, y in zip(a, b)) > 0.5 * min(like.voxel_size):
-            raise CryoResError(f"{role} {path} starts at {tuple(round(x, 2) for x in a)} Å but the map at "
-                               f"{tuple(round(x, 2) for x in b)} Å (origin/nstart differ); it is not on the map's grid")
+            raise CryoResError(f"{role} {path} starts at {tuple(round(x, 2) for x in a)} Å but {like_role} at "
+                               f"{tuple(round(x, 2) for x in b)} Å (origin/nstart differ); it is not on "
+                               f"the grid of {like_role}")
+
+
+def read_half_map_average(half1: str | os.PathLike, half2: str | os.PathLike, *,
+                          voxel_size: float | None = None) -> DensityMap:
+    """The average of two half maps of one reconstruction, with half map 1's header and path.
+
+    Why: deposited maps are mostly masked, so their solvent holds no noise to read them against,
+    while half maps are mostly deposited unmasked; their average is the full map with its noise.
+    Each file is read and checked as any map (:func:`read_map`); half map 2 must lie on half map
+    1's grid (:func:`check_same_grid`), else CryoResError. Half map 1's array is reused for the sum.
+    """
+    first = read_map(half1, role="half map 1", voxel_size=voxel_size)
+    second = read_map(half2, role="half map 2", voxel_size=voxel_size)
+    check_same_grid(second, first, half2, role="half map 2", like_role="half map 1")
+    data = np.asarray(first.data, dtype=np.float32)
+    data += second.data
+    data *= np.float32(0.5)
+    return DensityMap(data, first.voxel_size, first.header, first.path)
 
 
 def grid_start(density_map: DensityMap) -> tuple[float, float, float]:

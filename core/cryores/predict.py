@@ -22,7 +22,7 @@ from .inference import resolve_device, sliding_window_predict
 from .masking import automatic_mask, mask_from_array
 from .memory import check_fits
 from .model_card import LoadedModel, load_model
-from .mrc_io import DensityMap, check_output_path, peek_grid, read_map, read_mask, write_maps
+from .mrc_io import DensityMap, check_output_path, peek_grid, read_half_map_average, read_map, read_mask, write_maps
 from .normalise import normalise
 from .progress import ProgressArg, progress_reporter
 from .resample import fourier_resample, linear_resample, shape_for_voxel_size
@@ -185,6 +185,7 @@ def predict_file(
     map_path: str | os.PathLike,
     output: str | os.PathLike | None = None,
     *,
+    half_map2: str | os.PathLike | None = None,
     mask: str | os.PathLike | None = None,
     uncertainty: str | os.PathLike | None = None,
     samples: int | None = None,
@@ -195,7 +196,10 @@ def predict_file(
 ) -> tuple[Prediction, Path]:
     """Predict from an MRC file and write the resolution map (and uncertainty) beside it.
 
-    output defaults to ``<map stem>_locres.mrc`` beside the map. uncertainty: path for the
+    output defaults to ``<map stem>_locres.mrc`` beside the map. half_map2: with it, ``map_path``
+    is half map 1 and the map read is the two half maps' average
+    (:func:`cryores.mrc_io.read_half_map_average`): unmasked half maps give a masked deposit
+    the solvent noise it lacks. uncertainty: path for the
     Monte-Carlo standard deviation map; it implies ``samples`` = 10 unless given. voxel_size
     overrides the header. report: path of a PNG report (needs matplotlib). Other options go to
     :func:`predict`. Outputs keep the input's voxel
@@ -204,7 +208,7 @@ def predict_file(
     """
     map_path = Path(map_path)
     output = Path(output) if output is not None else default_output_path(map_path)
-    protected = tuple(Path(p) for p in (map_path, mask) if p is not None)
+    protected = tuple(Path(p) for p in (map_path, half_map2, mask) if p is not None)
     check_output_path(output, force=force, protected=protected)
     if report is not None:
         check_output_path(report, force=force, role="report", protected=protected)
@@ -220,7 +224,8 @@ def predict_file(
         shape, voxel = peek
         check_fits(math.prod(shape), math.prod(shape_for_voxel_size(shape, voxel, loaded.voxel_size)),
                    bool(samples), options.get("memory_limit"))
-    density_map: DensityMap = read_map(map_path, voxel_size=voxel_size)
+    density_map: DensityMap = (read_map(map_path, voxel_size=voxel_size) if half_map2 is None
+                               else read_half_map_average(map_path, half_map2, voxel_size=voxel_size))
     mask_array = read_mask(mask, density_map) if mask is not None else None
     result = predict(density_map.data, density_map.voxel_size, mask_array, model=loaded,
                      samples=samples or 0, **options)
