@@ -130,9 +130,27 @@ def _color_by(session, cryores, surface, locres, palette: str, color_range, key:
     return chosen
 
 
-def cryores_predict(session, volume, mask=None, samples: int = 0, device: str = "auto",
+def _half_map_average(cryores, half_maps, geometry, volume):
+    """The average of two open half maps on ``volume``'s grid: what the network reads instead of a
+    masked map whose half maps are not masked (their solvent's noise is its reference)."""
+    if len(half_maps) != 2:
+        raise UserError(f"give exactly two half maps, e.g. 'cryores predict #1 halfMaps #2,3'; got {len(half_maps)}")
+    arrays = []
+    for index, half in enumerate(half_maps, start=1):
+        array, half_geometry = _grid(cryores, half, f"half map {index}")
+        cryores.volume_grid.check_same_grid(geometry, half_geometry, f"half map {index} {half.atomspec}",
+                                            f"map {volume.atomspec}")
+        arrays.append(array)
+    average = arrays[0]
+    average += arrays[1]
+    average *= np.float32(0.5)
+    return average
+
+
+def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0, device: str = "auto",
                     palette: str = DEFAULT_PALETTE, range=None, key: bool = True, model: str | None = None):
-    """Predict local resolution of ``volume``, open it (hidden) on the same grid, colour the surface."""
+    """Predict local resolution of ``volume`` (or of its two half maps' average, ``half_maps``), open
+    it (hidden) on the same grid, colour the surface."""
     command_start = time.monotonic()
     cryores = import_cryores()
     with user_errors(cryores):
@@ -142,13 +160,17 @@ def cryores_predict(session, volume, mask=None, samples: int = 0, device: str = 
         if samples < 0 or samples == 1:
             raise cryores.CryoResError(f"samples must be 0 or at least 2, got {samples}")
         density, geometry = _grid(cryores, volume, "map")
+        read = volume.atomspec
+        if half_maps is not None:
+            density = _half_map_average(cryores, half_maps, geometry, volume)
+            read = "the average of " + " and ".join(h.atomspec for h in half_maps)
         mask_array = None
         if mask is not None:
             mask_array, mask_geometry = _grid(cryores, mask, "mask")
             cryores.volume_grid.check_same_grid(geometry, mask_geometry, f"mask {mask.atomspec}",
                                                 f"map {volume.atomspec}")
         nz, ny, nx = geometry.shape_zyx
-        session.logger.status(f"cryores: local resolution of {volume.atomspec} ({nx}x{ny}x{nz} voxels, "
+        session.logger.status(f"cryores: local resolution of {read} ({nx}x{ny}x{nz} voxels, "
                               f"device {device}, {samples or 1} pass(es))...", log=True)
         start = time.monotonic()
         result = cryores.predict(density, geometry.voxel_size_zyx, mask_array, model=model, samples=samples,
@@ -163,7 +185,9 @@ def cryores_predict(session, volume, mask=None, samples: int = 0, device: str = 
         chosen = _color_by(session, cryores, volume, locres, palette, range, key, result.resolution,
                            float(result.resolution[result.mask].min()), summary=result.summary, check=False)
     total = time.monotonic() - command_start
-    session.logger.info(f"cryores {volume.atomspec}: {result.summary.line()}; colours {chosen[0]:g}-{chosen[1]:g} Å "
+    read = "" if half_maps is None else f" (read from {read})"
+    session.logger.info(f"cryores {volume.atomspec}{read}: {result.summary.line()}; "
+                        f"colours {chosen[0]:g}-{chosen[1]:g} Å "
                         f"(grey: outside the mask); model {result.model_name}; prediction {elapsed:.1f} s, "
                         f"command {total:.1f} s; opened " + " and ".join(f"{v.atomspec} ({v.name})" for v in opened))
     session.logger.status("")
@@ -236,8 +260,8 @@ _COLORING = [("palette", StringArg), ("range", _RANGE), ("key", BoolArg)]
 
 predict_desc = CmdDesc(
     required=[("volume", MapArg)],
-    keyword=[("mask", MapArg), ("samples", IntArg), ("device", EnumOf(("auto", "cpu", "cuda"))),
-             ("model", OpenFileNameArg)] + _COLORING,
+    keyword=[("mask", MapArg), ("half_maps", MapsArg), ("samples", IntArg),
+             ("device", EnumOf(("auto", "cpu", "cuda"))), ("model", OpenFileNameArg)] + _COLORING,
     synopsis="estimate local resolution of a map with cryores and colour its surface")
 
 color_desc = CmdDesc(

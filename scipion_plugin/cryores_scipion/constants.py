@@ -5,7 +5,8 @@ from __future__ import annotations
 # Method choices, in the order of the protocol's EnumParam.
 METHOD_DEEP_LEARNING = 0
 METHOD_LOCAL_FSC = 1
-METHOD_CHOICES = ["deep learning", "local FSC"]
+METHOD_DEEP_HALF_MAPS = 2  # the network on the half maps' average (a reference a masked map lacks)
+METHOD_CHOICES = ["deep learning", "local FSC", "deep learning on the half maps"]
 
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 

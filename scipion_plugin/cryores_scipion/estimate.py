@@ -58,16 +58,18 @@ def model_problem(model_card: str | None) -> str | None:
 
 def run_deep_learning(map_file: str, output: str, *, voxel_size: float, mask_file: str | None = None,
                       samples: int = 0, uncertainty: str | None = None, device: str = "auto",
-                      model_card: str | None = None) -> Prediction:
+                      model_card: str | None = None, half_map2: str | None = None) -> Prediction:
     """Local resolution of one map with the network; writes ``output`` (and ``uncertainty``).
 
     voxel_size is Scipion's sampling rate, which wins over the file header (as in every
     Scipion protocol). samples >= 2 writes the MC-dropout standard deviation to ``uncertainty``.
+    With ``half_map2``, ``map_file`` is half map 1 and the network reads the two half maps' average.
     """
     import cryores
 
     result, _ = cryores.predict_file(
-        plain_path(map_file), output, mask=plain_path(mask_file) if mask_file else None,
+        plain_path(map_file), output, half_map2=plain_path(half_map2) if half_map2 else None,
+        mask=plain_path(mask_file) if mask_file else None,
         uncertainty=uncertainty if samples else None, samples=samples or None, voxel_size=voxel_size,
         model=model_card or None, device=device, force=True)
     return result

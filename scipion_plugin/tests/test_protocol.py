@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyworkflow as pw
-from cryores_scipion.constants import METHOD_DEEP_LEARNING, METHOD_LOCAL_FSC
+from cryores_scipion.constants import METHOD_DEEP_HALF_MAPS, METHOD_DEEP_LEARNING, METHOD_LOCAL_FSC
 from cryores_scipion.protocols import ProtCryoResLocalResolution
 from cryores_scipion.viewers import CryoResViewer
 from cryores_scipion.viewers import resolution_data as data
@@ -164,6 +164,25 @@ class TestCryoResProtocol(BaseTest):
         values = self._checkVolume(prot.resolution_Volume, like=self.half1)
         self._checkResolution(values, DEFAULT_MAX_RESOLUTION_A, self.mask_array)
 
+    def test_deep_learning_on_the_half_maps(self):
+        # The imported map is the half maps' average, so the network must read the same values from
+        # the map's own half maps, and from half maps given as inputs (linked as sources then).
+        on_map = self._run(estimationMethod=METHOD_DEEP_LEARNING, inputMask=self.mask, computeDevice=1,
+                           modelCard=self.card)
+        expected = read_mrc(on_map.resolution_Volume.getFileName())
+        own = self._run(estimationMethod=METHOD_DEEP_HALF_MAPS, inputMask=self.mask, computeDevice=1,
+                        modelCard=self.card)
+        given = self._run(inputVolume=self.half1, estimationMethod=METHOD_DEEP_HALF_MAPS, inputMask=self.mask,
+                          inputHalf1=self.half1, inputHalf2=self.half2, computeDevice=1, modelCard=self.card)
+        for prot, like in ((own, self.volume), (given, self.half1)):
+            values = self._checkVolume(prot.resolution_Volume, like=like)
+            self._checkResolution(values, MODEL_MAX_RESOLUTION, self.mask_array)
+            np.testing.assert_allclose(values, expected, rtol=1e-4, atol=1e-4)
+            self.assertIn("average of its two half maps", "\n".join(prot.methods()))
+            self.assertEqual(prot._citations(), ["cryores"])
+        sources = {rel.getObjId() for rel in self.proj.getSourceParents(given.resolution_Volume)}
+        self.assertTrue({self.half1.getObjId(), self.half2.getObjId()} <= sources)
+
     def test_installed_default_model(self):
         card = installed_card_path()
         if card is None:
@@ -180,6 +199,10 @@ class TestCryoResProtocol(BaseTest):
         self.assertEqual(errors(modelCard=self.card), "")
         self.assertEqual(errors(estimationMethod=METHOD_LOCAL_FSC), "")
         self.assertIn("needs two half maps", errors(volume=self.half1, estimationMethod=METHOD_LOCAL_FSC))
+        self.assertEqual(errors(estimationMethod=METHOD_DEEP_HALF_MAPS, modelCard=self.card), "")
+        self.assertIn("deep learning on the half maps needs two half maps",
+                      errors(volume=self.half1, estimationMethod=METHOD_DEEP_HALF_MAPS, modelCard=self.card))
+        self.assertIn("at least 2", errors(estimationMethod=METHOD_DEEP_HALF_MAPS, modelCard=self.card, mcSamples=1))
         self.assertIn("select both half maps",
                       errors(estimationMethod=METHOD_LOCAL_FSC, inputHalf1=self.half1))
         self.assertIn("at least 2", errors(modelCard=self.card, mcSamples=1))

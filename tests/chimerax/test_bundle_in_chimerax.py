@@ -462,6 +462,31 @@ def test_localfsc_on_two_half_maps_equals_cryores_local_fsc(session, tmp_path):
     run(session, "cryores color #1 resolution #2")
 
 
+def test_predict_on_half_maps_reads_their_average_and_colours_the_map(session, tmp_path):
+    """``cryores predict #C halfMaps #A,B``: the network reads the two half maps' average (equal to
+    cryores.predict on it), the result opens on #C's grid, and one half map alone is refused."""
+    rng = np.random.default_rng(6)
+    signal = synthetic_map(shape=(48, 48, 48), voxel_size=1.5, n_atoms=300, noise=0.0, seed=4)
+    halves = [signal + rng.normal(0, 0.08, signal.shape).astype(np.float32) for _ in range(2)]
+    origin = (6.0, -3.0, 1.5)
+    paths = [write_mrc(tmp_path / f"h{i}.mrc", h, voxel_size=1.5, origin=origin) for i, h in enumerate(halves)]
+    masked = np.where(signal > 0.05, (halves[0] + halves[1]) / 2, 0.0).astype(np.float32)
+    full = write_mrc(tmp_path / "masked.mrc", masked, voxel_size=1.5, origin=origin)
+    a, b, c = (open_volume(session, path).atomspec for path in (*paths, full))
+    log = log_text(run(session, f"cryores predict {c} halfMaps {a} {b}"))
+    assert f"read from the average of {a} and {b}" in log, log
+    result_spec = re.search(r"opened (#\d+)", log)[1]
+    result = volume_by_spec(session, result_spec)
+    matrices = [volume_by_spec(session, s).full_matrix().astype(np.float32) for s in (a, b)]
+    reference = cryores.predict((matrices[0] + matrices[1]) * np.float32(0.5), (1.5, 1.5, 1.5))
+    assert reference.noise_reference is True
+    np.testing.assert_allclose(result.full_matrix(), reference.resolution, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(result.data.origin, origin)
+    assert reference.summary.line() in log
+    check_user_error(session, f"cryores predict {c} halfMaps {a}", r"two half maps.*got 1")
+    run(session, f"close {a} {b} {c} {result_spec}")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

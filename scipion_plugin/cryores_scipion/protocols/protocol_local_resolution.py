@@ -1,4 +1,5 @@
-"""The cryores local-resolution protocol: deep learning on one map, or half-map local FSC.
+"""The cryores local-resolution protocol: the network on one map or on its half maps' average, or
+half-map local FSC.
 
 All the computing is the cryores core's (through :mod:`cryores_scipion.estimate`); this module
 only maps Scipion's inputs, outputs, validation and reports onto it.
@@ -17,6 +18,7 @@ from .. import estimate
 from ..constants import (
     DEVICE_CHOICES,
     METHOD_CHOICES,
+    METHOD_DEEP_HALF_MAPS,
     METHOD_DEEP_LEARNING,
     METHOD_LOCAL_FSC,
     OUTPUT_RESOLUTION,
@@ -25,8 +27,9 @@ from ..constants import (
     UNCERTAINTY_FILE,
 )
 
-DEEP = f"estimationMethod == {METHOD_DEEP_LEARNING}"
+DEEP = f"estimationMethod != {METHOD_LOCAL_FSC}"  # the network, on the map or on its half maps
 FSC = f"estimationMethod == {METHOD_LOCAL_FSC}"
+HALVES = f"estimationMethod != {METHOD_DEEP_LEARNING}"  # local FSC, or the network on the half maps' average
 
 
 class CryoResOutputs(enum.Enum):
@@ -39,9 +42,11 @@ class CryoResOutputs(enum.Enum):
 class ProtCryoResLocalResolution(ProtAnalysis3D):
     """Local resolution (Å per voxel) of a cryo-EM map with cryores.
 
-    *deep learning*: a small 3-D U-Net estimates it from the map alone, optionally with a
-    Monte-Carlo-dropout uncertainty map. *local FSC*: FSC = 0.143 between two half maps in a
-    soft spherical window (blocres-style). The output is in Å inside the mask, 0 outside.
+    *deep learning*: the trained cryores network estimates it from the map alone, with an
+    uncertainty map when asked. *deep learning on the half maps*: the same network on the two half
+    maps' average, for masked or flattened maps whose unmasked half maps still hold the solvent's
+    noise, the reference the network reads a map against. *local FSC*: FSC = 0.143 between two
+    half maps in a soft spherical window (blocres-style). The output is in Å inside the mask, 0 outside.
     """
 
     _label = "local resolution"
@@ -64,12 +69,15 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         form.addParam("estimationMethod", params.EnumParam, choices=METHOD_CHOICES,
                       default=METHOD_DEEP_LEARNING, display=params.EnumParam.DISPLAY_HLIST, label="Method",
                       help="deep learning: from the map alone, with the trained cryores network.\n"
-                           "local FSC: from two half maps, FSC = 0.143 in a soft spherical window.")
+                           "local FSC: from two half maps, FSC = 0.143 in a soft spherical window.\n"
+                           "deep learning on the half maps: the network on the two half maps' average. "
+                           "Use it for a masked or flattened map whose half maps are not masked: their "
+                           "solvent's noise is the reference the network reads a map against.")
         form.addParam("inputHalf1", params.PointerParam, pointerClass="Volume", allowsNull=True,
-                      condition=FSC, label="Half map 1",
+                      condition=HALVES, label="Half map 1",
                       help="Leave both half maps empty to use the half maps associated with the input map.")
         form.addParam("inputHalf2", params.PointerParam, pointerClass="Volume", allowsNull=True,
-                      condition=FSC, label="Half map 2",
+                      condition=HALVES, label="Half map 2",
                       help="Leave both half maps empty to use the half maps associated with the input map.")
         form.addParam("fscWindow", params.FloatParam, default=30.0, condition=FSC,
                       expertLevel=params.LEVEL_ADVANCED, label="Window diameter (Å)",
@@ -103,10 +111,12 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
             result = estimate.run_local_fsc(half1, half2, self._getExtraPath(RESOLUTION_FILE),
                                             voxel_size=sampling, mask_file=mask, window=self.fscWindow.get())
         else:
+            first, second = self._halfMapFiles() if self._usesHalfMaps() else (volume.getFileName(), None)
             result = estimate.run_deep_learning(
-                volume.getFileName(), self._getExtraPath(RESOLUTION_FILE), voxel_size=sampling, mask_file=mask,
+                first, self._getExtraPath(RESOLUTION_FILE), voxel_size=sampling, mask_file=mask,
                 samples=self.mcSamples.get(), uncertainty=self._getExtraPath(UNCERTAINTY_FILE),
-                device=self.getEnumText("computeDevice"), model_card=self.modelCard.get() or None)
+                device=self.getEnumText("computeDevice"), model_card=self.modelCard.get() or None,
+                half_map2=second)
         self.info(result.summary.line())
         for caution in getattr(result, "cautions", ()):  # local FSC results have none
             self.info(f"caution: {caution}")
@@ -124,7 +134,7 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
             outputs[OUTPUT_UNCERTAINTY] = _volume_like(self._getExtraPath(UNCERTAINTY_FILE), volume)
         self._defineOutputs(**outputs)
         sources = [self.inputVolume]
-        if self._isLocalFsc() and self.inputHalf1.hasValue() and self.inputHalf2.hasValue():
+        if self._usesHalfMaps() and self.inputHalf1.hasValue() and self.inputHalf2.hasValue():
             sources += [self.inputHalf1, self.inputHalf2]
         for output in outputs.values():
             for source in sources:
@@ -133,6 +143,10 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
     # --------------------------------------------------------------------------- helpers
     def _isLocalFsc(self) -> bool:
         return self.estimationMethod.get() == METHOD_LOCAL_FSC
+
+    def _usesHalfMaps(self) -> bool:
+        """Local FSC, or the network on the half maps' average."""
+        return self.estimationMethod.get() in (METHOD_LOCAL_FSC, METHOD_DEEP_HALF_MAPS)
 
     def _wantsUncertainty(self) -> bool:
         return not self._isLocalFsc() and self.mcSamples.get() > 0
@@ -158,18 +172,19 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         shape = _dims(volume.getFileName())
         if self.inputMask.hasValue():
             errors += _file_errors("mask", self.inputMask.get().getFileName(), shape)
-        if self._isLocalFsc():
+        if self._usesHalfMaps():
             errors += self._validateHalfMaps(volume, shape)
-        else:
+        if not self._isLocalFsc():
             errors += self._validateDeepLearning()
         return errors
 
     def _validateHalfMaps(self, volume: Volume, shape: tuple | None) -> list[str]:
+        method = self.getEnumText("estimationMethod")
         if self.inputHalf1.hasValue() != self.inputHalf2.hasValue():
-            return ["local FSC: select both half maps, or neither to use the input map's own half maps"]
+            return [f"{method}: select both half maps, or neither to use the input map's own half maps"]
         halves = self._halfMapFiles()
         if len(halves) != 2:
-            return ["local FSC needs two half maps: the input map has none associated; select Half map 1 "
+            return [f"{method} needs two half maps: the input map has none associated; select Half map 1 "
                     "and Half map 2, or use the deep-learning method"]
         errors = []
         for index, name in enumerate(halves, start=1):
@@ -205,8 +220,9 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
     def _methods(self) -> list[str]:
         if not self.resolutionMedian.hasValue():
             return []
-        how = ("from the map alone with the cryores network" if not self._isLocalFsc()
-               else "from two half maps by local FSC (threshold 0.143)")
+        how = {METHOD_DEEP_LEARNING: "from the map alone with the cryores network",
+               METHOD_DEEP_HALF_MAPS: "with the cryores network from the average of its two half maps",
+               METHOD_LOCAL_FSC: "from two half maps by local FSC (threshold 0.143)"}[self.estimationMethod.get()]
         return [f"The local resolution of {self.getObjectTag('inputVolume')} was estimated {how} "
                 f"[cryores] ({self.estimatorName.get()}): median {self.resolutionMedian.get():.2f} Å, "
                 f"5-95 % of the voxels inside the mask between {self.resolutionP5.get():.2f} and "
