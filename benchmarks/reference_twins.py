@@ -16,8 +16,9 @@ the missing noise reference, not the maps or the processing, is what costs the a
 
 Two more readings of the same deposits show what a user holding the unmasked half maps can do
 instead: cryores on the half maps' average (its solvent holds their noise), and half-map local
-FSC; both then floored at the deposit's low-pass cut X (a map low-passed at X holds nothing
-finer, and its label is max(d, X)), as the user, who chose the cut, can do.
+FSC. Both read the reconstruction's own resolution d, finer than the deposit's low-pass cut X
+where d < X, while a deposit's label is max(d, X) (nothing finer than X is left in it). So every
+reading is also scored floored at X, as a user who chose the cut can do: like for like.
 
 Usage: python benchmarks/reference_twins.py [CARD] [--structures N] [--split val|test]
 """
@@ -72,6 +73,7 @@ def main() -> None:
     model = load_model(args.card) if args.card else None
     groups, ids = structures_in_splits(STRUCTURES, (args.split,), args.structures)
     truths: list[np.ndarray] = []
+    cuts: list[np.float32] = []
     readings: dict[str, list[np.ndarray]] = {"masked": [], "kept": [], "average": [], "fsc": []}
     skipped = 0
     for sid in ids:
@@ -88,16 +90,19 @@ def main() -> None:
         truths.append(masked.label[region])
         readings["masked"].append(read[0].resolution[region])
         readings["kept"].append(read[1].resolution[region])
-        cut = np.float32(masked.note["lowpass"])  # the deposit's low-pass: nothing finer is left in it
-        average = cryores.predict((half1 + half2) / 2, voxel, region, model=model)
-        readings["average"].append(np.maximum(average.resolution[region], cut))
-        readings["fsc"].append(np.maximum(local_fsc(half1, half2, voxel, region).resolution[region], cut))
+        readings["average"].append(cryores.predict((half1 + half2) / 2, voxel, region, model=model).resolution[region])
+        readings["fsc"].append(local_fsc(half1, half2, voxel, region).resolution[region])
+        cuts.append(np.float32(masked.note["lowpass"]))  # the deposit's low-pass: nothing finer is left in it
     print(f"{len(ids)} {args.split} structures, bfactor sample 0, seed {EVALUATION_SEED}: {len(truths)} deposits "
           f"read masked and unmasked ({skipped} skipped: flattened, or the twins' references not as meant)")
-    print(f"  unmasked (solvent noise kept, a noise reference): {summary(truths, readings['kept'])}")
-    print(f"  masked or zoned (no noise reference):            {summary(truths, readings['masked'])}")
-    print(f"  the half maps' average, floored at the cut:       {summary(truths, readings['average'])}")
-    print(f"  half-map local FSC, floored at the cut:           {summary(truths, readings['fsc'])}")
+    names = {"kept": "unmasked (solvent noise kept, a noise reference)",
+             "masked": "masked or zoned (no noise reference)",
+             "average": "the unmasked half maps' average", "fsc": "half-map local FSC"}
+    for floored in (False, True):
+        print("  floored at the deposit's cut:" if floored else "  as read:")
+        for key, name in names.items():
+            values = [np.maximum(v, c) for v, c in zip(readings[key], cuts)] if floored else readings[key]
+            print(f"    {name + ':':52s} {summary(truths, values)}")
     offsets = {k: whole_map_offsets(truths, v) for k, v in readings.items() if k in ("masked", "kept")}
     print(f"  twins' offsets: Pearson {np.corrcoef(offsets['kept'], offsets['masked'])[0, 1]:+.2f}, "
           f"RMS of their difference {np.sqrt(np.mean((offsets['masked'] - offsets['kept']) ** 2)):.3f}")

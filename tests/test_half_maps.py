@@ -45,15 +45,24 @@ def test_the_average_keeps_half_map_1s_header(half_files, halves):
     assert float(average.header.origin.y) == pytest.approx(-4.5) and int(average.header.nxstart) == -16
 
 
+def test_the_same_file_twice_is_refused(half_files):
+    with pytest.raises(CryoResError, match="the same file"):
+        read_half_map_average(half_files[0], half_files[0])
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(data=lambda h: h[:, :, :-2]), r"half map 2 .* has shape \(48, 48, 46\) but half map 1 has"),
     (dict(voxel_size=2.0), "half map 2 .* has voxel size .* but half map 1 has"),
     (dict(origin=(30.0, -4.5, 6.0)), "half map 2 .* starts at .* not on the grid of half map 1"),
+    # the same volume saved transposed (a cube keeps its shape): averaged in file order it would be nonsense
+    (dict(data=lambda h: np.ascontiguousarray(h.transpose(2, 1, 0)), axis_order=(3, 2, 1)),
+     r"half map 2 .* has axis order \(mapc, mapr, maps\) \(3, 2, 1\) but half map 1 has \(1, 2, 3\)"),
 ])
 def test_half_maps_not_on_one_grid_are_refused(tmp_path, half_files, halves, change, match):
     data = change.get("data", lambda h: h)(halves[1])
     other = write_mrc(tmp_path / "other.mrc", data, voxel_size=change.get("voxel_size", VOXEL),
-                      origin=change.get("origin", ORIGIN), nstart=NSTART)
+                      origin=change.get("origin", ORIGIN), nstart=NSTART,
+                      axis_order=change.get("axis_order", (1, 2, 3)))
     with pytest.raises(CryoResError, match=match):
         read_half_map_average(half_files[0], other)
 
@@ -72,12 +81,23 @@ def test_the_file_api_reads_the_average_as_the_map_itself(tmp_path, half_files, 
         predict_file(half_files[0], half_map2=half_files[1], model=spectral_model_card)
 
 
-def test_unmasked_half_maps_give_a_masked_map_its_noise_reference(halves, spectral_model_card):
-    """The deposit (average, solvent set to one value) has no reference; its half maps' average has."""
+def labels(path) -> list[str]:
+    with mrcfile.open(path) as mrc:
+        return [bytes(label).decode().strip("\x00 ") for label in mrc.header.label[: int(mrc.header.nlabl)]]
+
+
+def test_unmasked_half_maps_give_a_masked_map_its_noise_reference(tmp_path, half_files, halves,
+                                                                   spectral_model_card):
+    """The deposit (the average, its solvent set to one value) is read without a reference, and its
+    output says so; read from its half maps, the same molecule has one."""
     average = (halves[0] + halves[1]) / 2
     masked = np.where(automatic_mask(average, (VOXEL,) * 3), average, 0.0).astype(np.float32)
+    deposit = write_mrc(tmp_path / "deposit.mrc", masked, voxel_size=VOXEL, origin=ORIGIN, nstart=NSTART)
+    alone, alone_path = predict_file(deposit, model=spectral_model_card)
+    paired, paired_path = predict_file(half_files[0], half_map2=half_files[1], model=spectral_model_card)
+    assert alone.noise_reference is False and any(label.endswith("no noise reference") for label in labels(alone_path))
+    assert paired.noise_reference is True and not any("no noise reference" in label for label in labels(paired_path))
     assert predict(masked, VOXEL, model=spectral_model_card).noise_reference is False
-    assert predict(average, VOXEL, model=spectral_model_card).noise_reference is True
 
 
 def run(*args) -> subprocess.CompletedProcess:
@@ -86,10 +106,16 @@ def run(*args) -> subprocess.CompletedProcess:
 
 
 def test_cli_reads_half_maps_and_refuses_what_does_not_fit(tmp_path, half_files, halves, spectral_model_card):
-    out = tmp_path / "cli.mrc"
-    proc = run("predict", "--half-maps", *half_files, "--model", spectral_model_card, "-o", out, "--quiet")
+    out, std = tmp_path / "cli.mrc", tmp_path / "cli_std.mrc"
+    mask = np.zeros(halves[0].shape, np.float32)
+    mask[12:36, 12:36, 12:36] = 1.0
+    mask_path = write_mrc(tmp_path / "mask.mrc", mask, voxel_size=VOXEL, origin=ORIGIN, nstart=NSTART)
+    proc = run("predict", "--half-maps", *half_files, "--mask", mask_path, "--uncertainty", std,
+               "--model", spectral_model_card, "-o", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert "median" in proc.stdout and out.is_file()
+    assert "median" in proc.stdout and std.is_file()
+    with mrcfile.open(out) as mrc:
+        assert np.all(mrc.data[mask == 0] == 0) and np.all(mrc.data[mask > 0] > 0)
 
     proc = run("predict", half_files[0], "--half-maps", *half_files, "-o", tmp_path / "both.mrc")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "replaces MAP" in proc.stderr

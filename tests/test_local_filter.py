@@ -202,10 +202,12 @@ def test_cli_refuses_to_overwrite_and_bad_inputs(files, tmp_path):
     placed = dict(origin=(3.0, -2.0, 7.5), nstart=(-32, -30, -28), axis_order=(2, 1, 3))  # the map's placement
     zeros = write_mrc(tmp_path / "zeros.mrc", np.zeros((N, N, N), np.float32), **placed)
     other_voxel = write_mrc(tmp_path / "coarse.mrc", np.full((N, N, N), 4.0, np.float32), voxel_size=2.0)
-    moved = write_mrc(tmp_path / "moved.mrc", np.full((N, N, N), 4.0, np.float32))
+    moved = write_mrc(tmp_path / "moved.mrc", np.full((N, N, N), 4.0, np.float32), axis_order=(2, 1, 3))
+    reordered = write_mrc(tmp_path / "reordered.mrc", np.full((N, N, N), 4.0, np.float32),
+                          **{**placed, "axis_order": (1, 2, 3)})
     inputs = {p.name for p in tmp_path.iterdir()}
     for locres, match in ((small, "shape"), (zeros, "no value above 0"), (other_voxel, "voxel size"),
-                          (moved, "origin/nstart differ")):
+                          (moved, "origin/nstart differ"), (reordered, "axis order")):
         assert_clean_failure(run("filter", map_path, "--locres", locres, "-o", tmp_path / "o.mrc"), match)
     assert {p.name for p in tmp_path.iterdir()} == inputs  # no output, no temporary file
     assert run("filter", map_path, "--locres", locres_path, "-o", out, "--force", "--quiet").returncode == 0

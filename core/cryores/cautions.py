@@ -39,14 +39,14 @@ def _voxel_text(voxel_size: tuple[float, float, float]) -> str:
 
 
 # the same simulated deposits read twice as far off masked as with their solvent's noise kept, and
-# their unmasked half maps' average, floored at the deposit's cut, reads them as well as the unmasked
-# map (benchmarks/reference_twins.py, 26 test maps: masked 0.77 Å, unmasked 0.39 Å, the half maps'
-# average 0.39 Å, half-map local FSC 0.60 Å), hence the advice
+# their unmasked half maps' average reads them about as well as the unmasked map (benchmarks/
+# reference_twins.py, 26 test maps, all floored at the deposit's cut: masked 0.75 Å, unmasked
+# 0.36 Å, the half maps' average 0.39 Å, half-map local FSC 0.60 Å), hence the advice
 NO_REFERENCE = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read without a "
                 "noise reference: the map as a whole may read too fine or too coarse; compare regions within it "
                 "rather than its absolute values with other maps, and if you hold the unmasked map or its unmasked "
-                "half maps, read that map or the half maps' average (cryores predict --half-maps) instead (where the "
-                "map was low-passed at X Å, read values finer than X as X)")
+                "half maps, read that map or the half maps' average instead (the half-map option of cryores predict, "
+                "ChimeraX and Scipion; where the map was low-passed at X Å, read values finer than X as X)")
 
 
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],

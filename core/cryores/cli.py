@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--summary", metavar="CSV",
                        help=f"summary table, one row per map (default: {SUMMARY_NAME} in --out-dir, else here)")
     p.add_argument("--half-maps", nargs=2, metavar=("HALF1", "HALF2"),
-                   help="read the average of two half maps (same grid) instead of MAP; output beside half map 1. "
-                        "Unmasked half maps give a masked or flattened map the solvent noise it lacks")
+                   help="read the average of two half maps (one grid) instead of MAP; output by default beside "
+                        "half map 1. Unmasked half maps give a masked or flattened map the solvent noise it lacks; "
+                        "where your map was low-passed at X Å, values finer than X mean X for it")
     p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
     p.add_argument("--uncertainty", metavar="STD_OUT",
                    help="also write the uncertainty σ (Å): v3 models: calibrated from the predicted 5-95 %% "
@@ -160,7 +161,10 @@ def _run_filter(args: argparse.Namespace) -> int:
 
 
 def _is_batch(args: argparse.Namespace) -> bool:
-    """Several maps or any batch option: a Dask batch. One MAP alone runs in-process, as always."""
+    """Several maps or any batch option: a Dask batch. One MAP alone, or one pair of half maps
+    (``--half-maps``, which refuses batch options), runs in-process, as always."""
+    if args.half_maps is not None:
+        return False
     return (len(args.map) != 1 or args.map_list is not None or args.out_dir is not None
             or args.scheduler is not None or args.workers is not None or args.torch_threads is not None
             or args.summary is not None)
@@ -229,7 +233,7 @@ def _run_predict_batch(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    if args.half_maps is None and _is_batch(args):
+    if _is_batch(args):
         return _run_predict_batch(args)
     first, second = args.half_maps if args.half_maps is not None else (args.map[0], None)
     result, output = predict_file(

@@ -196,13 +196,17 @@ def peek_grid(path: str | os.PathLike, voxel_size: float | None = None
 def check_same_grid(other: DensityMap, like: DensityMap, path: str | os.PathLike,
                     role: str = "local-resolution map", like_role: str = "the map") -> None:
     """Raise CryoResError unless ``other`` (read from ``path``) lies on ``like``'s grid: same shape,
-    voxel size and placement (origin + nstart, to half a voxel), so values land where they belong."""
+    voxel size, axis order (mapc/mapr/maps; arrays are compared in file order) and placement
+    (origin + nstart, to half a voxel), so values land where they belong."""
     if other.data.shape != like.data.shape:
         raise CryoResError(f"{role} {path} has shape {other.data.shape} but {like_role} has {like.data.shape}")
     if not np.allclose(other.voxel_size, like.voxel_size, rtol=1e-3):
         raise CryoResError(f"{role} {path} has voxel size {other.voxel_size} Å but {like_role} has "
                            f"{like.voxel_size} Å")
     if other.header is not None and like.header is not None:
+        if axis_order(other.header) != axis_order(like.header):
+            raise CryoResError(f"{role} {path} has axis order (mapc, mapr, maps) {axis_order(other.header)} but "
+                               f"{like_role} has {axis_order(like.header)}; save both with one axis order")
         a, b = grid_start(other), grid_start(like)
         if max(abs(x - y) for x, y in zip(a, b)) > 0.5 * min(like.voxel_size):
             raise CryoResError(f"{role} {path} starts at {tuple(round(x, 2) for x in a)} Å but {like_role} at "
@@ -214,11 +218,14 @@ def read_half_map_average(half1: str | os.PathLike, half2: str | os.PathLike, *,
                           voxel_size: float | None = None) -> DensityMap:
     """The average of two half maps of one reconstruction, with half map 1's header and path.
 
-    Why: deposited maps are mostly masked, so their solvent holds no noise to read them against,
-    while half maps are mostly deposited unmasked; their average is the full map with its noise.
+    Why: deposited maps are often masked, so their solvent holds no noise to read them against,
+    while half maps are usually deposited unmasked; their average is the full map with its noise.
     Each file is read and checked as any map (:func:`read_map`); half map 2 must lie on half map
-    1's grid (:func:`check_same_grid`), else CryoResError. Half map 1's array is reused for the sum.
+    1's grid (:func:`check_same_grid`) and be another file, else CryoResError. Half map 1's array
+    is reused for the sum.
     """
+    if Path(half1).resolve() == Path(half2).resolve():
+        raise CryoResError(f"half map 1 and half map 2 are the same file {half1}; give the two half maps")
     first = read_map(half1, role="half map 1", voxel_size=voxel_size)
     second = read_map(half2, role="half map 2", voxel_size=voxel_size)
     check_same_grid(second, first, half2, role="half map 2", like_role="half map 1")

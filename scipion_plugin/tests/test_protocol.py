@@ -52,7 +52,7 @@ CHIMERAX_PYTHON = Path(os.environ.get("CRYORES_CHIMERAX_PYTHON",
 
 
 class TestCryoResProtocol(BaseTest):
-    """Imports once, then runs the protocol with both methods and checks what Scipion records."""
+    """Imports once, then runs the protocol with all three methods and checks what Scipion records."""
 
     @classmethod
     def setUpClass(cls):

@@ -72,7 +72,9 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                            "local FSC: from two half maps, FSC = 0.143 in a soft spherical window.\n"
                            "deep learning on the half maps: the network on the two half maps' average. "
                            "Use it for a masked or flattened map whose half maps are not masked: their "
-                           "solvent's noise is the reference the network reads a map against.")
+                           "solvent's noise is the reference the network reads a map against. It reads the "
+                           "reconstruction's own resolution: where your map was low-passed at X Å, values "
+                           "finer than X mean X for that map.")
         form.addParam("inputHalf1", params.PointerParam, pointerClass="Volume", allowsNull=True,
                       condition=HALVES, label="Half map 1",
                       help="Leave both half maps empty to use the half maps associated with the input map.")
