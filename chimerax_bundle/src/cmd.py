@@ -65,12 +65,13 @@ def user_errors(cryores):
             from None
 
 
-def _grid(cryores, volume, role: str):
-    """(matrix z,y,x as float32, GridGeometry) of a volume's full-resolution, full-region data."""
+def _grid(cryores, volume, role: str, copy: bool = True):
+    """(matrix z,y,x as a float32 copy, GridGeometry) of a volume's full-resolution, full-region
+    data; with ``copy`` False the matrix is None (only the grid is needed)."""
     matrix = volume.full_matrix()
     data = volume.data
     geometry = cryores.volume_grid.grid_geometry(matrix, data.step, data.origin, f"{role} {volume.atomspec}")
-    return cryores.volume_grid.density_array(matrix), geometry
+    return (cryores.volume_grid.density_array(matrix) if copy else None), geometry
 
 
 def open_result(session, array, like, geometry, name: str):
@@ -159,7 +160,8 @@ def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0
             cryores.chimerax_script.check_range(range)
         if samples < 0 or samples == 1:
             raise cryores.CryoResError(f"samples must be 0 or at least 2, got {samples}")
-        density, geometry = _grid(cryores, volume, "map")
+        # with half maps the map gives only its grid: its own copy would be read for nothing
+        density, geometry = _grid(cryores, volume, "map", copy=half_maps is None)
         read = volume.atomspec
         if half_maps is not None:
             density = _half_map_average(cryores, half_maps, geometry, volume)

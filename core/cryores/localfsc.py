@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from .errors import CryoResError
 from .masking import automatic_mask, dilate, mask_from_array
-from .mrc_io import check_output_path, check_same_grid, read_map, read_mask, write_maps
+from .mrc_io import check_output_path, read_half_maps, read_mask, write_maps
 from .predict import Prediction, default_output_path
 from .progress import ProgressArg, progress_reporter
 from .summary import summarise
@@ -257,15 +257,13 @@ def local_fsc_file(
     output defaults to ``<half1 stem>_localfsc.mrc`` beside half map 1. Other options go to
     :func:`local_fsc`. Same guarantees as :func:`cryores.predict_file`: outputs checked before
     any work, written atomically, inputs never overwritten. Raises CryoResError for bad files,
-    half maps not on one grid (shape, voxel size, placement), and a mask of another shape.
+    half maps not on one grid (shape, voxel size, axis order, placement), and a mask of another shape.
     """
     half1_path = Path(half1_path)
     output = Path(output) if output is not None else default_output_path(half1_path, "_localfsc")
     protected = tuple(Path(p) for p in (half1_path, half2_path, mask) if p is not None)
     check_output_path(output, force=force, protected=protected)
-    first = read_map(half1_path, role="half map 1", voxel_size=voxel_size)
-    second = read_map(half2_path, role="half map 2", voxel_size=voxel_size)
-    check_same_grid(second, first, half2_path, role="half map 2", like_role="half map 1")
+    first, second = read_half_maps(half1_path, half2_path, voxel_size=voxel_size)
     mask_array = read_mask(mask, first) if mask is not None else None
     result = local_fsc(first.data, second.data, first.voxel_size, mask_array, **options)
     write_maps([(output, result.resolution, f"cryores local FSC resolution (A), {result.model_name}")],

@@ -214,22 +214,29 @@ def check_same_grid(other: DensityMap, like: DensityMap, path: str | os.PathLike
                                f"the grid of {like_role}")
 
 
+def read_half_maps(half1: str | os.PathLike, half2: str | os.PathLike, *,
+                   voxel_size: float | None = None) -> tuple[DensityMap, DensityMap]:
+    """Two half maps of one reconstruction, each read and checked as any map (:func:`read_map`);
+    half map 2 must lie on half map 1's grid (:func:`check_same_grid`), else CryoResError."""
+    first = read_map(half1, role="half map 1", voxel_size=voxel_size)
+    second = read_map(half2, role="half map 2", voxel_size=voxel_size)
+    check_same_grid(second, first, half2, role="half map 2", like_role="half map 1")
+    return first, second
+
+
 def read_half_map_average(half1: str | os.PathLike, half2: str | os.PathLike, *,
                           voxel_size: float | None = None) -> DensityMap:
     """The average of two half maps of one reconstruction, with half map 1's header and path.
 
     Why: deposited maps are often masked, so their solvent holds no noise to read them against,
     while half maps are usually deposited unmasked; their average is the full map with its noise.
-    Each file is read and checked as any map (:func:`read_map`); half map 2 must lie on half map
-    1's grid (:func:`check_same_grid`) and be another file, else CryoResError. Half map 1's array
-    is reused for the sum.
+    The files are read by :func:`read_half_maps` and must be two files, else CryoResError. Half
+    map 1's array (a float32 copy of its own) is reused for the sum.
     """
     if Path(half1).resolve() == Path(half2).resolve():
         raise CryoResError(f"half map 1 and half map 2 are the same file {half1}; give the two half maps")
-    first = read_map(half1, role="half map 1", voxel_size=voxel_size)
-    second = read_map(half2, role="half map 2", voxel_size=voxel_size)
-    check_same_grid(second, first, half2, role="half map 2", like_role="half map 1")
-    data = np.asarray(first.data, dtype=np.float32)
+    first, second = read_half_maps(half1, half2, voxel_size=voxel_size)
+    data = first.data
     data += second.data
     data *= np.float32(0.5)
     return DensityMap(data, first.voxel_size, first.header, first.path)
