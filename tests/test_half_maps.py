@@ -81,6 +81,24 @@ def test_the_file_api_reads_the_average_as_the_map_itself(tmp_path, half_files, 
         predict_file(half_files[0], half_map2=half_files[1], model=spectral_model_card)
 
 
+
+def test_the_report_names_both_half_maps(tmp_path, half_files, spectral_model_card, monkeypatch):
+    """The picture says which files were averaged, not half map 1's name alone."""
+    pytest.importorskip("matplotlib")
+    import cryores.report
+
+    titles = []
+    draw = cryores.report.write_report_png
+
+    def recording(*args, **kwargs):
+        titles.append(kwargs.get("title"))
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(cryores.report, "write_report_png", recording)
+    predict_file(half_files[0], half_map2=half_files[1], model=spectral_model_card, report=tmp_path / "r.png")
+    assert titles == ["average of run_half1.mrc and run_half2.mrc"]
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+
 def labels(path) -> list[str]:
     with mrcfile.open(path) as mrc:
         return [bytes(label).decode().strip("\x00 ") for label in mrc.header.label[: int(mrc.header.nlabl)]]

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the uncertainty σ (Å): v3 models: calibrated from the predicted 5-95 %% "
                         "interval; U-Net models: MC-dropout std (implies --samples 10)")
     p.add_argument("--samples", type=_positive_int, default=None,
-                   help="Monte-Carlo dropout passes (>= 2); the output is their mean")
+                   help="U-Net models (cryores-v2) only: Monte-Carlo dropout passes (>= 2), the output "
+                        "their mean; v3 models predict their uncertainty directly and ignore it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--voxel-size", type=float, help="voxel size in Å, overriding the header")
     p.add_argument("--model", help="model card JSON (default: the model installed with cryores)")

@@ -236,5 +236,6 @@ def predict_file(
     if report is not None:
         from .report import write_report_png
 
-        write_report_png(report, density_map, result, force=force)
+        title = None if half_map2 is None else f"average of {map_path.name} and {Path(half_map2).name}"
+        write_report_png(report, density_map, result, force=force, title=title)
     return result, output

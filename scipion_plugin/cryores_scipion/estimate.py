@@ -62,7 +62,8 @@ def run_deep_learning(map_file: str, output: str, *, voxel_size: float, mask_fil
     """Local resolution of one map with the network; writes ``output`` (and ``uncertainty``).
 
     voxel_size is Scipion's sampling rate, which wins over the file header (as in every
-    Scipion protocol). samples >= 2 writes the MC-dropout standard deviation to ``uncertainty``.
+    Scipion protocol). With ``uncertainty`` the σ map (Å) is written there too: v3 models predict
+    it; U-Net models take the standard deviation of ``samples`` MC-dropout passes (10 when 0).
     With ``half_map2``, ``map_file`` is half map 1 and the network reads the two half maps' average.
     """
     import cryores
@@ -70,9 +71,22 @@ def run_deep_learning(map_file: str, output: str, *, voxel_size: float, mask_fil
     result, _ = cryores.predict_file(
         plain_path(map_file), output, half_map2=plain_path(half_map2) if half_map2 else None,
         mask=plain_path(mask_file) if mask_file else None,
-        uncertainty=uncertainty if samples else None, samples=samples or None, voxel_size=voxel_size,
+        uncertainty=uncertainty, samples=samples or None, voxel_size=voxel_size,
         model=model_card or None, device=device, force=True)
     return result
+
+
+def uncertainty_source(model_card: str | None, samples: int) -> str:
+    """How the model behind ``model_card`` (empty: the installed one) makes its σ, in words.
+
+    v3 cards predict it (and ignore MC-dropout samples); U-Net cards take it from dropout passes,
+    ``samples`` of them, or 10 when 0 (as ``cryores.predict_file`` does)."""
+    from cryores.model_card import load_model
+    from cryores.predict import DEFAULT_MC_SAMPLES
+
+    if load_model(model_card or None).spectral:
+        return "predicted by the network, calibrated so that ±1.645 σ holds 90 % of validation voxels"
+    return f"standard deviation of {samples or DEFAULT_MC_SAMPLES} MC-dropout passes"
 
 
 def run_local_fsc(half1_file: str, half2_file: str, output: str, *, voxel_size: float,

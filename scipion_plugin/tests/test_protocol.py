@@ -133,6 +133,7 @@ class TestCryoResProtocol(BaseTest):
         self.assertIn("median", summary)
         self.assertIn("5-95 %", summary)
         self.assertIn("deep learning", summary)
+        self.assertIn("Uncertainty map (σ, Å): standard deviation of 2 MC-dropout passes", summary)
         self.assertIn("cryores", "\n".join(prot.methods()))
         self.assertEqual(prot._citations(), ["cryores"])
         self.assertNotIn("not found", "\n".join(prot.citations()))
@@ -188,9 +189,14 @@ class TestCryoResProtocol(BaseTest):
         if card is None:
             pytest.skip("no trained model is installed in cryores (core/cryores/models/default.json is absent)")
         upper = load_model(card).max_resolution
-        prot = self._run(estimationMethod=METHOD_DEEP_LEARNING, inputMask=self.mask, computeDevice=1)
+        # The installed v3 model predicts its σ: 'Uncertainty map' alone writes it, no dropout samples.
+        prot = self._run(estimationMethod=METHOD_DEEP_LEARNING, inputMask=self.mask, computeDevice=1,
+                         computeUncertainty=True)
         values = self._checkVolume(prot.resolution_Volume)
         self._checkResolution(values, upper, self.mask_array)
+        std = self._checkVolume(prot.uncertainty_Volume)
+        self.assertTrue(np.all(std[~self.mask_array] == 0) and std[self.mask_array].min() > 0)
+        self.assertIn("predicted by the network, calibrated", "\n".join(prot.summary()))
 
     def test_validation_errors(self):
         def errors(volume=None, **params):

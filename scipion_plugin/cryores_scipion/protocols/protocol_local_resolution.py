@@ -59,6 +59,7 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         self.resolutionP5 = Float()
         self.resolutionP95 = Float()
         self.estimatorName = String()
+        self.uncertaintySource = String()
 
     # --------------------------------------------------------------------------- form
     def _defineParams(self, form) -> None:
@@ -87,11 +88,19 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask", allowsNull=True,
                       label="Mask",
                       help="Voxels > 0.5 are inside. Empty: cryores computes its automatic molecular mask.")
+        form.addParam("computeUncertainty", params.BooleanParam, default=False, condition=DEEP,
+                      label="Uncertainty map",
+                      help="Also write σ (Å), how far each voxel's resolution may be off. The installed "
+                           "model (cryores-v3) predicts it, calibrated so that ±1.645 σ holds 90 % of the "
+                           "voxels of validation maps; it does not cover a whole map read off as a whole, "
+                           "more likely for masked or flattened maps. Older U-Net models take it from "
+                           "MC-dropout passes.")
         form.addParam("mcSamples", params.IntParam, default=0, condition=DEEP,
-                      label="MC-dropout samples",
-                      help="0: one deterministic pass, no uncertainty map. N >= 2: the output is the mean "
-                           "of N passes with dropout, and an uncertainty map (standard deviation, Å) is "
-                           "written too (10 is a good start).")
+                      expertLevel=params.LEVEL_ADVANCED, label="MC-dropout samples (U-Net models)",
+                      help="Only for older U-Net model cards (cryores-v2); cryores-v3 ignores it. 0: one "
+                           "deterministic pass (10 passes when an uncertainty map is asked for). N >= 2: "
+                           "the output is the mean of N passes with dropout, their standard deviation the "
+                           "uncertainty map, which N >= 2 writes even without 'Uncertainty map'.")
         form.addParam("computeDevice", params.EnumParam, choices=DEVICE_CHOICES, default=0, condition=DEEP,
                       label="Device", help="auto: a CUDA GPU when PyTorch sees one, else the CPU.")
         form.addParam("modelCard", params.PathParam, default="", condition=DEEP,
@@ -116,7 +125,8 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
             first, second = self._halfMapFiles() if self._usesHalfMaps() else (volume.getFileName(), None)
             result = estimate.run_deep_learning(
                 first, self._getExtraPath(RESOLUTION_FILE), voxel_size=sampling, mask_file=mask,
-                samples=self.mcSamples.get(), uncertainty=self._getExtraPath(UNCERTAINTY_FILE),
+                samples=self.mcSamples.get(),
+                uncertainty=self._getExtraPath(UNCERTAINTY_FILE) if self._wantsUncertainty() else None,
                 device=self.getEnumText("computeDevice"), model_card=self.modelCard.get() or None,
                 half_map2=second)
         self.info(result.summary.line())
@@ -126,7 +136,11 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         self.resolutionP5.set(result.summary.p5)
         self.resolutionP95.set(result.summary.p95)
         self.estimatorName.set(result.model_name)
-        self._store(self.resolutionMedian, self.resolutionP5, self.resolutionP95, self.estimatorName)
+        if self._wantsUncertainty():
+            self.uncertaintySource.set(estimate.uncertainty_source(self.modelCard.get() or None,
+                                                                   self.mcSamples.get()))
+        self._store(self.resolutionMedian, self.resolutionP5, self.resolutionP95, self.estimatorName,
+                    self.uncertaintySource)
 
     def createOutputStep(self) -> None:
         """Register the maps as Volumes on the input's sampling rate and origin."""
@@ -151,7 +165,8 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         return self.estimationMethod.get() in (METHOD_LOCAL_FSC, METHOD_DEEP_HALF_MAPS)
 
     def _wantsUncertainty(self) -> bool:
-        return not self._isLocalFsc() and self.mcSamples.get() > 0
+        """Asked for, or implied by MC-dropout samples (as projects saved before the switch did)."""
+        return not self._isLocalFsc() and (bool(self.computeUncertainty.get()) or self.mcSamples.get() > 0)
 
     def _halfMapFiles(self) -> list[str]:
         """The two half-map pointers when both are set, else the input map's own half maps."""
@@ -203,7 +218,7 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         errors = []
         samples = self.mcSamples.get()
         if samples is None or samples < 0 or samples == 1:
-            errors.append(f"MC-dropout samples must be 0 (no uncertainty map) or at least 2, not {samples}")
+            errors.append(f"MC-dropout samples must be 0 or at least 2, not {samples}")
         problem = estimate.model_problem(self.modelCard.get() or None)
         if problem:
             errors.append(problem)
@@ -216,7 +231,8 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         lines.append(f"Local resolution inside the mask: median {self.resolutionMedian.get():.2f} Å, "
                      f"5-95 % range {self.resolutionP5.get():.2f}-{self.resolutionP95.get():.2f} Å")
         if self.hasAttribute(OUTPUT_UNCERTAINTY):
-            lines.append(f"Uncertainty map from {self.mcSamples.get()} MC-dropout samples.")
+            source = self.uncertaintySource.get() or f"{self.mcSamples.get()} MC-dropout passes"  # runs saved before
+            lines.append(f"Uncertainty map (σ, Å): {source}.")
         return lines
 
     def _methods(self) -> list[str]:
