@@ -149,9 +149,11 @@ def _half_map_average(cryores, half_maps, geometry, volume):
 
 
 def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0, device: str = "auto",
-                    palette: str = DEFAULT_PALETTE, range=None, key: bool = True, model: str | None = None):
+                    palette: str = DEFAULT_PALETTE, range=None, key: bool = True, model: str | None = None,
+                    lowpass_cut: float | None = None):
     """Predict local resolution of ``volume`` (or of its two half maps' average, ``half_maps``), open
-    it (hidden) on the same grid, colour the surface."""
+    it (hidden) on the same grid, colour the surface. ``lowpass_cut``: the Å the map was low-passed
+    at, so that nothing reads finer (``cryores.predict``)."""
     command_start = time.monotonic()
     cryores = import_cryores()
     with user_errors(cryores):
@@ -176,7 +178,7 @@ def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0
                               f"device {device}, {samples or 1} pass(es))...", log=True)
         start = time.monotonic()
         result = cryores.predict(density, geometry.voxel_size_zyx, mask_array, model=model, samples=samples,
-                                 device=device,
+                                 device=device, lowpass_cut=lowpass_cut,
                                  progress=_progress(cryores.predict, session, f"cryores {volume.atomspec}", ""))
         elapsed = time.monotonic() - start
         locres = open_result(session, result.resolution, volume, geometry, f"{volume.name} local resolution")
@@ -188,6 +190,8 @@ def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0
                            float(result.resolution[result.mask].min()), summary=result.summary, check=False)
     total = time.monotonic() - command_start
     read = "" if half_maps is None else f" (read from {read})"
+    if lowpass_cut is not None:
+        read += f" (low-passed at {lowpass_cut:g} Å: nothing reads finer)"
     session.logger.info(f"cryores {volume.atomspec}{read}: {result.summary.line()}; "
                         f"colours {chosen[0]:g}-{chosen[1]:g} Å "
                         f"(grey: outside the mask); model {result.model_name}; prediction {elapsed:.1f} s, "
@@ -263,7 +267,8 @@ _COLORING = [("palette", StringArg), ("range", _RANGE), ("key", BoolArg)]
 predict_desc = CmdDesc(
     required=[("volume", MapArg)],
     keyword=[("mask", MapArg), ("half_maps", MapsArg), ("samples", IntArg),
-             ("device", EnumOf(("auto", "cpu", "cuda"))), ("model", OpenFileNameArg)] + _COLORING,
+             ("device", EnumOf(("auto", "cpu", "cuda"))), ("model", OpenFileNameArg),
+             ("lowpass_cut", FloatArg)] + _COLORING,
     synopsis="estimate local resolution of a map with cryores and colour its surface")
 
 color_desc = CmdDesc(

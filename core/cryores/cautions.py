@@ -46,7 +46,8 @@ NO_REFERENCE = ("the map's solvent holds no noise (a masked, flattened or zoned 
                 "noise reference: the map as a whole may read too fine or too coarse; compare regions within it "
                 "rather than its absolute values with other maps, and if you hold the unmasked map or its unmasked "
                 "half maps, read that map or the half maps' average instead (the half-map option of cryores predict, "
-                "ChimeraX and Scipion; where the map was low-passed at X Å, read values finer than X as X)")
+                "ChimeraX and Scipion); where the map was low-passed at X Å, give X (the low-pass-cut option) so "
+                "that nothing reads finer")
 
 
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the average of two half maps (one grid) instead of MAP; output by default beside "
                         "half map 1. Unmasked half maps give a masked or flattened map the solvent noise it lacks; "
                         "where your map was low-passed at X Å, values finer than X mean X for it")
+    p.add_argument("--lowpass-cut", type=float, metavar="X",
+                   help="the map was low-pass filtered at X Å (post-processing often cuts at the global FSC "
+                        "resolution): nothing finer is left in it, so no voxel reads finer than X. Only for maps "
+                        "so filtered; with --half-maps, the cut of the map you will read the values for")
     p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
     p.add_argument("--uncertainty", metavar="STD_OUT",
                    help="also write the uncertainty σ (Å): v3 models: calibrated from the predicted 5-95 %% "
@@ -173,6 +177,8 @@ def _is_batch(args: argparse.Namespace) -> bool:
 
 def predict_usage_error(args: argparse.Namespace) -> str | None:
     """The usage mistake in a predict command line, or None."""
+    if args.lowpass_cut is not None and not args.lowpass_cut > 0:  # NaN too; the model's upper end: predict
+        return f"--lowpass-cut must be a positive number of Å, got {args.lowpass_cut}"
     if args.half_maps is not None:
         if args.map or args.map_list is not None:
             return "--half-maps HALF1 HALF2 replaces MAP: give the two half maps and no MAP or --list"
@@ -216,7 +222,8 @@ def _run_predict_batch(args: argparse.Namespace) -> int:
     check_output_path(summary, force=True, role="summary", protected=tuple(m for m, _ in pairs))
     options = BatchOptions(model=args.model, force=args.force, samples=args.samples, voxel_size=args.voxel_size,
                            device=args.device, patch_size=args.patch_size, overlap=args.overlap,
-                           batch_size=args.batch_size, seed=args.seed, torch_threads=args.torch_threads)
+                           batch_size=args.batch_size, seed=args.seed, torch_threads=args.torch_threads,
+                           predict_options={} if args.lowpass_cut is None else {"lowpass_cut": args.lowpass_cut})
     finished: dict[str, MapRow] = {}
     try:
         rows = run_batch([m for m, _ in pairs], args.out_dir, options, scheduler=args.scheduler,
@@ -241,7 +248,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         first, args.output, half_map2=second, mask=args.mask, uncertainty=args.uncertainty,
         samples=args.samples, voxel_size=args.voxel_size, force=args.force, model=args.model,
         device=args.device, patch_size=args.patch_size, overlap=args.overlap,
-        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet, report=args.report)
+        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet, report=args.report,
+        lowpass_cut=args.lowpass_cut)
     print(f"{result.summary.line()} -> {output}")
     for caution in result.cautions:  # the output is written; these say where to read it with care
         print(f"cryores: caution: {caution}", file=sys.stderr)

@@ -72,6 +72,7 @@ def predict(
     seed: int = 0,
     progress: ProgressArg = False,
     memory_limit: int | None = None,
+    lowpass_cut: float | None = None,
 ) -> Prediction:
     """Local resolution (Å) of a density map given as a numpy array.
 
@@ -81,10 +82,12 @@ def predict(
     installed model. samples: 0 for one deterministic pass, >= 2 for Monte-Carlo dropout (mean
     and standard deviation). patch_size and overlap default to the model card's. seed fixes the dropout
     masks without touching the caller's torch random state. progress: True for a terminal bar
-    or a callable ``(done, total)`` called after each batch of patches.
+    or a callable ``(done, total)`` called after each batch of patches. lowpass_cut: the Å the
+    map was low-pass filtered at (post-processing often cuts at the global FSC resolution);
+    nothing finer is left in such a map, so no voxel reads finer (the uncertainty is unchanged).
 
-    Raises CryoResError for bad input (shape, NaN/Inf, constant map, bad voxel size or mask),
-    a missing model, or a map too large for memory.
+    Raises CryoResError for bad input (shape, NaN/Inf, constant map, bad voxel size, mask or
+    lowpass_cut), a missing model, or a map too large for memory.
     """
     voxel = as_voxel_size(voxel_size)
     density = check_density(density)
@@ -93,8 +96,9 @@ def predict(
     if nyquist >= loaded.max_resolution:
         raise CryoResError(f"voxel size {max(voxel):.3g} Å: Nyquist {nyquist:.3g} Å is beyond the "
                            f"model's range (up to {loaded.max_resolution:g} Å)")
+    finest = nyquist if lowpass_cut is None else max(nyquist, check_lowpass_cut(lowpass_cut, loaded.max_resolution))
     if loaded.spectral:
-        return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit)
+        return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit, finest)
     grid = shape_for_voxel_size(density.shape, voxel, loaded.voxel_size)
     check_fits(density.size, int(np.prod(grid)), samples > 0, memory_limit)
     mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
@@ -122,7 +126,7 @@ def predict(
     if resampled:
         resolution = linear_resample(resolution, density.shape)
         std = linear_resample(std, density.shape) if std is not None else None
-    np.clip(resolution, nyquist, loaded.max_resolution, out=resolution)
+    np.clip(resolution, finest, loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     if std is not None:
         std[~mask] = 0.0
@@ -130,8 +134,24 @@ def predict(
                       str(loaded.card["name"]), voxel, prediction_cautions(resolution, mask, voxel, loaded.card))
 
 
+def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
+    """``lowpass_cut`` as a float after checking it is a resolution the model can read (Å).
+
+    Raises CryoResError for a non-finite, non-positive or too coarse value."""
+    try:
+        value = float(lowpass_cut)
+    except (TypeError, ValueError):
+        raise CryoResError(f"the low-pass cut must be a number of Å, got {lowpass_cut!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise CryoResError(f"the low-pass cut must be a positive number of Å, got {lowpass_cut}")
+    if value >= max_resolution:
+        raise CryoResError(f"low-pass cut {value:g} Å is beyond the model's range (up to {max_resolution:g} Å)")
+    return value
+
+
 def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], mask: np.ndarray | None,
-                      loaded: LoadedModel, device: str, progress: ProgressArg, memory_limit: int | None) -> Prediction:
+                      loaded: LoadedModel, device: str, progress: ProgressArg, memory_limit: int | None,
+                      finest: float) -> Prediction:
     """v3 models: mask -> spectral features on the map's own grid -> network -> floor -> grid.
 
     The uncertainty (from the predicted 5-95 % interval, calibrated) is always returned.
@@ -154,7 +174,7 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
 
         resolution, std, has_reference = spectral_predict(density, voxel, mask, loaded, resolve_device(device),
                                                           on_progress, reference)
-    np.clip(resolution, 2.0 * max(voxel), loaded.max_resolution, out=resolution)
+    np.clip(resolution, finest, loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     std[~mask] = 0.0
     return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,

@@ -183,6 +183,14 @@ class TestCryoResProtocol(BaseTest):
             self.assertEqual(prot._citations(), ["cryores"])
         sources = {rel.getObjId() for rel in self.proj.getSourceParents(given.resolution_Volume)}
         self.assertTrue({self.half1.getObjId(), self.half2.getObjId()} <= sources)
+        # the map's low-pass cut floors the same reading, and the methods text says so
+        cut = float(np.percentile(expected[self.mask_array], 50))
+        floored = self._run(estimationMethod=METHOD_DEEP_HALF_MAPS, inputMask=self.mask, computeDevice=1,
+                            modelCard=self.card, lowpassCut=cut)
+        values = self._checkVolume(floored.resolution_Volume)
+        np.testing.assert_allclose(values, np.where(self.mask_array, np.maximum(expected, cut), 0.0),
+                                   rtol=1e-4, atol=1e-4)
+        self.assertIn(f"low-pass cut of {cut:g} Å", "\n".join(floored.methods()))
 
     def test_installed_default_model(self):
         card = installed_card_path()
@@ -212,6 +220,7 @@ class TestCryoResProtocol(BaseTest):
         self.assertIn("select both half maps",
                       errors(estimationMethod=METHOD_LOCAL_FSC, inputHalf1=self.half1))
         self.assertIn("at least 2", errors(modelCard=self.card, mcSamples=1))
+        self.assertIn("'Map low-passed at' must be 0", errors(modelCard=self.card, lowpassCut=-2.0))
         self.assertIn("does not exist", errors(modelCard=str(SCIPION_TMP / "missing.json")))
 
         small = VolumeMask(location=write_mrc(self.getOutputPath("small_mask.mrc"), np.ones((40, 40, 40))))

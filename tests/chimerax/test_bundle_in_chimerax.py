@@ -484,7 +484,13 @@ def test_predict_on_half_maps_reads_their_average_and_colours_the_map(session, t
     np.testing.assert_allclose(result.data.origin, origin)
     assert reference.summary.line() in log
     check_user_error(session, f"cryores predict {c} halfMaps {a}", r"two half maps.*got 1")
-    run(session, f"close {a} {b} {c} {result_spec}")
+    cut = float(f"{np.percentile(reference.resolution[reference.mask], 50):.4f}")  # half the voxels read finer
+    log = log_text(run(session, f"cryores predict {c} halfMaps {a} {b} lowpassCut {cut}"))
+    assert f"low-passed at {cut:g} Å: nothing reads finer" in log, log
+    floored = volume_by_spec(session, re.search(r"opened (#\d+)", log)[1])
+    expected = np.where(reference.mask, np.maximum(reference.resolution, np.float32(cut)), 0.0)
+    np.testing.assert_allclose(floored.full_matrix(), expected, rtol=1e-5, atol=1e-4)
+    run(session, f"close {a} {b} {c} {result_spec} {floored.atomspec}")
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -510,6 +516,7 @@ def test_bad_input_gives_one_line_user_errors_and_the_session_stays_usable(sessi
         ("cryores localfsc #1", r"two half maps.*got 1"),
         (f"cryores localfsc #1 #2 {other_grid}", r"two half maps.*got 3"),
         ("cryores predict #1 samples 1", r"samples must be 0 or at least 2"),
+        ("cryores predict #1 lowpassCut -3", r"low-pass cut must be a positive number"),
         ("cryores predict #1 palette nope", r"unknown palette"),
         ("cryores predict #1 range 6,2", r"LOW < HIGH"),
         (f"cryores predict #1 model {tmp_path / 'missing.json'}", r"missing\.json|model"),

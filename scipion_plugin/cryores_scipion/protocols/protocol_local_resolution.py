@@ -88,6 +88,12 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask", allowsNull=True,
                       label="Mask",
                       help="Voxels > 0.5 are inside. Empty: cryores computes its automatic molecular mask.")
+        form.addParam("lowpassCut", params.FloatParam, default=0.0, condition=DEEP,
+                      label="Map low-passed at (Å)",
+                      help="0: not given. The Å your map was low-pass filtered at (post-processing often "
+                           "cuts at the global FSC resolution): nothing finer is left in it, so no voxel "
+                           "reads finer. Give it only for a map so filtered; with the half maps, the cut of "
+                           "the map whose values you read.")
         form.addParam("computeUncertainty", params.BooleanParam, default=False, condition=DEEP,
                       label="Uncertainty map",
                       help="Also write σ (Å), how far each voxel's resolution may be off. The installed "
@@ -128,7 +134,7 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                 samples=self.mcSamples.get(),
                 uncertainty=self._getExtraPath(UNCERTAINTY_FILE) if self._wantsUncertainty() else None,
                 device=self.getEnumText("computeDevice"), model_card=self.modelCard.get() or None,
-                half_map2=second)
+                half_map2=second, lowpass_cut=self._lowpassCut())
         self.info(result.summary.line())
         for caution in getattr(result, "cautions", ()):  # local FSC results have none
             self.info(f"caution: {caution}")
@@ -163,6 +169,10 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
     def _usesHalfMaps(self) -> bool:
         """Local FSC, or the network on the half maps' average."""
         return self.estimationMethod.get() in (METHOD_LOCAL_FSC, METHOD_DEEP_HALF_MAPS)
+
+    def _lowpassCut(self) -> float | None:
+        """The map's low-pass cut in Å, or None when not given (0)."""
+        return self.lowpassCut.get() or None
 
     def _wantsUncertainty(self) -> bool:
         """Asked for, or implied by MC-dropout samples (as projects saved before the switch did)."""
@@ -219,6 +229,9 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         samples = self.mcSamples.get()
         if samples is None or samples < 0 or samples == 1:
             errors.append(f"MC-dropout samples must be 0 or at least 2, not {samples}")
+        cut = self.lowpassCut.get()
+        if cut is None or not cut >= 0:
+            errors.append(f"'Map low-passed at' must be 0 (not given) or a positive number of Å, not {cut}")
         problem = estimate.model_problem(self.modelCard.get() or None)
         if problem:
             errors.append(problem)
@@ -241,6 +254,8 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         how = {METHOD_DEEP_LEARNING: "from the map alone with the cryores network",
                METHOD_DEEP_HALF_MAPS: "with the cryores network from the average of its two half maps",
                METHOD_LOCAL_FSC: "from two half maps by local FSC (threshold 0.143)"}[self.estimationMethod.get()]
+        if not self._isLocalFsc() and self._lowpassCut():
+            how += f", no value finer than the map's low-pass cut of {self._lowpassCut():g} Å"
         return [f"The local resolution of {self.getObjectTag('inputVolume')} was estimated {how} "
                 f"[cryores] ({self.estimatorName.get()}): median {self.resolutionMedian.get():.2f} Å, "
                 f"5-95 % of the voxels inside the mask between {self.resolutionP5.get():.2f} and "

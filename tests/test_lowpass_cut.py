@@ -1,0 +1,93 @@
+"""The low-pass cut a user gives: nothing finer than it is left in the map, so nothing reads finer.
+
+Why it exists: deposits are low-passed at their global resolution, and a masked one cannot show
+where (``training/README.md``: the cut is not plain in its spectrum); read against the deposit's
+label, flooring at the cut lowered the masked twins' MAE (``benchmarks/reference_twins.py``).
+"""
+
+from __future__ import annotations
+
+import mrcfile
+import numpy as np
+import pytest
+
+from cryores import CryoResError, cli, predict, predict_file
+from cryores.batch import BatchOptions, predict_one
+
+
+@pytest.fixture(params=["spectral", "unet"])
+def card(request, spectral_model_card, model_card):
+    return spectral_model_card if request.param == "spectral" else model_card
+
+
+def test_values_finer_than_the_cut_read_as_the_cut_and_the_rest_is_unchanged(density, card):
+    plain = predict(density, 1.0, model=card)
+    inside = plain.mask
+    cut = float(np.percentile(plain.resolution[inside], 60))
+    floored = predict(density, 1.0, model=card, lowpass_cut=cut)
+    np.testing.assert_array_equal(floored.mask, inside)
+    assert floored.resolution[inside].min() == pytest.approx(cut)
+    coarser = plain.resolution > cut
+    assert 0.2 < coarser[inside].mean() < 0.6  # both kinds of voxel are there
+    np.testing.assert_array_equal(floored.resolution[coarser], plain.resolution[coarser])
+    np.testing.assert_allclose(floored.resolution[inside & ~coarser], cut, rtol=1e-6)
+    assert np.all(floored.resolution[~inside] == 0)
+    if plain.uncertainty is not None:
+        np.testing.assert_array_equal(floored.uncertainty, plain.uncertainty)
+    assert floored.summary.median >= plain.summary.median
+
+
+def test_a_cut_finer_than_nyquist_changes_nothing(density, spectral_model_card):
+    plain = predict(density, 1.0, model=spectral_model_card)
+    np.testing.assert_array_equal(predict(density, 1.0, model=spectral_model_card, lowpass_cut=1.5).resolution,
+                                  plain.resolution)
+
+
+@pytest.mark.parametrize("cut, words", [(0.0, "positive"), (-3.0, "positive"), (float("nan"), "positive"),
+                                        ("six", "a number"), (30.0, "beyond the model's range")])
+def test_bad_cuts_are_refused(density, spectral_model_card, cut, words):
+    with pytest.raises(CryoResError, match=words):
+        predict(density, 1.0, model=spectral_model_card, lowpass_cut=cut)
+
+
+def test_the_file_api_and_the_batch_worker_floor_alike(tmp_path, map_file, spectral_model_card):
+    plain, _ = predict_file(map_file, tmp_path / "plain.mrc", model=spectral_model_card)
+    cut = float(np.percentile(plain.resolution[plain.mask], 50))
+    floored, output = predict_file(map_file, tmp_path / "cut.mrc", model=spectral_model_card, lowpass_cut=cut)
+    row = predict_one(str(map_file), str(tmp_path / "batch.mrc"),
+                      BatchOptions(model=str(spectral_model_card), predict_options={"lowpass_cut": cut}))
+    assert row.status == "done", row.error
+    with mrcfile.open(output) as mrc, mrcfile.open(tmp_path / "batch.mrc") as batch:
+        np.testing.assert_array_equal(mrc.data, floored.resolution)
+        np.testing.assert_array_equal(batch.data, floored.resolution)
+    assert floored.resolution[floored.mask].min() == pytest.approx(cut)
+
+
+def test_cli_floors_and_refuses_a_bad_cut_in_one_line(tmp_path, map_file, spectral_model_card, capsys):
+    out = tmp_path / "out.mrc"
+    args = ["predict", str(map_file), "-o", str(out), "--model", str(spectral_model_card), "--quiet"]
+    assert cli.main([*args, "--lowpass-cut", "31"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "beyond the model's range" in err[0] and not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*args, "--lowpass-cut", "-2"])
+    assert exit_info.value.code == 2 and "--lowpass-cut" in capsys.readouterr().err
+    assert cli.main([*args, "--lowpass-cut", "7.5"]) == 0
+    with mrcfile.open(out) as mrc:
+        inside = mrc.data > 0
+        assert inside.any() and mrc.data[inside].min() == pytest.approx(7.5)
+
+
+def test_cli_hands_the_cut_to_every_map_of_a_batch(tmp_path, map_file, spectral_model_card, monkeypatch):
+    import cryores.batch
+
+    seen = []
+
+    def run_batch(maps, out_dir, options, **kwargs):
+        seen.append(options.predict_options)
+        return []
+
+    monkeypatch.setattr(cryores.batch, "run_batch", run_batch)
+    cli.main(["predict", str(map_file), str(map_file.with_name("other.mrc")), "--lowpass-cut", "6",
+              "--out-dir", str(tmp_path), "--model", str(spectral_model_card)])
+    assert seen == [{"lowpass_cut": 6.0}]
