@@ -11,6 +11,7 @@ import mrcfile
 import numpy as np
 import pytest
 
+from conftest import write_mrc
 from cryores import CryoResError, cli, predict, predict_file
 from cryores.batch import BatchOptions, predict_one
 
@@ -44,6 +45,7 @@ def test_a_cut_finer_than_nyquist_changes_nothing(density, spectral_model_card):
 
 
 @pytest.mark.parametrize("cut, words", [(0.0, "positive"), (-3.0, "positive"), (float("nan"), "positive"),
+                                        (float("inf"), "finite"),
                                         ("six", "a number"), (30.0, "beyond the model's range")])
 def test_bad_cuts_are_refused(density, spectral_model_card, cut, words):
     with pytest.raises(CryoResError, match=words):
@@ -69,9 +71,10 @@ def test_cli_floors_and_refuses_a_bad_cut_in_one_line(tmp_path, map_file, spectr
     assert cli.main([*args, "--lowpass-cut", "31"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "beyond the model's range" in err[0] and not out.exists()
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([*args, "--lowpass-cut", "-2"])
-    assert exit_info.value.code == 2 and "--lowpass-cut" in capsys.readouterr().err
+    for bad in ("-2", "inf", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([*args, "--lowpass-cut", bad])
+        assert exit_info.value.code == 2 and "--lowpass-cut must be a finite positive" in capsys.readouterr().err
     assert cli.main([*args, "--lowpass-cut", "7.5"]) == 0
     with mrcfile.open(out) as mrc:
         inside = mrc.data > 0
@@ -91,3 +94,46 @@ def test_cli_hands_the_cut_to_every_map_of_a_batch(tmp_path, map_file, spectral_
     cli.main(["predict", str(map_file), str(map_file.with_name("other.mrc")), "--lowpass-cut", "6",
               "--out-dir", str(tmp_path), "--model", str(spectral_model_card)])
     assert seen == [{"lowpass_cut": 6.0}]
+
+
+def mrc_labels(path) -> list[str]:
+    with mrcfile.open(path) as mrc:
+        return [bytes(label).decode().strip("\x00 ") for label in mrc.header.label[: int(mrc.header.nlabl)]]
+
+
+def test_the_output_records_its_cut_and_a_batch_rerun_keeps_only_a_file_of_the_same_cut(tmp_path, map_file,
+                                                                                        spectral_model_card):
+    """A kept file must have been read as asked: the cut is an MRC label, compared on a rerun."""
+    output = str(tmp_path / "out.mrc")
+
+    def batch(cut, force=False):
+        options = {} if cut is None else {"lowpass_cut": cut}
+        return predict_one(str(map_file), output, BatchOptions(model=str(spectral_model_card), force=force,
+                                                              predict_options=options))
+
+    assert batch(None).status == "done"
+    assert not any("low-pass cut" in label for label in mrc_labels(output))
+    assert batch(None).status == "skipped"
+    refused = batch(7.25)  # the file was read without a cut: not kept, and not overwritten without --force
+    assert refused.status == "failed" and "--force" in refused.error
+    assert batch(7.25, force=True).status == "done"
+    assert "cryores low-pass cut 7.25 A" in mrc_labels(output)
+    assert batch(7.25).status == "skipped"
+    assert batch(8.0).status == "failed" and batch(None).status == "failed"
+    with mrcfile.open(output) as mrc:
+        assert mrc.data[mrc.data > 0].min() == pytest.approx(7.25)
+
+
+def test_half_maps_with_a_cut_on_the_command_line(tmp_path, spectral_model_card, density):
+    rng = np.random.default_rng(3)
+    halves = [write_mrc(tmp_path / f"h{i}.mrc", density + rng.normal(0, 0.05, density.shape).astype(np.float32))
+              for i in (1, 2)]
+    out = tmp_path / "halves.mrc"
+    args = ["predict", "--half-maps", *map(str, halves), "--model", str(spectral_model_card), "--quiet"]
+    assert cli.main([*args, "-o", str(out)]) == 0
+    with mrcfile.open(out) as mrc:
+        plain = mrc.data.copy()
+    cut = float(np.percentile(plain[plain > 0], 50))
+    assert cli.main([*args, "-o", str(tmp_path / "cut.mrc"), "--lowpass-cut", repr(cut)]) == 0
+    with mrcfile.open(tmp_path / "cut.mrc") as mrc:
+        np.testing.assert_array_equal(mrc.data, np.where(plain > 0, np.maximum(plain, np.float32(cut)), 0))

@@ -36,12 +36,13 @@ import numpy as np
 from .cautions import prediction_cautions
 from .errors import CryoResError
 from .model_card import LoadedModel, load_model
-from .predict import NO_REFERENCE_LABEL, default_output_path, predict_file
+from .predict import LOWPASS_CUT_LABEL, NO_REFERENCE_LABEL, default_output_path, predict_file
 from .summary import summarise
 
 SUMMARY_NAME = "cryores_batch.csv"
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED, STATUS_NOT_RUN = "done", "skipped", "failed", "not run"
 _MODEL_LABEL = re.compile(r"cryores local resolution.*model ([^\s,]+)")
+_CUT_LABEL = re.compile(re.escape(LOWPASS_CUT_LABEL) + r" (\S+) A$")
 
 
 @dataclass
@@ -217,13 +218,14 @@ def _voxel_text(voxel: Sequence[float]) -> str:
 
 
 def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
-                         voxel_size: float | None = None) -> MapRow | None:
+                         voxel_size: float | None = None, lowpass_cut: float | None = None) -> MapRow | None:
     """A 'skipped' row when ``output`` is a complete local-resolution map of ``source``, else None.
 
     Complete: it reads as an MRC map (the writer renames only finished files, so a partial one
-    cannot carry the output's name), has the input's shape and voxel size and, when its label
-    names a model, the same model. Anything else is left to predict_file, which then refuses to
-    overwrite it without --force.
+    cannot carry the output's name), has the input's shape and voxel size, when its label
+    names a model, the same model, and the same low-pass cut as ``lowpass_cut`` (none when its
+    labels name none). Anything else is left to predict_file, which then refuses to overwrite it
+    without --force.
     """
     import mrcfile
 
@@ -249,6 +251,9 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
         named = [m.group(1) for m in map(_MODEL_LABEL.search, labels) if m]
         if named and named[-1] != str(card["name"]):
             return None
+        cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
+        if (cuts[-1] if cuts else None) != (None if lowpass_cut is None else float(lowpass_cut)):
+            return None
         inside = result.data > 0
         summary = summarise(result.data, inside)
     except (CryoResError, OSError, ValueError):
@@ -259,7 +264,7 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
     row.voxel_size = _voxel_text(result.voxel_size)
     no_reference = any(_MODEL_LABEL.search(label) and NO_REFERENCE_LABEL in label for label in labels)
     row.cautions = "; ".join(prediction_cautions(result.data, inside, result.voxel_size, card,  # as when made
-                                                 False if no_reference else None))
+                                                 False if no_reference else None, lowpass_cut_given=bool(cuts)))
     return row
 
 
@@ -274,7 +279,7 @@ def predict_one(source: str, output: str, options: BatchOptions) -> MapRow:
         torch.set_num_threads(_torch_threads(options.torch_threads))
         if not options.force and Path(output).exists():
             skipped = _existing_output_row(Path(source), Path(output), model.card, row,
-                                           options.voxel_size)
+                                           options.voxel_size, options.predict_options.get("lowpass_cut"))
             if skipped is not None:
                 skipped.seconds = round(time.perf_counter() - started, 3)
                 return skipped

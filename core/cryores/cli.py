@@ -8,6 +8,7 @@ files. Set CRYORES_DEBUG=1 to see tracebacks of unexpected errors.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -177,8 +178,8 @@ def _is_batch(args: argparse.Namespace) -> bool:
 
 def predict_usage_error(args: argparse.Namespace) -> str | None:
     """The usage mistake in a predict command line, or None."""
-    if args.lowpass_cut is not None and not args.lowpass_cut > 0:  # NaN too; the model's upper end: predict
-        return f"--lowpass-cut must be a positive number of Å, got {args.lowpass_cut}"
+    if args.lowpass_cut is not None and not (math.isfinite(args.lowpass_cut) and args.lowpass_cut > 0):
+        return f"--lowpass-cut must be a finite positive number of Å, got {args.lowpass_cut}"  # upper end: predict
     if args.half_maps is not None:
         if args.map or args.map_list is not None:
             return "--half-maps HALF1 HALF2 replaces MAP: give the two half maps and no MAP or --list"

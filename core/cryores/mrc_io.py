@@ -329,7 +329,8 @@ def _write_mrc(path: Path, data: np.ndarray, like: DensityMap, label: str, dtype
             mrc.voxel_size = (x, y, z)
         mrc.header.ispg = 1  # a volume, even when the input said ISPG 0 or 401 (see volume_of)
         mrc.update_header_stats()
-        mrc.add_label(label.replace("Å", "A").encode("ascii", "replace").decode()[:80])
+        for line in label.split("\n")[:10]:  # one MRC label per line; the header holds ten of 80 characters
+            mrc.add_label(line.replace("Å", "A").encode("ascii", "replace").decode()[:80])
     with open(path, "rb+") as stream:  # make the bytes durable before the rename
         os.fsync(stream.fileno())
     os.chmod(path, default_file_mode())
@@ -339,8 +340,8 @@ def write_maps(outputs: list[tuple[str | os.PathLike, np.ndarray, str]], like: D
                force: bool = False, dtypes: dict[str, type] | None = None) -> list[Path]:
     """Write several maps on the grid of ``like``: all or none.
 
-    ``outputs`` holds (path, data, header label) triples. Voxel size, origin, nstart, axis
-    order and cell are copied from ``like``'s header (or set from its voxel size when it came
+    ``outputs`` holds (path, data, header label) triples; a label's lines become MRC labels. Voxel
+    size, origin, nstart, axis order and cell are copied from ``like``'s header (or set from its voxel size when it came
     from an array). ``dtypes`` maps file names to another MRC data type than float32 (e.g.
     float16 or int8 for compact training data). Every map goes to a temporary file first; the renames happen only after
     all were written. Raises CryoResError if a shape differs from ``like``'s, a file exists

@@ -45,7 +45,7 @@ class Prediction:
     trained on, or where its absolute values are less certain (:mod:`cryores.cautions`); empty
     when nothing is. noise_reference: whether the map's solvent held noise for a v3 model to read
     the map against (False for masked, flattened or zoned maps); None for models that do not
-    use one.
+    use one. lowpass_cut: the low-pass cut (Å) the caller gave, which no value reads finer than.
     """
 
     resolution: np.ndarray
@@ -56,6 +56,7 @@ class Prediction:
     voxel_size: tuple[float, float, float]
     cautions: tuple[str, ...] = ()
     noise_reference: bool | None = None
+    lowpass_cut: float | None = None
 
 
 def predict(
@@ -96,9 +97,11 @@ def predict(
     if nyquist >= loaded.max_resolution:
         raise CryoResError(f"voxel size {max(voxel):.3g} Å: Nyquist {nyquist:.3g} Å is beyond the "
                            f"model's range (up to {loaded.max_resolution:g} Å)")
-    finest = nyquist if lowpass_cut is None else max(nyquist, check_lowpass_cut(lowpass_cut, loaded.max_resolution))
+    if lowpass_cut is not None:
+        lowpass_cut = check_lowpass_cut(lowpass_cut, loaded.max_resolution)
+    finest = nyquist if lowpass_cut is None else max(nyquist, lowpass_cut)
     if loaded.spectral:
-        return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit, finest)
+        return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit, lowpass_cut)
     grid = shape_for_voxel_size(density.shape, voxel, loaded.voxel_size)
     check_fits(density.size, int(np.prod(grid)), samples > 0, memory_limit)
     mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
@@ -130,20 +133,22 @@ def predict(
     resolution[~mask] = 0.0
     if std is not None:
         std[~mask] = 0.0
-    return Prediction(resolution, mask, std, summarise(resolution, mask),
-                      str(loaded.card["name"]), voxel, prediction_cautions(resolution, mask, voxel, loaded.card))
+    return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
+                      prediction_cautions(resolution, mask, voxel, loaded.card,
+                                          lowpass_cut_given=lowpass_cut is not None), lowpass_cut=lowpass_cut)
 
 
 def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
     """``lowpass_cut`` as a float after checking it is a resolution the model can read (Å).
 
-    Raises CryoResError for a non-finite, non-positive or too coarse value."""
+    Raises CryoResError for a non-finite, non-positive or too coarse value; checked before any
+    costly work (reading half maps, features)."""
     try:
         value = float(lowpass_cut)
     except (TypeError, ValueError):
         raise CryoResError(f"the low-pass cut must be a number of Å, got {lowpass_cut!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise CryoResError(f"the low-pass cut must be a positive number of Å, got {lowpass_cut}")
+        raise CryoResError(f"the low-pass cut must be a finite positive number of Å, got {lowpass_cut}")
     if value >= max_resolution:
         raise CryoResError(f"low-pass cut {value:g} Å is beyond the model's range (up to {max_resolution:g} Å)")
     return value
@@ -151,7 +156,7 @@ def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
 
 def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], mask: np.ndarray | None,
                       loaded: LoadedModel, device: str, progress: ProgressArg, memory_limit: int | None,
-                      finest: float) -> Prediction:
+                      lowpass_cut: float | None) -> Prediction:
     """v3 models: mask -> spectral features on the map's own grid -> network -> floor -> grid.
 
     The uncertainty (from the predicted 5-95 % interval, calibrated) is always returned.
@@ -174,21 +179,28 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
 
         resolution, std, has_reference = spectral_predict(density, voxel, mask, loaded, resolve_device(device),
                                                           on_progress, reference)
-    np.clip(resolution, finest, loaded.max_resolution, out=resolution)
+    np.clip(resolution, max(2.0 * max(voxel), lowpass_cut or 0.0), loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     std[~mask] = 0.0
     return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
-                      prediction_cautions(resolution, mask, voxel, loaded.card, has_reference), has_reference)
+                      prediction_cautions(resolution, mask, voxel, loaded.card, has_reference,
+                                          lowpass_cut_given=lowpass_cut is not None), has_reference, lowpass_cut)
 
 
 NO_REFERENCE_LABEL = "no noise reference"
+LOWPASS_CUT_LABEL = "cryores low-pass cut"  # a second label line: "cryores low-pass cut 3.2 A"
 
 
 def resolution_label(result: Prediction) -> str:
-    """The resolution map's MRC header label: what made it, and whether the map had no noise
-    reference (so that a batch rerun that keeps the file can repeat its cautions)."""
+    """The resolution map's MRC header labels (one per line): what made it, whether the map had no
+    noise reference and the low-pass cut it was given (so that a batch rerun that keeps the file
+    can repeat its cautions, and does not keep a file read with another cut)."""
     label = f"cryores local resolution (A), model {result.model_name}"
-    return label + f", {NO_REFERENCE_LABEL}" if result.noise_reference is False else label
+    if result.noise_reference is False:
+        label += f", {NO_REFERENCE_LABEL}"
+    if result.lowpass_cut is not None:
+        label += f"\n{LOWPASS_CUT_LABEL} {result.lowpass_cut!r} A"
+    return label
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:
@@ -239,6 +251,8 @@ def predict_file(
             raise CryoResError("an uncertainty map needs --samples of at least 2")
     model = options.pop("model", None)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if options.get("lowpass_cut") is not None:  # before reading the map (or two half maps)
+        check_lowpass_cut(options["lowpass_cut"], loaded.max_resolution)
     peek = peek_grid(map_path, voxel_size)
     if peek is not None:  # before reading: a map too large must not be read into swap first
         shape, voxel = peek

@@ -56,6 +56,24 @@ def model_problem(model_card: str | None) -> str | None:
     return None
 
 
+def lowpass_cut_problem(model_card: str | None, cut: float | None) -> str | None:
+    """Why ``cut`` (Å; 0 or None: not given) cannot floor the model's reading, or None when it can.
+
+    Checked in ``_validate`` with the model's own upper end, so a bad cut stops the run before it
+    is launched rather than after the maps are read."""
+    if not cut:
+        return None
+    from cryores.errors import CryoResError
+    from cryores.model_card import load_model
+    from cryores.predict import check_lowpass_cut
+
+    try:
+        check_lowpass_cut(cut, load_model(model_card or None).max_resolution)
+    except CryoResError as error:
+        return str(error)
+    return None
+
+
 def run_deep_learning(map_file: str, output: str, *, voxel_size: float, mask_file: str | None = None,
                       samples: int = 0, uncertainty: str | None = None, device: str = "auto",
                       model_card: str | None = None, half_map2: str | None = None,

@@ -221,6 +221,9 @@ class TestCryoResProtocol(BaseTest):
                       errors(estimationMethod=METHOD_LOCAL_FSC, inputHalf1=self.half1))
         self.assertIn("at least 2", errors(modelCard=self.card, mcSamples=1))
         self.assertIn("'Map low-passed at' must be 0", errors(modelCard=self.card, lowpassCut=-2.0))
+        self.assertIn("'Map low-passed at' must be 0", errors(modelCard=self.card, lowpassCut=float("inf")))
+        self.assertIn("beyond the model's range", errors(modelCard=self.card, lowpassCut=MODEL_MAX_RESOLUTION))
+        self.assertEqual(errors(modelCard=self.card, lowpassCut=6.0), "")
         self.assertIn("does not exist", errors(modelCard=str(SCIPION_TMP / "missing.json")))
 
         small = VolumeMask(location=write_mrc(self.getOutputPath("small_mask.mrc"), np.ones((40, 40, 40))))

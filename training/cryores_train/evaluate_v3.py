@@ -172,7 +172,7 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
                    "cryores_deposit_halves_cut": Collector(), "cryores_all_halves": Collector()}
         for n, sid in enumerate(ids):
             _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, seed + EVALUATION_SEED)
-            raw_reading, raw_seconds = None, 0.0  # the raw variant comes first
+            raw_reading, raw_seconds, raw_region = None, 0.0, None  # the raw variant comes first
             for variant in variants:  # raw, then the deposit made from it
                 region = variant.label > 0
                 started = time.perf_counter()
@@ -193,17 +193,21 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
                         single = resmap_local_resolution(variant.density, voxel, region)
                     except CryoResError:  # no noise in a masked map's solvent: ResMap would say Nyquist
                         single = np.full(variant.density.shape, 2.0 * voxel, np.float32)
-                    seconds = time.perf_counter() - started
+                    resmap_seconds = time.perf_counter() - started
                     ok = single[region] > 0
                     values = np.where(ok, single[region], 20.0)  # nothing significant: the coarsest trial
-                    methods["resmap_single"].add(truth, values, seconds)
+                    methods["resmap_single"].add(truth, values, resmap_seconds)
                 if variant.kind == "deposit":  # what a user who knows the cut, or holds the half maps, reads
                     cut = np.float32(variant.note["lowpass"])
+                    if not np.array_equal(region, raw_region):  # the raw reading must be of the same voxels
+                        raise RuntimeError(f"{sid}: the deposit's labelled region is not the raw map's")
                     methods["cryores_deposit"].add(truth, result.resolution[region], seconds)
-                    methods["cryores_deposit_cut"].add(truth, np.maximum(result.resolution[region], cut), seconds)
+                    methods["cryores_deposit_cut"].add(truth, np.maximum(result.resolution[region], cut),
+                                                       seconds)
                     methods["cryores_deposit_halves_cut"].add(truth, np.maximum(raw_reading, cut), raw_seconds)
                     methods["cryores_all_halves"].add(truth, np.maximum(raw_reading, cut), raw_seconds)
                 if variant.kind == "raw":  # the maps with half maps: local FSC, and cryores on the same maps
+                    raw_region = region
                     raw_reading, raw_seconds = result.resolution[region], seconds  # = the half maps' average
                     methods["cryores_raw"].add(truth, result.resolution[region], seconds)
                     methods["cryores_all_halves"].add(truth, result.resolution[region], seconds)

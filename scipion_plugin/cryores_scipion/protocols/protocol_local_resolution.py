@@ -8,6 +8,7 @@ only maps Scipion's inputs, outputs, validation and reports onto it.
 from __future__ import annotations
 
 import enum
+import math
 
 import pyworkflow.protocol.params as params
 from pwem.objects import Transform, Volume
@@ -229,12 +230,16 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         samples = self.mcSamples.get()
         if samples is None or samples < 0 or samples == 1:
             errors.append(f"MC-dropout samples must be 0 or at least 2, not {samples}")
-        cut = self.lowpassCut.get()
-        if cut is None or not cut >= 0:
-            errors.append(f"'Map low-passed at' must be 0 (not given) or a positive number of Å, not {cut}")
         problem = estimate.model_problem(self.modelCard.get() or None)
         if problem:
-            errors.append(problem)
+            return errors + [problem]
+        cut = self.lowpassCut.get()
+        if cut is None or not (math.isfinite(cut) and cut >= 0):
+            errors.append(f"'Map low-passed at' must be 0 (not given) or a positive number of Å, not {cut}")
+        else:
+            problem = estimate.lowpass_cut_problem(self.modelCard.get() or None, cut)
+            if problem:
+                errors.append(f"'Map low-passed at': {problem}")
         return errors
 
     def _summary(self) -> list[str]:
