@@ -18,7 +18,8 @@ Two more readings of the same deposits show what a user holding the unmasked hal
 instead: cryores on the half maps' average (its solvent holds their noise), and half-map local
 FSC. Both read the reconstruction's own resolution d, finer than the deposit's low-pass cut X
 where d < X, while a deposit's label is max(d, X) (nothing finer than X is left in it). So every
-reading is also scored floored at X, as a user who chose the cut can do: like for like.
+reading is also scored floored at X, as a user who chose the cut reads it (`--lowpass-cut X`): like
+for like.
 
 Usage: python benchmarks/reference_twins.py [CARD] [--structures N] [--split val|test]
 """
