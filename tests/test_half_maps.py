@@ -82,8 +82,8 @@ def test_the_file_api_reads_the_average_as_the_map_itself(tmp_path, half_files, 
 
 
 
-def test_the_report_names_both_half_maps(tmp_path, half_files, spectral_model_card, monkeypatch):
-    """The picture says which files were averaged, not half map 1's name alone."""
+def test_the_report_names_both_half_maps_and_the_cut(tmp_path, half_files, spectral_model_card, monkeypatch):
+    """The picture says which files were averaged (not half map 1's name alone) and the cut given."""
     pytest.importorskip("matplotlib")
     import cryores.report
 
@@ -97,6 +97,13 @@ def test_the_report_names_both_half_maps(tmp_path, half_files, spectral_model_ca
     monkeypatch.setattr(cryores.report, "write_report_png", recording)
     predict_file(half_files[0], half_map2=half_files[1], model=spectral_model_card, report=tmp_path / "r.png")
     assert titles == ["average of run_half1.mrc and run_half2.mrc"]
+    import matplotlib.axes
+
+    facts = []  # the report's text panel is one Axes.text call
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, x, y, text, *args, **kw: facts.append(text))
+    predict_file(half_files[0], half_map2=half_files[1], model=spectral_model_card, report=tmp_path / "c.png",
+                 output=tmp_path / "c.mrc", lowpass_cut=6.5)
+    assert any("low-pass cut given: 6.5 Å" in text for text in facts)
     assert (tmp_path / "r.png").stat().st_size > 10_000
 
 def labels(path) -> list[str]:
