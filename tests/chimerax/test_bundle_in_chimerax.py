@@ -516,7 +516,7 @@ def test_bad_input_gives_one_line_user_errors_and_the_session_stays_usable(sessi
         ("cryores localfsc #1", r"two half maps.*got 1"),
         (f"cryores localfsc #1 #2 {other_grid}", r"two half maps.*got 3"),
         ("cryores predict #1 samples 1", r"samples must be 0 or at least 2"),
-        ("cryores predict #1 lowpassCut -3", r"low-pass cut must be a positive number"),
+        ("cryores predict #1 lowpassCut -3", r"low-pass cut must be a finite positive number"),
         ("cryores predict #1 palette nope", r"unknown palette"),
         ("cryores predict #1 range 6,2", r"LOW < HIGH"),
         (f"cryores predict #1 model {tmp_path / 'missing.json'}", r"missing\.json|model"),
