@@ -99,7 +99,6 @@ def predict(
                            f"model's range (up to {loaded.max_resolution:g} Å)")
     if lowpass_cut is not None:
         lowpass_cut = check_lowpass_cut(lowpass_cut, loaded.max_resolution)
-    finest = nyquist if lowpass_cut is None else max(nyquist, lowpass_cut)
     if loaded.spectral:
         return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit, lowpass_cut)
     grid = shape_for_voxel_size(density.shape, voxel, loaded.voxel_size)
@@ -129,13 +128,20 @@ def predict(
     if resampled:
         resolution = linear_resample(resolution, density.shape)
         std = linear_resample(std, density.shape) if std is not None else None
-    np.clip(resolution, finest, loaded.max_resolution, out=resolution)
+    return _prediction(resolution, std, mask, voxel, loaded, lowpass_cut)
+
+
+def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray, voxel: tuple[float, float, float],
+                loaded: LoadedModel, lowpass_cut: float | None, noise_reference: bool | None = None) -> Prediction:
+    """The last station of both model kinds: the reading clipped to [Nyquist, or the low-pass cut
+    if coarser; the model's upper end], both maps 0 outside the mask, the summary and cautions."""
+    np.clip(resolution, max(2.0 * max(voxel), lowpass_cut or 0.0), loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     if std is not None:
         std[~mask] = 0.0
     return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
-                      prediction_cautions(resolution, mask, voxel, loaded.card,
-                                          lowpass_cut_given=lowpass_cut is not None), lowpass_cut=lowpass_cut)
+                      prediction_cautions(resolution, mask, voxel, loaded.card, noise_reference,
+                                          lowpass_cut_given=lowpass_cut is not None), noise_reference, lowpass_cut)
 
 
 def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
@@ -179,12 +185,7 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
 
         resolution, std, has_reference = spectral_predict(density, voxel, mask, loaded, resolve_device(device),
                                                           on_progress, reference)
-    np.clip(resolution, max(2.0 * max(voxel), lowpass_cut or 0.0), loaded.max_resolution, out=resolution)
-    resolution[~mask] = 0.0
-    std[~mask] = 0.0
-    return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
-                      prediction_cautions(resolution, mask, voxel, loaded.card, has_reference,
-                                          lowpass_cut_given=lowpass_cut is not None), has_reference, lowpass_cut)
+    return _prediction(resolution, std, mask, voxel, loaded, lowpass_cut, has_reference)
 
 
 NO_REFERENCE_LABEL = "no noise reference"

@@ -81,7 +81,7 @@ def write_report_png(path: str | os.PathLike, density: DensityMap, result: Predi
              f"mask {100 * s.mask_fraction:.1f} % of the box ({s.n_voxels} voxels)",
              f"median {s.median:.2f} Å, 5-95 % {s.p5:.2f}-{s.p95:.2f} Å",
              f"estimator: {result.model_name}"]
-    if getattr(result, "lowpass_cut", None) is not None:
+    if result.lowpass_cut is not None:
         facts.append(f"low-pass cut given: {result.lowpass_cut:g} Å (nothing reads finer)")
     if result.uncertainty is not None:
         facts.append(f"uncertainty σ: median {np.median(result.uncertainty[mask]):.2f} Å")
