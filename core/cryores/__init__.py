@@ -1,4 +1,7 @@
-"""cryores: local resolution of cryo-EM density maps from a single map with a small 3-D U-Net.
+"""cryores: local resolution of cryo-EM density maps from a single map (or its two half maps).
+
+The installed model (cryores-v3) reads each voxel's spectral evidence on the map's own grid;
+models in the older U-Net format (cryores-v2) still load.
 
 Python API::
 

@@ -36,13 +36,11 @@ import numpy as np
 from .cautions import prediction_cautions
 from .errors import CryoResError
 from .model_card import LoadedModel, load_model
-from .predict import LOWPASS_CUT_LABEL, NO_REFERENCE_LABEL, default_output_path, predict_file
+from .predict import default_output_path, predict_file, read_resolution_labels
 from .summary import summarise
 
 SUMMARY_NAME = "cryores_batch.csv"
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED, STATUS_NOT_RUN = "done", "skipped", "failed", "not run"
-_MODEL_LABEL = re.compile(r"cryores local resolution.*model ([^\s,]+)")
-_CUT_LABEL = re.compile(re.escape(LOWPASS_CUT_LABEL) + r" (\S+) A$")
 
 
 @dataclass
@@ -229,14 +227,14 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
     """
     import mrcfile
 
-    from .mrc_io import read_map
+    from .mrc_io import header_labels, read_map
 
     def grid(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], list[str]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with mrcfile.open(path, header_only=True, permissive=True) as mrc:
                 header = mrc.header
-                labels = [bytes(label).decode("ascii", "replace").strip("\x00 ") for label in header.label]
+                labels = header_labels(header)
                 voxel = tuple(float(mrc.voxel_size[axis]) for axis in "xyz")
                 return (int(header.nz), int(header.ny), int(header.nx)), voxel, labels
 
@@ -248,11 +246,10 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
         result = read_map(output, role="output", voxel_size=voxel_size)  # header 0 Å: the user's override
         if result.data.shape != shape:
             return None
-        named = [m.group(1) for m in map(_MODEL_LABEL.search, labels) if m]
-        if named and named[-1] != str(card["name"]):
+        facts = read_resolution_labels(labels)
+        if facts.model_name is not None and facts.model_name != str(card["name"]):
             return None
-        cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
-        if (cuts[-1] if cuts else None) != (None if lowpass_cut is None else float(lowpass_cut)):
+        if facts.lowpass_cut != (None if lowpass_cut is None else float(lowpass_cut)):
             return None
         inside = result.data > 0
         summary = summarise(result.data, inside)
@@ -262,9 +259,9 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
     row.median, row.p5, row.p95 = summary.median, summary.p5, summary.p95
     row.mask_fraction = summary.mask_fraction
     row.voxel_size = _voxel_text(result.voxel_size)
-    no_reference = any(_MODEL_LABEL.search(label) and NO_REFERENCE_LABEL in label for label in labels)
     row.cautions = "; ".join(prediction_cautions(result.data, inside, result.voxel_size, card,  # as when made
-                                                 False if no_reference else None, lowpass_cut_given=bool(cuts)))
+                                                 facts.noise_reference,
+                                                 lowpass_cut_given=facts.lowpass_cut is not None))
     return row
 
 

@@ -58,6 +58,14 @@ def axis_order(header: np.recarray) -> tuple[int, int, int]:
     return order if sorted(order) == [1, 2, 3] else (1, 2, 3)
 
 
+def header_labels(header: np.recarray | None) -> list[str]:
+    """The header's text labels, blank ones left out (bytes that are not ASCII read as '?')."""
+    if header is None:
+        return []
+    labels = (bytes(label).decode("ascii", "replace").strip("\x00 ") for label in header.label)
+    return [label for label in labels if label]
+
+
 def voxel_size_along_array_axes(header: np.recarray, voxel_size_xyz) -> tuple[float, float, float]:
     """Voxel size for array axes (sections, rows, columns) from the header's X/Y/Z sizes."""
     mapc, mapr, maps = axis_order(header)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,9 @@ ROI_MARGIN_VOXELS = 2  # predict a little beyond the mask so interpolation back 
 class Prediction:
     """Result of :func:`predict`, all arrays on the input grid.
 
-    resolution: Å inside ``mask``, 0 outside. uncertainty: Monte-Carlo dropout standard
-    deviation in Å (None without samples). summary: median and 5-95 % range inside the mask.
+    resolution: Å inside ``mask``, 0 outside. uncertainty: σ in Å, for v3 models always (from
+    their calibrated 5-95 % interval), for U-Net models the Monte-Carlo dropout standard
+    deviation (None without samples). summary: median and 5-95 % range inside the mask.
     cautions: plain-language lines on where the map or the reading lies beyond what the model was
     trained on, or where its absolute values are less certain (:mod:`cryores.cautions`); empty
     when nothing is. noise_reference: whether the map's solvent held noise for a v3 model to read
@@ -202,6 +204,31 @@ def resolution_label(result: Prediction) -> str:
     if result.lowpass_cut is not None:
         label += f"\n{LOWPASS_CUT_LABEL} {result.lowpass_cut!r} A"
     return label
+
+
+@dataclass(frozen=True)
+class LabelFacts:
+    """What a resolution map's labels (:func:`resolution_label`) say: the model that made it,
+    whether its map had no noise reference (False; None when the labels do not say) and the
+    low-pass cut it was given (None: none)."""
+
+    model_name: str | None
+    noise_reference: bool | None
+    lowpass_cut: float | None
+
+
+_MODEL_LABEL = re.compile(r"cryores local resolution.*model ([^\s,]+)")
+_CUT_LABEL = re.compile(re.escape(LOWPASS_CUT_LABEL) + r" ([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?) A$")
+
+
+def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
+    """Read back :func:`resolution_label`'s lines from a file's labels (the last of each kind
+    counts); labels written by other tools, or a cut line whose value is not a number, say nothing."""
+    models = [(m.group(1), label) for label in labels if (m := _MODEL_LABEL.search(label))]
+    cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
+    model_name, model_label = models[-1] if models else (None, "")
+    return LabelFacts(model_name, False if NO_REFERENCE_LABEL in model_label else None,
+                      cuts[-1] if cuts else None)
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:

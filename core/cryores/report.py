@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CryoResError
-from .mrc_io import DensityMap, atomic_path, check_output_path
-from .predict import Prediction
+from .mrc_io import DensityMap, atomic_path, check_output_path, header_labels
+from .predict import Prediction, read_resolution_labels
 from .summary import summarise
 
 COLOUR_MAP = "viridis"
@@ -74,18 +74,8 @@ def write_report_png(path: str | os.PathLike, density: DensityMap, result: Predi
              title=f"median {median:.2f} Å, quartiles {q1:.2f}-{q3:.2f} Å")
     text = fig.add_subplot(grid[1, 2:])
     text.axis("off")
-    s = result.summary
-    facts = [title or (density.path.name if density.path else "map"),
-             f"voxel size {voxel[2]:.3f} x {voxel[1]:.3f} x {voxel[0]:.3f} Å",
-             f"box {data.shape[2]} x {data.shape[1]} x {data.shape[0]} voxels",
-             f"mask {100 * s.mask_fraction:.1f} % of the box ({s.n_voxels} voxels)",
-             f"median {s.median:.2f} Å, 5-95 % {s.p5:.2f}-{s.p95:.2f} Å",
-             f"estimator: {result.model_name}"]
-    if result.lowpass_cut is not None:
-        facts.append(f"low-pass cut given: {result.lowpass_cut:g} Å (nothing reads finer)")
-    if result.uncertainty is not None:
-        facts.append(f"uncertainty σ: median {np.median(result.uncertainty[mask]):.2f} Å")
-    text.text(0.0, 0.95, "\n".join(facts), va="top", family="monospace", fontsize=10)
+    text.text(0.0, 0.95, "\n".join(report_facts(density, result, title)), va="top", family="monospace",
+              fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -93,20 +83,58 @@ def write_report_png(path: str | os.PathLike, density: DensityMap, result: Predi
     return path
 
 
-def report_for_files(density: DensityMap, locres: DensityMap, output: str | os.PathLike, *,
-                     uncertainty: DensityMap | None = None, force: bool = False) -> Path:
-    """Report for a local-resolution map from any tool (voxels > 0 are inside its mask).
+def report_facts(density: DensityMap, result: Prediction, title: str | None = None) -> list[str]:
+    """The report's text block, one line each. It says whether the map was read against a noise
+    reference, because a picture shown on its own must carry that its absolute values are less
+    certain without one (:data:`cryores.cautions.NO_REFERENCE`)."""
+    s, voxel, shape = result.summary, density.voxel_size, density.data.shape
+    facts = [title or (density.path.name if density.path else "map"),
+             f"voxel size {voxel[2]:.3f} x {voxel[1]:.3f} x {voxel[0]:.3f} Å",
+             f"box {shape[2]} x {shape[1]} x {shape[0]} voxels",
+             f"mask {100 * s.mask_fraction:.1f} % of the box ({s.n_voxels} voxels)",
+             f"median {s.median:.2f} Å, 5-95 % {s.p5:.2f}-{s.p95:.2f} Å",
+             f"estimator: {result.model_name}"]
+    if result.noise_reference is True:
+        facts.append("noise reference: the map's solvent")
+    elif result.noise_reference is False:
+        facts += ["no noise reference (masked or flattened map):",
+                  "  the whole map may read too fine or too coarse;",
+                  "  compare regions within it"]
+    if result.lowpass_cut is not None:
+        facts.append(f"low-pass cut given: {result.lowpass_cut:g} Å (nothing reads finer)")
+    if result.uncertainty is not None:
+        facts.append(f"uncertainty σ: median {np.median(result.uncertainty[result.mask]):.2f} Å")
+    return facts
+
+
+def prediction_from_files(density: DensityMap, locres: DensityMap,
+                          uncertainty: DensityMap | None = None) -> Prediction:
+    """A local-resolution map from any tool as a Prediction (voxels > 0 are inside its mask); what
+    cryores' own labels say (model, no noise reference, low-pass cut) is carried over.
 
     Raises CryoResError when the maps differ in shape or the resolution map has no value > 0.
     """
     for other, role in ((locres, "local-resolution map"), (uncertainty, "uncertainty map")):
         if other is not None and other.data.shape != density.data.shape:
             raise CryoResError(f"{role} has shape {other.data.shape} but the map has {density.data.shape}")
-    check_output_path(output, force=force, role="report")
     mask = locres.data > 0
     if not mask.any():
         raise CryoResError("the local-resolution map has no value above 0")
-    result = Prediction(locres.data, mask, uncertainty.data if uncertainty is not None else None,
-                        summarise(locres.data, mask), locres.path.name if locres.path else "local resolution",
-                        density.voxel_size)
+    name = locres.path.name if locres.path else "local resolution"
+    made = read_resolution_labels(header_labels(locres.header))  # all None unless cryores wrote it
+    estimator = name if made.model_name is None else f"{made.model_name} ({name})"
+    return Prediction(locres.data, mask, uncertainty.data if uncertainty is not None else None,
+                      summarise(locres.data, mask), estimator, density.voxel_size,
+                      noise_reference=made.noise_reference, lowpass_cut=made.lowpass_cut)
+
+
+def report_for_files(density: DensityMap, locres: DensityMap, output: str | os.PathLike, *,
+                     uncertainty: DensityMap | None = None, force: bool = False) -> Path:
+    """Report for a local-resolution map from any tool (:func:`prediction_from_files`).
+
+    Raises CryoResError when the maps differ in shape, the resolution map has no value > 0 or
+    ``output`` exists without ``force``; nothing is written then.
+    """
+    result = prediction_from_files(density, locres, uncertainty)
+    check_output_path(output, force=force, role="report")
     return write_report_png(output, density, result, force=force)

@@ -1,0 +1,84 @@
+"""The picture report's text and what a resolution map's labels carry into it.
+
+Why it exists: a report is often shown on its own (a slide, a supplement), so it must say what
+the command line said beside it: whether the map was read against a noise reference, and the
+low-pass cut given. The `report` command reads those back from the labels cryores wrote.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_map, write_mrc
+from cryores import predict, predict_file
+from cryores.masking import automatic_mask
+from cryores.mrc_io import header_labels, read_map
+from cryores.predict import Prediction, read_resolution_labels, resolution_label
+from cryores.report import prediction_from_files, report_facts
+from cryores.summary import summarise
+
+VOXEL = 1.5
+
+
+@pytest.fixture(scope="module")
+def raw_map() -> np.ndarray:
+    """A molecule with noise in and around it: its solvent is a noise reference."""
+    return synthetic_map((48, 48, 48), n_atoms=300, noise=0.08, seed=3)
+
+
+@pytest.fixture(scope="module")
+def masked_map(raw_map) -> np.ndarray:
+    """The same map with its solvent set to zero, as deposits are: no noise reference."""
+    return np.where(automatic_mask(raw_map, (VOXEL,) * 3), raw_map, 0.0).astype(np.float32)
+
+
+def _prediction(noise_reference: bool | None, lowpass_cut: float | None = None) -> Prediction:
+    resolution = np.full((4, 4, 4), 5.0, np.float32)
+    mask = np.ones(resolution.shape, bool)
+    return Prediction(resolution, mask, None, summarise(resolution, mask), "cryores-v3", (1.0,) * 3,
+                      noise_reference=noise_reference, lowpass_cut=lowpass_cut)
+
+
+@pytest.mark.parametrize("noise_reference", [True, False, None])
+@pytest.mark.parametrize("lowpass_cut", [None, 6.5, 3.0000000000000004])
+def test_the_labels_read_back_what_they_were_written_from(noise_reference, lowpass_cut):
+    written = _prediction(noise_reference, lowpass_cut)
+    facts = read_resolution_labels(resolution_label(written).split("\n"))
+    assert facts.model_name == "cryores-v3"
+    assert facts.noise_reference == (False if noise_reference is False else None)  # True is not written
+    assert facts.lowpass_cut == lowpass_cut
+
+
+def test_other_tools_labels_and_a_cut_that_is_no_number_say_nothing():
+    facts = read_resolution_labels(["ResMap local resolution", "cryores low-pass cut six A", ""])
+    assert (facts.model_name, facts.noise_reference, facts.lowpass_cut) == (None, None, None)
+
+
+def test_the_report_says_whether_the_map_had_a_noise_reference(tmp_path, raw_map, masked_map,
+                                                                spectral_model_card):
+    density = read_map(write_mrc(tmp_path / "map.mrc", raw_map, voxel_size=VOXEL))
+    raw = report_facts(density, predict(raw_map, VOXEL, model=spectral_model_card))
+    masked = report_facts(density, predict(masked_map, VOXEL, model=spectral_model_card, lowpass_cut=6.0))
+    assert "noise reference: the map's solvent" in raw and not any("no noise reference" in f for f in raw)
+    assert any(f.startswith("no noise reference") for f in masked)
+    assert "low-pass cut given: 6 Å (nothing reads finer)" in masked
+    assert not any("low-pass cut" in f for f in raw)
+
+
+def test_the_report_command_reads_the_model_reference_and_cut_from_cryores_labels(tmp_path, masked_map,
+                                                                                    spectral_model_card):
+    source = write_mrc(tmp_path / "deposit.mrc", masked_map, voxel_size=VOXEL)
+    result, output = predict_file(source, model=spectral_model_card, lowpass_cut=6.0)
+    density, locres = read_map(source), read_map(output)
+    assert any("no noise reference" in label for label in header_labels(locres.header))
+    again = prediction_from_files(density, locres)
+    assert again.noise_reference is False and again.lowpass_cut == 6.0
+    assert again.model_name == f"{result.model_name} (deposit_locres.mrc)"
+    facts = report_facts(density, again)
+    assert any(f.startswith("no noise reference") for f in facts) and "low-pass cut given: 6 Å" in facts[-1]
+    plain = write_mrc(tmp_path / "other_tool.mrc", locres.data, voxel_size=VOXEL)  # labels of no cryores run
+    other = prediction_from_files(density, read_map(plain))
+    assert (other.model_name, other.noise_reference, other.lowpass_cut) == ("other_tool.mrc", None, None)
+    assert not any("noise reference" in f or "low-pass" in f for f in report_facts(density, other))
+
