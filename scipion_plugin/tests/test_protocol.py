@@ -220,6 +220,10 @@ class TestCryoResProtocol(BaseTest):
         self.assertIn("select both half maps",
                       errors(estimationMethod=METHOD_LOCAL_FSC, inputHalf1=self.half1))
         self.assertIn("at least 2", errors(modelCard=self.card, mcSamples=1))
+        self.assertIn("uncertainty map is written although", "\n".join(self._new(None, mcSamples=2).warnings()))
+        for quiet in ({"mcSamples": 0}, {"mcSamples": 2, "computeUncertainty": True},
+                      {"mcSamples": 2, "estimationMethod": METHOD_LOCAL_FSC}):
+            self.assertEqual(self._new(None, **quiet).warnings(), [])
         self.assertIn("'Map low-passed at' must be 0", errors(modelCard=self.card, lowpassCut=-2.0))
         self.assertIn("'Map low-passed at' must be 0", errors(modelCard=self.card, lowpassCut=float("inf")))
         self.assertIn("beyond the model's range", errors(modelCard=self.card, lowpassCut=MODEL_MAX_RESOLUTION))

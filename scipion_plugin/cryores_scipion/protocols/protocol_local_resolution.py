@@ -107,7 +107,8 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                       help="Only for older U-Net model cards (cryores-v2); cryores-v3 ignores it. 0: one "
                            "deterministic pass (10 passes when an uncertainty map is asked for). N >= 2: "
                            "the output is the mean of N passes with dropout, their standard deviation the "
-                           "uncertainty map, which N >= 2 writes even without 'Uncertainty map'.")
+                           "uncertainty map, which N >= 2 writes even without 'Uncertainty map' (a warning "
+                           "says so before the run).")
         form.addParam("computeDevice", params.EnumParam, choices=DEVICE_CHOICES, default=0, condition=DEEP,
                       label="Device", help="auto: a CUDA GPU when PyTorch sees one, else the CPU.")
         form.addParam("modelCard", params.PathParam, default="", condition=DEEP,
@@ -241,6 +242,15 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
             if problem:
                 errors.append(f"'Map low-passed at': {problem}")
         return errors
+
+    def _warnings(self) -> list[str]:
+        """Shown before a run, which the user may still start: MC-dropout samples >= 2 write the
+        uncertainty map although 'Uncertainty map' says No (how projects saved before that switch
+        asked for it)."""
+        if self._isLocalFsc() or self.computeUncertainty.get() or (self.mcSamples.get() or 0) < 2:
+            return []
+        return [f"MC-dropout samples is {self.mcSamples.get()}, so the uncertainty map is written although "
+                "'Uncertainty map' is No; set the samples to 0 to leave it out"]
 
     def _summary(self) -> list[str]:
         lines = [f"Method: {self.getEnumText('estimationMethod')}"]
