@@ -18,8 +18,9 @@ Two more readings of the same deposits show what a user holding the unmasked hal
 instead: cryores on the half maps' average (its solvent holds their noise), and half-map local
 FSC. Both read the reconstruction's own resolution d, finer than the deposit's low-pass cut X
 where d < X, while a deposit's label is max(d, X) (nothing finer than X is left in it). So every
-reading is also scored floored at X, as a user who chose the cut reads it (`--lowpass-cut X`): like
-for like.
+reading is also scored floored at X: like for like. That is how `--lowpass-cut X` reads a map with
+a noise reference; a masked one it also scales so that its best-resolved fifth reads X
+(:mod:`cryores.cut_scale`), a further row.
 
 Usage: python benchmarks/reference_twins.py [CARD] [--structures N] [--split val|test]
 """
@@ -75,7 +76,7 @@ def main() -> None:
     groups, ids = structures_in_splits(STRUCTURES, (args.split,), args.structures)
     truths: list[np.ndarray] = []
     cuts: list[np.float32] = []
-    readings: dict[str, list[np.ndarray]] = {"masked": [], "kept": [], "average": [], "fsc": []}
+    readings: dict[str, list[np.ndarray]] = {"masked": [], "kept": [], "average": [], "fsc": [], "masked_cut": []}
     skipped = 0
     for sid in ids:
         made = twins(sid, groups[sid])
@@ -94,6 +95,8 @@ def main() -> None:
         readings["average"].append(cryores.predict((half1 + half2) / 2, voxel, region, model=model).resolution[region])
         readings["fsc"].append(local_fsc(half1, half2, voxel, region).resolution[region])
         cuts.append(np.float32(masked.note["lowpass"]))  # the deposit's low-pass: nothing finer is left in it
+        given = cryores.predict(masked.density, voxel, region, model=model, lowpass_cut=float(masked.note["lowpass"]))
+        readings["masked_cut"].append(given.resolution[region])
     print(f"{len(ids)} {args.split} structures, bfactor sample 0, seed {EVALUATION_SEED}: {len(truths)} deposits "
           f"read masked and unmasked ({skipped} skipped: flattened, or the twins' references not as meant)")
     names = {"kept": "unmasked (solvent noise kept, a noise reference)",
@@ -104,6 +107,8 @@ def main() -> None:
         for key, name in names.items():
             values = [np.maximum(v, c) for v, c in zip(readings[key], cuts)] if floored else readings[key]
             print(f"    {name + ':':52s} {summary(truths, values)}")
+    print(f"    {'masked, read with --lowpass-cut (scaled to the cut):':52s} "
+          f"{summary(truths, readings['masked_cut'])}")
     offsets = {k: whole_map_offsets(truths, v) for k, v in readings.items() if k in ("masked", "kept")}
     print(f"  twins' offsets: Pearson {np.corrcoef(offsets['kept'], offsets['masked'])[0, 1]:+.2f}, "
           f"RMS of their difference {np.sqrt(np.mean((offsets['masked'] - offsets['kept']) ** 2)):.3f}")

@@ -140,6 +140,11 @@ def test_a_map_without_a_noise_reference_is_cautioned_whatever_the_card():
     assert prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=False,
                                lowpass_cut_given=True) == (NO_REFERENCE_GIVEN_CUT,)
     assert "low-pass" in NO_REFERENCE and "low-pass" not in NO_REFERENCE_GIVEN_CUT
+    from cryores.cautions import NO_REFERENCE_SCALED_TO_CUT  # the cut given and taken as the map's scale
+
+    assert prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=False, lowpass_cut_given=True,
+                               scaled_to_cut=True) == (NO_REFERENCE_SCALED_TO_CUT,)
+    assert "scale was set from the low-pass cut" in NO_REFERENCE_SCALED_TO_CUT
     for said in (True, None):  # a reference, or a model that reads none
         assert prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=said) == ()
 
@@ -170,11 +175,12 @@ def test_a_flattened_map_is_read_without_a_noise_reference_and_a_batch_rerun_say
     assert any(label.endswith(", no noise reference") for label in labels)
     again = predict_one(str(path), str(out), BatchOptions(torch_threads=1))
     assert again.status == "skipped" and again.cautions == first.cautions
-    # with the map's low-pass cut given, the caution no longer asks for it, on the rerun too
-    from cryores.cautions import NO_REFERENCE_GIVEN_CUT
+    # with the map's low-pass cut given, the caution says the cut set the map's scale, on the rerun too
+    from cryores.cautions import NO_REFERENCE_SCALED_TO_CUT
 
     cut = BatchOptions(torch_threads=1, predict_options={"lowpass_cut": 9.0})
     given = predict_one(str(path), str(tmp_path / "flat_cut.mrc"), cut)
-    assert given.status == "done" and NO_REFERENCE_GIVEN_CUT in given.cautions and NO_REFERENCE not in given.cautions
+    assert given.status == "done" and NO_REFERENCE_SCALED_TO_CUT in given.cautions
+    assert NO_REFERENCE not in given.cautions
     again = predict_one(str(path), str(tmp_path / "flat_cut.mrc"), cut)
     assert again.status == "skipped" and again.cautions == given.cautions

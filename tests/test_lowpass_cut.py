@@ -137,3 +137,67 @@ def test_half_maps_with_a_cut_on_the_command_line(tmp_path, spectral_model_card,
     assert cli.main([*args, "-o", str(tmp_path / "cut.mrc"), "--lowpass-cut", repr(cut)]) == 0
     with mrcfile.open(tmp_path / "cut.mrc") as mrc:
         np.testing.assert_array_equal(mrc.data, np.where(plain > 0, np.maximum(plain, np.float32(cut)), 0))
+
+
+# --- a map without a noise reference: the cut sets its scale (cryores.cut_scale) ---------------
+
+@pytest.fixture(scope="module")
+def flattened(density) -> np.ndarray:
+    """The test map with its solvent set to 0, as deposits are: no noise reference."""
+    from cryores.masking import automatic_mask
+
+    return np.where(automatic_mask(density, (1.0,) * 3), density, 0.0).astype(np.float32)
+
+
+def test_cut_scale_puts_the_best_fifth_at_the_cut_unless_the_cut_is_far_finer():
+    from cryores.cut_scale import FAR_FINER, PINNED_PERCENTILE, cut_scale
+
+    rng = np.random.default_rng(0)
+    resolution = rng.uniform(4.0, 12.0, (20, 20, 20)).astype(np.float32)
+    mask = np.zeros(resolution.shape, bool)
+    mask[2:18, 2:18, 2:18] = True
+    best = np.percentile(resolution[mask], PINNED_PERCENTILE)
+    for cut in (0.8 * best, best, 1.5 * best):
+        assert np.percentile(resolution[mask] * cut_scale(resolution, mask, cut), PINNED_PERCENTILE) == \
+            pytest.approx(cut, rel=1e-5)
+    assert cut_scale(resolution, mask, best / FAR_FINER * 1.01) is not None
+    assert cut_scale(resolution, mask, best / FAR_FINER * 0.99) is None
+    assert cut_scale(resolution, np.zeros_like(mask), best) is None
+
+
+def test_a_map_without_a_noise_reference_is_scaled_to_the_cut(flattened, spectral_model_card):
+    plain = predict(flattened, 1.0, model=spectral_model_card)
+    assert plain.noise_reference is False and plain.cut_scale is None
+    inside = plain.mask
+    cut = float(np.percentile(plain.resolution[inside], 20)) * 1.25  # the network read the map 20 % too fine
+    scaled = predict(flattened, 1.0, model=spectral_model_card, lowpass_cut=cut)
+    assert scaled.cut_scale == pytest.approx(1.25, rel=1e-4)
+    np.testing.assert_array_equal(scaled.mask, inside)
+    assert np.percentile(scaled.resolution[inside], 20) == pytest.approx(cut, rel=1e-4)
+    np.testing.assert_allclose(scaled.resolution[inside],
+                               np.clip(plain.resolution[inside] * scaled.cut_scale, cut, 30.0), rtol=1e-5)
+    np.testing.assert_allclose(scaled.uncertainty[inside], plain.uncertainty[inside] * scaled.cut_scale, rtol=1e-5)
+    from cryores.cautions import NO_REFERENCE_SCALED_TO_CUT
+
+    assert NO_REFERENCE_SCALED_TO_CUT in scaled.cautions
+
+
+def test_a_cut_far_finer_than_the_map_only_floors_it_and_says_so(flattened, spectral_model_card):
+    plain = predict(flattened, 1.0, model=spectral_model_card)
+    best = float(np.percentile(plain.resolution[plain.mask], 20))
+    cut = best / 2.5  # may lie below Nyquist (2 Å): then the floor is Nyquist, as without a cut
+    floored = predict(flattened, 1.0, model=spectral_model_card, lowpass_cut=cut)
+    assert floored.cut_scale is None
+    np.testing.assert_allclose(floored.resolution, np.where(plain.mask, np.maximum(plain.resolution, cut), 0),
+                               rtol=1e-6)
+    assert any("far finer than the map's best-resolved fifth" in c for c in floored.cautions)
+
+
+def test_a_map_with_a_noise_reference_is_only_floored(density, spectral_model_card):
+    plain = predict(density, 1.0, model=spectral_model_card)
+    assert plain.noise_reference is True
+    cut = float(np.percentile(plain.resolution[plain.mask], 20)) * 1.25
+    floored = predict(density, 1.0, model=spectral_model_card, lowpass_cut=cut)
+    assert floored.cut_scale is None
+    np.testing.assert_allclose(floored.resolution, np.where(plain.mask, np.maximum(plain.resolution, cut), 0),
+                               rtol=1e-6)

@@ -33,21 +33,24 @@ def masked_map(raw_map) -> np.ndarray:
     return np.where(automatic_mask(raw_map, (VOXEL,) * 3), raw_map, 0.0).astype(np.float32)
 
 
-def _prediction(noise_reference: bool | None, lowpass_cut: float | None = None) -> Prediction:
+def _prediction(noise_reference: bool | None, lowpass_cut: float | None = None,
+                cut_scale: float | None = None) -> Prediction:
     resolution = np.full((4, 4, 4), 5.0, np.float32)
     mask = np.ones(resolution.shape, bool)
     return Prediction(resolution, mask, None, summarise(resolution, mask), "cryores-v3", (1.0,) * 3,
-                      noise_reference=noise_reference, lowpass_cut=lowpass_cut)
+                      noise_reference=noise_reference, lowpass_cut=lowpass_cut, cut_scale=cut_scale)
 
 
 @pytest.mark.parametrize("noise_reference", [True, False, None])
 @pytest.mark.parametrize("lowpass_cut", [None, 6.5, 3.0000000000000004])
 def test_the_labels_read_back_what_they_were_written_from(noise_reference, lowpass_cut):
-    written = _prediction(noise_reference, lowpass_cut)
+    scale = 0.8734 if noise_reference is False and lowpass_cut is not None else None
+    written = _prediction(noise_reference, lowpass_cut, scale)
     facts = read_resolution_labels(resolution_label(written).split("\n"))
     assert facts.model_name == "cryores-v3"
     assert facts.noise_reference == (False if noise_reference is False else None)  # True is not written
     assert facts.lowpass_cut == lowpass_cut
+    assert facts.cut_scale == scale
 
 
 def test_other_tools_labels_and_a_cut_that_is_no_number_say_nothing():
@@ -76,7 +79,10 @@ def test_the_report_command_reads_the_model_reference_and_cut_from_cryores_label
     assert again.noise_reference is False and again.lowpass_cut == 6.0
     assert again.model_name == f"{result.model_name} (deposit_locres.mrc)"
     facts = report_facts(density, again)
-    assert any(f.startswith("no noise reference") for f in facts) and "low-pass cut given: 6 Å" in facts[-1]
+    assert any(f.startswith("no noise reference") for f in facts)
+    assert result.cut_scale is not None and again.cut_scale == pytest.approx(result.cut_scale, rel=1e-5)
+    assert facts[-2:] == ["low-pass cut given: 6 Å (nothing reads finer)",
+                          f"  scaled x{result.cut_scale:.3f}: its best fifth reads the cut"]
     plain = write_mrc(tmp_path / "other_tool.mrc", locres.data, voxel_size=VOXEL)  # labels of no cryores run
     other = prediction_from_files(density, read_map(plain))
     assert (other.model_name, other.noise_reference, other.lowpass_cut) == ("other_tool.mrc", None, None)

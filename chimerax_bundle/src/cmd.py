@@ -191,7 +191,10 @@ def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0
     total = time.monotonic() - command_start
     read = "" if half_maps is None else f" (read from {read})"
     if lowpass_cut is not None:
-        read += f" (low-passed at {lowpass_cut:g} Å: nothing reads finer)"
+        read += f" (low-passed at {lowpass_cut:g} Å: nothing reads finer"
+        if result.cut_scale is not None:  # no noise reference: the cut set the map's scale
+            read += f"; scaled x{result.cut_scale:.3f} so that its best-resolved fifth reads the cut"
+        read += ")"
     session.logger.info(f"cryores {volume.atomspec}{read}: {result.summary.line()}; "
                         f"colours {chosen[0]:g}-{chosen[1]:g} Å "
                         f"(grey: outside the mask); model {result.model_name}; prediction {elapsed:.1f} s, "

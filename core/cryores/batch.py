@@ -261,7 +261,8 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
     row.voxel_size = _voxel_text(result.voxel_size)
     row.cautions = "; ".join(prediction_cautions(result.data, inside, result.voxel_size, card,  # as when made
                                                  facts.noise_reference,
-                                                 lowpass_cut_given=facts.lowpass_cut is not None))
+                                                 lowpass_cut_given=facts.lowpass_cut is not None,
+                                                 scaled_to_cut=facts.cut_scale is not None))
     return row
 
 

@@ -42,32 +42,39 @@ def _voxel_text(voxel_size: tuple[float, float, float]) -> str:
 # their unmasked half maps' average reads them about as well as the unmasked map (benchmarks/
 # reference_twins.py, 26 test maps, all floored at the deposit's cut: masked 0.75 Å, unmasked
 # 0.36 Å, the half maps' average 0.39 Å, half-map local FSC 0.60 Å), hence the advice
+_HALF_MAP_ADVICE = ("if you hold the unmasked map or its unmasked half maps, read that map or the half maps' average "
+                    "instead (the half-map option of cryores predict, ChimeraX and Scipion)")
 NO_REFERENCE_GIVEN_CUT = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read "
                           "without a noise reference: the map as a whole may read too fine or too coarse; compare "
-                          "regions within it rather than its absolute values with other maps, and if you hold the "
-                          "unmasked map or its unmasked half maps, read that map or the half maps' average instead "
-                          "(the half-map option of cryores predict, ChimeraX and Scipion)")
-NO_REFERENCE = (NO_REFERENCE_GIVEN_CUT + "; where the map was low-passed at X Å, give X (the low-pass-cut option) so "
-                "that nothing reads finer")
+                          "regions within it rather than its absolute values with other maps, and " + _HALF_MAP_ADVICE)
+NO_REFERENCE = (NO_REFERENCE_GIVEN_CUT + "; where the map was low-passed at its global resolution X Å, give X (the "
+                "low-pass-cut option): the map's scale is then set from it")
+# the cut given and taken as the map's scale (cryores.cut_scale)
+NO_REFERENCE_SCALED_TO_CUT = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read "
+                              "without a noise reference; its overall scale was set from the low-pass cut you gave, "
+                              "taken as its global resolution (its best-resolved fifth reads the cut), so a cut that "
+                              "is not the map's global resolution moves every value with it; " + _HALF_MAP_ADVICE)
 
 
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
                         card: dict, noise_reference: bool | None = None,
-                        lowpass_cut_given: bool = False) -> tuple[str, ...]:
+                        lowpass_cut_given: bool = False, scaled_to_cut: bool = False) -> tuple[str, ...]:
     """Plain-language cautions for ``resolution`` (Å, on the map's grid) over ``mask``, read by
     the model of ``card`` from a map of ``voxel_size`` (Å per axis):
 
     * the map had no noise reference (``noise_reference`` False; None: the model uses none):
       the v3 model's largest errors are whole maps read too fine or too coarse, and most of
       them are on such maps (``docs/evaluation.md``, maps with and without a noise reference);
-      without the advice to give the map's low-pass cut when ``lowpass_cut_given``;
+      without the advice to give the map's low-pass cut when ``lowpass_cut_given``, and saying
+      that the cut set the map's scale when ``scaled_to_cut`` (:mod:`cryores.cut_scale`);
     * a voxel size outside the trained range (any axis, beyond :data:`TOLERANCE`);
     * at least :data:`SHARE` of the mask reading coarser than the coarsest trained resolution
       (unless Nyquist itself is coarser: then the clip, not the model, sets those values, and
       the voxel-size caution has said why);
     * at least :data:`SHARE` of the mask reading finer than the finest trained resolution.
     """
-    no_reference = NO_REFERENCE_GIVEN_CUT if lowpass_cut_given else NO_REFERENCE  # no advice already taken
+    no_reference = (NO_REFERENCE_SCALED_TO_CUT if scaled_to_cut else NO_REFERENCE_GIVEN_CUT if lowpass_cut_given
+                    else NO_REFERENCE)  # no advice already taken
     cautions = [no_reference] if noise_reference is False else []
     ranges = trained_ranges(card)
     if ranges is None:

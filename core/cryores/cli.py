@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "half map 1. Unmasked half maps give a masked or flattened map the solvent noise it lacks; "
                         "where your map was low-passed at X Å, values finer than X mean X for it")
     p.add_argument("--lowpass-cut", type=float, metavar="X",
-                   help="the map was low-pass filtered at X Å (post-processing often cuts at the global FSC "
-                        "resolution): nothing finer is left in it, so no voxel reads finer than X. Only for maps "
+                   help="the map was low-pass filtered at X Å, its global FSC resolution, as post-processing "
+                        "does: nothing finer is left in it, so no voxel reads finer than X; a map without a noise "
+                        "reference (masked) is also scaled so that its best-resolved fifth reads X. Only for maps "
                         "so filtered; with --half-maps, the cut of the map you will read the values for")
     p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
     p.add_argument("--uncertainty", metavar="STD_OUT",

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .cautions import prediction_cautions
+from .cut_scale import cut_scale, far_finer_caution
 from .errors import CryoResError
 from .inference import resolve_device, sliding_window_predict
 from .masking import automatic_mask, mask_from_array
@@ -48,6 +49,8 @@ class Prediction:
     when nothing is. noise_reference: whether the map's solvent held noise for a v3 model to read
     the map against (False for masked, flattened or zoned maps); None for models that do not
     use one. lowpass_cut: the low-pass cut (Å) the caller gave, which no value reads finer than.
+    cut_scale: the factor a map without a noise reference was scaled by so that its
+    best-resolved fifth reads the cut (:mod:`cryores.cut_scale`); None when it was not scaled.
     """
 
     resolution: np.ndarray
@@ -59,6 +62,7 @@ class Prediction:
     cautions: tuple[str, ...] = ()
     noise_reference: bool | None = None
     lowpass_cut: float | None = None
+    cut_scale: float | None = None
 
 
 def predict(
@@ -135,15 +139,26 @@ def predict(
 
 def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray, voxel: tuple[float, float, float],
                 loaded: LoadedModel, lowpass_cut: float | None, noise_reference: bool | None = None) -> Prediction:
-    """The last station of both model kinds: the reading clipped to [Nyquist, or the low-pass cut
-    if coarser; the model's upper end], both maps 0 outside the mask, the summary and cautions."""
+    """The last station of both model kinds: a map without a noise reference scaled to the
+    low-pass cut given (:mod:`cryores.cut_scale`), the reading clipped to [Nyquist, or the cut if
+    coarser; the model's upper end], both maps 0 outside the mask, the summary and cautions."""
+    scale, refused = None, ()
+    if lowpass_cut is not None and noise_reference is False:
+        scale = cut_scale(resolution, mask, lowpass_cut)
+        if scale is None:
+            refused = (far_finer_caution(lowpass_cut, resolution, mask),)
+        else:
+            resolution *= np.float32(scale)
+            if std is not None:
+                std *= np.float32(scale)  # the interval is relative: it scales with the reading
     np.clip(resolution, max(2.0 * max(voxel), lowpass_cut or 0.0), loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     if std is not None:
         std[~mask] = 0.0
+    cautions = prediction_cautions(resolution, mask, voxel, loaded.card, noise_reference,
+                                   lowpass_cut_given=lowpass_cut is not None, scaled_to_cut=scale is not None) + refused
     return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
-                      prediction_cautions(resolution, mask, voxel, loaded.card, noise_reference,
-                                          lowpass_cut_given=lowpass_cut is not None), noise_reference, lowpass_cut)
+                      cautions, noise_reference, lowpass_cut, scale)
 
 
 def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
@@ -192,33 +207,40 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
 
 NO_REFERENCE_LABEL = "no noise reference"
 LOWPASS_CUT_LABEL = "cryores low-pass cut"  # a second label line: "cryores low-pass cut 3.2 A"
+CUT_SCALE_LABEL = "cryores scaled to the cut by"  # a third, when the cut set the scale: "... by 0.87"
 
 
 def resolution_label(result: Prediction) -> str:
     """The resolution map's MRC header labels (one per line): what made it, whether the map had no
-    noise reference and the low-pass cut it was given (so that a batch rerun that keeps the file
-    can repeat its cautions, and does not keep a file read with another cut)."""
+    noise reference, the low-pass cut it was given and the factor that cut scaled it by (so that a
+    batch rerun that keeps the file can repeat its cautions, and does not keep a file read with
+    another cut)."""
     label = f"cryores local resolution (A), model {result.model_name}"
     if result.noise_reference is False:
         label += f", {NO_REFERENCE_LABEL}"
     if result.lowpass_cut is not None:
         label += f"\n{LOWPASS_CUT_LABEL} {result.lowpass_cut!r} A"
+    if result.cut_scale is not None:
+        label += f"\n{CUT_SCALE_LABEL} {result.cut_scale:.6g}"
     return label
 
 
 @dataclass(frozen=True)
 class LabelFacts:
     """What a resolution map's labels (:func:`resolution_label`) say: the model that made it,
-    whether its map had no noise reference (False; None when the labels do not say) and the
-    low-pass cut it was given (None: none)."""
+    whether its map had no noise reference (False; None when the labels do not say), the
+    low-pass cut it was given (None: none) and the factor that cut scaled it by (None: none)."""
 
     model_name: str | None
     noise_reference: bool | None
     lowpass_cut: float | None
+    cut_scale: float | None = None
 
 
 _MODEL_LABEL = re.compile(r"cryores local resolution.*model ([^\s,]+)")
-_CUT_LABEL = re.compile(re.escape(LOWPASS_CUT_LABEL) + r" ([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?) A$")
+_NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
+_CUT_LABEL = re.compile(re.escape(LOWPASS_CUT_LABEL) + " " + _NUMBER + " A$")
+_CUT_SCALE_LABEL = re.compile(re.escape(CUT_SCALE_LABEL) + " " + _NUMBER + "$")
 
 
 def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
@@ -226,9 +248,10 @@ def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
     counts); labels written by other tools, or a cut line whose value is not a number, say nothing."""
     models = [(m.group(1), label) for label in labels if (m := _MODEL_LABEL.search(label))]
     cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
+    scales = [float(m.group(1)) for m in map(_CUT_SCALE_LABEL.search, labels) if m]
     model_name, model_label = models[-1] if models else (None, "")
     return LabelFacts(model_name, False if NO_REFERENCE_LABEL in model_label else None,
-                      cuts[-1] if cuts else None)
+                      cuts[-1] if cuts else None, scales[-1] if scales else None)
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:

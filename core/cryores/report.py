@@ -102,6 +102,8 @@ def report_facts(density: DensityMap, result: Prediction, title: str | None = No
                   "  compare regions within it"]
     if result.lowpass_cut is not None:
         facts.append(f"low-pass cut given: {result.lowpass_cut:g} Å (nothing reads finer)")
+    if result.cut_scale is not None:
+        facts.append(f"  scaled x{result.cut_scale:.3f}: its best fifth reads the cut")
     if result.uncertainty is not None:
         facts.append(f"uncertainty σ: median {np.median(result.uncertainty[result.mask]):.2f} Å")
     return facts
@@ -125,7 +127,8 @@ def prediction_from_files(density: DensityMap, locres: DensityMap,
     estimator = name if made.model_name is None else f"{made.model_name} ({name})"
     return Prediction(locres.data, mask, uncertainty.data if uncertainty is not None else None,
                       summarise(locres.data, mask), estimator, density.voxel_size,
-                      noise_reference=made.noise_reference, lowpass_cut=made.lowpass_cut)
+                      noise_reference=made.noise_reference, lowpass_cut=made.lowpass_cut,
+                      cut_scale=made.cut_scale)
 
 
 def report_for_files(density: DensityMap, locres: DensityMap, output: str | os.PathLike, *,

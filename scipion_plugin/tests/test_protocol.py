@@ -33,6 +33,7 @@ from conftest import (
     half_maps,
     header_origin,
     make_random_model,
+    make_random_spectral_model,
     read_mrc,
     sphere_mask,
     write_mrc,
@@ -191,6 +192,26 @@ class TestCryoResProtocol(BaseTest):
         np.testing.assert_allclose(values, np.where(self.mask_array, np.maximum(expected, cut), 0.0),
                                    rtol=1e-4, atol=1e-4)
         self.assertIn(f"low-pass cut of {cut:g} Å", "\n".join(floored.methods()))
+
+    def test_a_masked_map_given_its_cut_is_scaled_to_it(self):
+        """A map whose solvent is flattened has no noise reference: the low-pass cut given also
+        sets its scale (cryores.cut_scale), its best-resolved fifth reading the cut, and the
+        methods text says so."""
+        card = make_random_spectral_model(SCIPION_TMP / "spectral_model")
+        masked = np.where(self.mask_array, read_mrc(self.files["map"]), 0.0)
+        volume = self._importVolume(write_mrc(self.getOutputPath("masked_map.mrc"), masked))
+        plain = self._run(inputVolume=volume, estimationMethod=METHOD_DEEP_LEARNING, computeDevice=1,
+                          modelCard=card, inputMask=self.mask)
+        values = read_mrc(plain.resolution_Volume.getFileName())[self.mask_array]
+        cut = 1.2 * float(np.percentile(values, 20))
+        scaled = self._run(inputVolume=volume, estimationMethod=METHOD_DEEP_LEARNING, computeDevice=1,
+                           modelCard=card, inputMask=self.mask, lowpassCut=cut)
+        self.assertAlmostEqual(scaled.cutScale.get(), 1.2, places=3)
+        scaled_values = read_mrc(scaled.resolution_Volume.getFileName())[self.mask_array]
+        self.assertAlmostEqual(float(np.percentile(scaled_values, 20)) / cut, 1.0, places=3)
+        self.assertIn("overall scale set from that cut", "\n".join(scaled.methods()))
+        self.assertFalse(plain.cutScale.hasValue())
+        self.assertNotIn("overall scale", "\n".join(plain.methods()))
 
     def test_installed_default_model(self):
         card = installed_card_path()

@@ -490,7 +490,15 @@ def test_predict_on_half_maps_reads_their_average_and_colours_the_map(session, t
     floored = volume_by_spec(session, re.search(r"opened (#\d+)", log)[1])
     expected = np.where(reference.mask, np.maximum(reference.resolution, np.float32(cut)), 0.0)
     np.testing.assert_allclose(floored.full_matrix(), expected, rtol=1e-5, atol=1e-4)
-    run(session, f"close {a} {b} {c} {result_spec} {floored.atomspec}")
+    # the masked map itself has no noise reference: the cut also sets its scale (cryores.cut_scale)
+    plain = cryores.predict(volume_by_spec(session, c).full_matrix().astype(np.float32), (1.5, 1.5, 1.5))
+    assert plain.noise_reference is False
+    cut = float(f"{1.2 * np.percentile(plain.resolution[plain.mask], 20):.4f}")
+    log = log_text(run(session, f"cryores predict {c} lowpassCut {cut}"))
+    assert "so that its best-resolved fifth reads the cut" in log, log
+    scaled = volume_by_spec(session, re.search(r"opened (#\d+)", log)[1])
+    assert np.percentile(scaled.full_matrix()[plain.mask], 20) == pytest.approx(cut, rel=1e-3)
+    run(session, f"close {a} {b} {c} {result_spec} {floored.atomspec} {scaled.atomspec}")
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -54,8 +54,10 @@ def test_interval_coverage_is_given_pooled_over_voxels_and_map_by_map():
     truth = [np.full(900, 5.0), np.full(100, 8.0)]
     estimate = [np.full(900, 5.5), np.full(100, 11.0)]  # 0.5 Å and 3 Å off
     sigma = [np.full(900, 1.0), np.full(100, 1.2)]  # 90 % half-widths 1.6 and 2.0 Å
-    result = interval_coverage(truth, estimate, sigma)
+    result = interval_coverage(truth, estimate, sigma, [True, False])
     assert result["coverage_90"] == pytest.approx(0.9)
+    assert result["coverage_90_by_reference"] == {"with": 1.0, "without": 0.0}
+    assert interval_coverage(truth, estimate, sigma)["coverage_90_by_reference"] == {}
     assert result["coverage_90_per_map"] == {"mean": 0.5, "median": 0.5, "under_80": 1, "offset_10": 1, "maps": 2}
     # the small map 7.5 % off, outside a narrow interval (half-width 0.49 Å): not counted as an offset
     narrow = interval_coverage(truth, [np.full(900, 5.5), np.full(100, 8.6)], [np.full(900, 1.0), np.full(100, 0.3)])

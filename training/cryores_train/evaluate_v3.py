@@ -163,7 +163,7 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
                    seed: int = 0) -> dict:
     groups, ids = structures_in_splits(structures, ("test",), limit)
     results = {}
-    uncertainty = {"truth": [], "estimate": [], "sigma": []}
+    uncertainty = {"truth": [], "estimate": [], "sigma": [], "reference": []}
     for family in ("bfactor", "lowpass"):
         methods = {"cryores": Collector(), "resmap_single": Collector(), "local_fsc": Collector(),
                    "cryores_raw": Collector(), "constant_median": Collector(),
@@ -172,7 +172,7 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
                    "cryores_deposit_halves_cut": Collector(), "cryores_all_halves": Collector()}
         for n, sid in enumerate(ids):
             _, arrays, voxel, variants = scored_maps(sid, groups[sid], family, 0, seed + EVALUATION_SEED)
-            raw_reading, raw_seconds, raw_region = None, 0.0, None  # the raw variant comes first
+            raw_density, raw_region = None, None  # the raw variant comes first
             for variant in variants:  # raw, then the deposit made from it
                 region = variant.label > 0
                 started = time.perf_counter()
@@ -187,6 +187,7 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
                     uncertainty["truth"].append(truth)
                     uncertainty["estimate"].append(result.resolution[region])
                     uncertainty["sigma"].append(result.uncertainty[region])
+                    uncertainty["reference"].append(bool(result.noise_reference))
                 if resmap_maps is None or n < resmap_maps:
                     started = time.perf_counter()
                     try:
@@ -198,40 +199,52 @@ def simulated_sets(model, structures: list[Path], limit: int | None, resmap_maps
                     values = np.where(ok, single[region], 20.0)  # nothing significant: the coarsest trial
                     methods["resmap_single"].add(truth, values, resmap_seconds)
                 if variant.kind == "deposit":  # what a user who knows the cut, or holds the half maps, reads
-                    cut = np.float32(variant.note["lowpass"])
+                    cut = float(variant.note["lowpass"])
                     if not np.array_equal(region, raw_region):  # the raw reading must be of the same voxels
                         raise RuntimeError(f"{sid}: the deposit's labelled region is not the raw map's")
                     methods["cryores_deposit"].add(truth, result.resolution[region], seconds)
-                    methods["cryores_deposit_cut"].add(truth, np.maximum(result.resolution[region], cut),
-                                                       seconds)
-                    methods["cryores_deposit_halves_cut"].add(truth, np.maximum(raw_reading, cut), raw_seconds)
-                    methods["cryores_all_halves"].add(truth, np.maximum(raw_reading, cut), raw_seconds)
+                    started = time.perf_counter()  # the cut given: floored, or scaled to it without a reference
+                    given = cryores.predict(variant.density, voxel, region, model=model, lowpass_cut=cut)
+                    methods["cryores_deposit_cut"].add(truth, given.resolution[region], time.perf_counter() - started)
+                    started = time.perf_counter()
+                    halves = cryores.predict(raw_density, voxel, region, model=model, lowpass_cut=cut)
+                    halves_seconds = time.perf_counter() - started
+                    methods["cryores_deposit_halves_cut"].add(truth, halves.resolution[region], halves_seconds)
+                    methods["cryores_all_halves"].add(truth, halves.resolution[region], halves_seconds)
                 if variant.kind == "raw":  # the maps with half maps: local FSC, and cryores on the same maps
-                    raw_region = region
-                    raw_reading, raw_seconds = result.resolution[region], seconds  # = the half maps' average
+                    raw_region, raw_density = region, variant.density  # the density is the half maps' average
                     methods["cryores_raw"].add(truth, result.resolution[region], seconds)
                     methods["cryores_all_halves"].add(truth, result.resolution[region], seconds)
                     started = time.perf_counter()
                     fsc = local_fsc(arrays["half1"], arrays["half2"], voxel, region)
                     methods["local_fsc"].add(truth, fsc.resolution[region], time.perf_counter() - started)
         results[family] = {name: c.summary() for name, c in methods.items()}
-    results["uncertainty"] = interval_coverage(uncertainty["truth"], uncertainty["estimate"], uncertainty["sigma"])
+    results["uncertainty"] = interval_coverage(uncertainty["truth"], uncertainty["estimate"], uncertainty["sigma"],
+                                               uncertainty["reference"])
     results["test_structures"] = ids
     return results
 
 
-def interval_coverage(truths: list[np.ndarray], estimates: list[np.ndarray], sigmas: list[np.ndarray]) -> dict:
+def interval_coverage(truths: list[np.ndarray], estimates: list[np.ndarray], sigmas: list[np.ndarray],
+                      references: list[bool] | None = None) -> dict:
     """How well sigma describes the error, one array per map: the share of voxels inside the 90 %
-    interval (+-1.645 sigma) pooled over voxels (the target) and map by map, and
-    Spearman(sigma, |error|). Of the maps holding under 80 %, ``offset_10`` counts those read
-    10 % or more off as a whole (median |ln(estimate / truth)|): a per-voxel sigma cannot cover
-    such an offset; the others have a sigma too narrow in places."""
+    interval (+-1.645 sigma) pooled over voxels (the target), apart for maps with and without a
+    noise reference (``references``, one per map), and map by map, and Spearman(sigma, |error|).
+    Of the maps holding under 80 %, ``offset_10`` counts those read 10 % or more off as a whole
+    (median |ln(estimate / truth)|): a per-voxel sigma cannot cover such an offset; the others
+    have a sigma too narrow in places."""
     per_map = np.array([(np.abs(e - t) <= Z90 * s).mean() for t, e, s in zip(truths, estimates, sigmas)])
     offsets = np.abs(whole_map_offsets(truths, estimates))
     error = np.abs(np.concatenate(estimates) - np.concatenate(truths))
     sigma = np.concatenate(sigmas)
     under = per_map < 0.8
-    return {"coverage_90": float((error <= Z90 * sigma).mean()),
+    by_reference = {}
+    for key, wanted in (("with", True), ("without", False)):
+        chosen = [i for i, r in enumerate(references or []) if r == wanted]
+        if chosen:
+            e = np.abs(np.concatenate([estimates[i] - truths[i] for i in chosen]))
+            by_reference[key] = float((e <= Z90 * np.concatenate([sigmas[i] for i in chosen])).mean())
+    return {"coverage_90": float((error <= Z90 * sigma).mean()), "coverage_90_by_reference": by_reference,
             "coverage_90_per_map": {"mean": float(np.mean(per_map)), "median": float(np.median(per_map)),
                                     "under_80": int(under.sum()), "offset_10": int((under & (offsets >= 0.1)).sum()),
                                     "maps": len(per_map)},
@@ -334,9 +347,11 @@ def write_report(results: dict, docs: Path, card_path: Path) -> None:
                   "the relative reading inside each map counts. Where it is far below the plain MAE, the error is "
                   "mostly each map's overall scale.",
                   "", "Three rows score the deposited-style maps alone (label max(d, X), X their low-pass "
-                  "cut): as read; never finer than X, as `--lowpass-cut X` reads them; and the map they were made "
-                  "from, which is their half maps' average (unmasked, so with a noise reference), never finer "
-                  "than X: what a user holding the half maps and the cut reads, scored like for like. The last "
+                  "cut): as read; as `--lowpass-cut X` reads them (never finer than X, and a map without a noise "
+                  "reference scaled so that its best-resolved fifth reads X: `cryores.cut_scale`); and the map "
+                  "they were made from, which is their half maps' average (unmasked, so mostly with a noise "
+                  "reference), read with `--lowpass-cut X`: what a user holding the half maps and the cut reads, "
+                  "scored like for like. The last "
                   "row pools that with the raw maps (themselves their half maps' average): the whole split read "
                   "by a user who holds every map's half maps. It is another input, not the single-map reading "
                   "the first row scores.",
@@ -352,6 +367,8 @@ def write_report(results: dict, docs: Path, card_path: Path) -> None:
               f"The 90 % interval (±1.645 σ) holds {100 * u['coverage_90']:.1f} % of the voxels (target 85–95 %); "
               f"Spearman(σ, |error|) = {u['spearman_sigma_error']:.2f} (target ≥ 0.4); "
               f"median σ {u['median_sigma']:.2f} Å."
+              + ("".join(f" Maps {k} a noise reference: {100 * v:.1f} %." for k, v in
+                         u.get("coverage_90_by_reference", {}).items()))
               + (_per_map_line(u["coverage_90_per_map"]) if "coverage_90_per_map" in u else ""),
               "", "## Real maps", "",
               "Each map low-passed (brick wall) at X, predicted with the original prediction's mask. Pass: ≤ 10 % of "

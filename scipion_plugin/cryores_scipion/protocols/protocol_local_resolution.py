@@ -61,6 +61,7 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         self.resolutionP95 = Float()
         self.estimatorName = String()
         self.uncertaintySource = String()
+        self.cutScale = Float()  # the factor the low-pass cut scaled a map without a noise reference by
 
     # --------------------------------------------------------------------------- form
     def _defineParams(self, form) -> None:
@@ -91,10 +92,12 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                       help="Voxels > 0.5 are inside. Empty: cryores computes its automatic molecular mask.")
         form.addParam("lowpassCut", params.FloatParam, default=0.0, condition=DEEP,
                       label="Map low-passed at (Å)",
-                      help="0: not given. The Å your map was low-pass filtered at (post-processing often "
-                           "cuts at the global FSC resolution): nothing finer is left in it, so no voxel "
-                           "reads finer. Give it only for a map so filtered; with the half maps, the cut of "
-                           "the map whose values you read.")
+                      help="0: not given. The Å your map was low-pass filtered at, its global FSC resolution, "
+                           "as post-processing does: nothing finer is left in it, so no voxel reads finer. A "
+                           "map without a noise reference (masked, flattened) is also scaled so that its "
+                           "best-resolved fifth reads the cut, since the network reads such a map's overall "
+                           "scale least well. Give it only for a map so filtered; with the half maps, the cut "
+                           "of the map whose values you read.")
         form.addParam("computeUncertainty", params.BooleanParam, default=False, condition=DEEP,
                       label="Uncertainty map",
                       help="Also write σ (Å), how far each voxel's resolution may be off. The installed "
@@ -147,8 +150,10 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         if self._wantsUncertainty():
             self.uncertaintySource.set(estimate.uncertainty_source(self.modelCard.get() or None,
                                                                    self.mcSamples.get()))
+        if getattr(result, "cut_scale", None) is not None:
+            self.cutScale.set(result.cut_scale)
         self._store(self.resolutionMedian, self.resolutionP5, self.resolutionP95, self.estimatorName,
-                    self.uncertaintySource)
+                    self.uncertaintySource, self.cutScale)
 
     def createOutputStep(self) -> None:
         """Register the maps as Volumes on the input's sampling rate and origin."""
@@ -271,6 +276,9 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                METHOD_LOCAL_FSC: "from two half maps by local FSC (threshold 0.143)"}[self.estimationMethod.get()]
         if not self._isLocalFsc() and self._lowpassCut():
             how += f", no value finer than the map's low-pass cut of {self._lowpassCut():g} Å"
+            if self.cutScale.hasValue():  # a map without a noise reference: the cut set its scale
+                how += (f" and its overall scale set from that cut, taken as its global resolution (its "
+                        f"best-resolved fifth reads the cut; values x{self.cutScale.get():.3f})")
         return [f"The local resolution of {self.getObjectTag('inputVolume')} was estimated {how} "
                 f"[cryores] ({self.estimatorName.get()}): median {self.resolutionMedian.get():.2f} Å, "
                 f"5-95 % of the voxels inside the mask between {self.resolutionP5.get():.2f} and "
