@@ -201,3 +201,20 @@ def test_a_map_with_a_noise_reference_is_only_floored(density, spectral_model_ca
     assert floored.cut_scale is None
     np.testing.assert_allclose(floored.resolution, np.where(plain.mask, np.maximum(plain.resolution, cut), 0),
                                rtol=1e-6)
+
+
+def test_the_cut_of_a_deposit_read_from_its_half_maps_only_floors_their_average(tmp_path, flattened,
+                                                                                 spectral_model_card):
+    """The average of two half maps was not filtered at the deposit's cut, so the cut must not set
+    its scale, even where the average holds no noise reference (here two flattened halves)."""
+    plain = predict(flattened, 1.0, model=spectral_model_card)
+    assert plain.noise_reference is False
+    cut = 1.2 * float(np.percentile(plain.resolution[plain.mask], 20))
+    expected = np.where(plain.mask, np.maximum(plain.resolution, cut), 0)
+    kept = predict(flattened, 1.0, model=spectral_model_card, lowpass_cut=cut, scale_to_cut=False)
+    assert kept.cut_scale is None
+    np.testing.assert_allclose(kept.resolution, expected, rtol=1e-6)
+    halves = [write_mrc(tmp_path / f"half{i}.mrc", flattened) for i in (1, 2)]
+    read, _ = predict_file(halves[0], half_map2=halves[1], model=spectral_model_card, lowpass_cut=cut)
+    assert read.noise_reference is False and read.cut_scale is None
+    np.testing.assert_allclose(read.resolution, expected, rtol=1e-5, atol=1e-5)

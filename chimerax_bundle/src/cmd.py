@@ -179,6 +179,7 @@ def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0
         start = time.monotonic()
         result = cryores.predict(density, geometry.voxel_size_zyx, mask_array, model=model, samples=samples,
                                  device=device, lowpass_cut=lowpass_cut,
+                                 scale_to_cut=half_maps is None,  # the deposit's cut only floors the average
                                  progress=_progress(cryores.predict, session, f"cryores {volume.atomspec}", ""))
         elapsed = time.monotonic() - start
         locres = open_result(session, result.resolution, volume, geometry, f"{volume.name} local resolution")

@@ -80,6 +80,7 @@ def predict(
     progress: ProgressArg = False,
     memory_limit: int | None = None,
     lowpass_cut: float | None = None,
+    scale_to_cut: bool = True,
 ) -> Prediction:
     """Local resolution (Å) of a density map given as a numpy array.
 
@@ -90,8 +91,11 @@ def predict(
     and standard deviation). patch_size and overlap default to the model card's. seed fixes the dropout
     masks without touching the caller's torch random state. progress: True for a terminal bar
     or a callable ``(done, total)`` called after each batch of patches. lowpass_cut: the Å the
-    map was low-pass filtered at (post-processing often cuts at the global FSC resolution);
-    nothing finer is left in such a map, so no voxel reads finer (the uncertainty is unchanged).
+    map was low-pass filtered at, its global FSC resolution, as post-processing does; nothing
+    finer is left in such a map, so no voxel reads finer, and a map without a noise reference is
+    also scaled so that its best-resolved fifth reads the cut (:mod:`cryores.cut_scale`; the
+    uncertainty scales with it). scale_to_cut=False keeps only the floor: for a cut that belongs
+    to another map than ``density`` (the half maps' average read for a filtered deposit).
 
     Raises CryoResError for bad input (shape, NaN/Inf, constant map, bad voxel size, mask or
     lowpass_cut), a missing model, or a map too large for memory.
@@ -106,7 +110,8 @@ def predict(
     if lowpass_cut is not None:
         lowpass_cut = check_lowpass_cut(lowpass_cut, loaded.max_resolution)
     if loaded.spectral:
-        return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit, lowpass_cut)
+        return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit, lowpass_cut,
+                                 scale_to_cut)
     grid = shape_for_voxel_size(density.shape, voxel, loaded.voxel_size)
     check_fits(density.size, int(np.prod(grid)), samples > 0, memory_limit)
     mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
@@ -138,12 +143,13 @@ def predict(
 
 
 def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray, voxel: tuple[float, float, float],
-                loaded: LoadedModel, lowpass_cut: float | None, noise_reference: bool | None = None) -> Prediction:
+                loaded: LoadedModel, lowpass_cut: float | None, noise_reference: bool | None = None,
+                scale_to_cut: bool = True) -> Prediction:
     """The last station of both model kinds: a map without a noise reference scaled to the
     low-pass cut given (:mod:`cryores.cut_scale`), the reading clipped to [Nyquist, or the cut if
     coarser; the model's upper end], both maps 0 outside the mask, the summary and cautions."""
     scale, refused = None, ()
-    if lowpass_cut is not None and noise_reference is False:
+    if lowpass_cut is not None and noise_reference is False and scale_to_cut:
         scale = cut_scale(resolution, mask, lowpass_cut)
         if scale is None:
             refused = (far_finer_caution(lowpass_cut, resolution, mask),)
@@ -179,7 +185,7 @@ def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
 
 def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], mask: np.ndarray | None,
                       loaded: LoadedModel, device: str, progress: ProgressArg, memory_limit: int | None,
-                      lowpass_cut: float | None) -> Prediction:
+                      lowpass_cut: float | None, scale_to_cut: bool = True) -> Prediction:
     """v3 models: mask -> spectral features on the map's own grid -> network -> floor -> grid.
 
     The uncertainty (from the predicted 5-95 % interval, calibrated) is always returned.
@@ -202,7 +208,7 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
 
         resolution, std, has_reference = spectral_predict(density, voxel, mask, loaded, resolve_device(device),
                                                           on_progress, reference)
-    return _prediction(resolution, std, mask, voxel, loaded, lowpass_cut, has_reference)
+    return _prediction(resolution, std, mask, voxel, loaded, lowpass_cut, has_reference, scale_to_cut)
 
 
 NO_REFERENCE_LABEL = "no noise reference"
@@ -282,7 +288,8 @@ def predict_file(
     output defaults to ``<map stem>_locres.mrc`` beside the map. half_map2: with it, ``map_path``
     is half map 1 and the map read is the two half maps' average
     (:func:`cryores.mrc_io.read_half_map_average`): unmasked half maps give a masked deposit
-    the solvent noise it lacks. uncertainty: path for the
+    the solvent noise it lacks; a ``lowpass_cut`` then only floors the reading (it is the
+    deposit's, not the average's). uncertainty: path for the
     Monte-Carlo standard deviation map; it implies ``samples`` = 10 unless given. voxel_size
     overrides the header. report: path of a PNG report (needs matplotlib). Other options go to
     :func:`predict`. Outputs keep the input's voxel
@@ -312,6 +319,8 @@ def predict_file(
     density_map: DensityMap = (read_map(map_path, voxel_size=voxel_size) if half_map2 is None
                                else read_half_map_average(map_path, half_map2, voxel_size=voxel_size))
     mask_array = read_mask(mask, density_map) if mask is not None else None
+    if half_map2 is not None:  # the cut is the deposit's, not the average's: it only floors
+        options["scale_to_cut"] = False
     result = predict(density_map.data, density_map.voxel_size, mask_array, model=loaded,
                      samples=samples or 0, **options)
     outputs = [(output, result.resolution, resolution_label(result))]
