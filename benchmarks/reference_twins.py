@@ -36,6 +36,7 @@ import numpy as np
 import cryores
 from cryores.localfsc import local_fsc
 from cryores.model_card import load_model
+from cryores.spectral_inference import Z90
 from cryores_train.evaluate_v3 import STRUCTURES, error_table, map_offsets, whole_map_offsets
 from cryores_train.rows import EVALUATION_SEED, VARIANT_SALT, make_sample, structures_in_splits
 from cryores_train.variants import deposit_variant
@@ -77,6 +78,7 @@ def main() -> None:
     truths: list[np.ndarray] = []
     cuts: list[np.float32] = []
     readings: dict[str, list[np.ndarray]] = {"masked": [], "kept": [], "average": [], "fsc": [], "masked_cut": []}
+    sigmas: dict[str, list[np.ndarray]] = {"masked": [], "masked_cut": []}  # the uncertainty, as read and scaled
     skipped = 0
     for sid in ids:
         made = twins(sid, groups[sid])
@@ -97,6 +99,8 @@ def main() -> None:
         cuts.append(np.float32(masked.note["lowpass"]))  # the deposit's low-pass: nothing finer is left in it
         given = cryores.predict(masked.density, voxel, region, model=model, lowpass_cut=float(masked.note["lowpass"]))
         readings["masked_cut"].append(given.resolution[region])
+        sigmas["masked"].append(read[0].uncertainty[region])
+        sigmas["masked_cut"].append(given.uncertainty[region])
     print(f"{len(ids)} {args.split} structures, bfactor sample 0, seed {EVALUATION_SEED}: {len(truths)} deposits "
           f"read masked and unmasked ({skipped} skipped: flattened, or the twins' references not as meant)")
     names = {"kept": "unmasked (solvent noise kept, a noise reference)",
@@ -109,6 +113,9 @@ def main() -> None:
             print(f"    {name + ':':52s} {summary(truths, values)}")
     print(f"    {'masked, read with --lowpass-cut (scaled to the cut):':52s} "
           f"{summary(truths, readings['masked_cut'])}")
+    for key, name in (("masked", "masked, as read"), ("masked_cut", "masked, read with --lowpass-cut")):
+        inside = np.concatenate([np.abs(e - t) <= Z90 * s for e, t, s in zip(readings[key], truths, sigmas[key])])
+        print(f"  90 % interval (±{Z90:.3f} σ), {name}: holds {100 * inside.mean():.1f} % of the voxels")
     offsets = {k: whole_map_offsets(truths, v) for k, v in readings.items() if k in ("masked", "kept")}
     print(f"  twins' offsets: Pearson {np.corrcoef(offsets['kept'], offsets['masked'])[0, 1]:+.2f}, "
           f"RMS of their difference {np.sqrt(np.mean((offsets['masked'] - offsets['kept']) ** 2)):.3f}")

@@ -141,6 +141,8 @@ def test_half_maps_with_a_cut_on_the_command_line(tmp_path, spectral_model_card,
 
 # --- a map without a noise reference: the cut sets its scale (cryores.cut_scale) ---------------
 
+FINE = 0.5  # Å/px: the random model reads the test map at about 4.2 Å there, far above Nyquist
+
 @pytest.fixture(scope="module")
 def flattened(density) -> np.ndarray:
     """The test map with its solvent set to 0, as deposits are: no noise reference."""
@@ -183,10 +185,11 @@ def test_a_map_without_a_noise_reference_is_scaled_to_the_cut(flattened, spectra
 
 
 def test_a_cut_far_finer_than_the_map_only_floors_it_and_says_so(flattened, spectral_model_card):
-    plain = predict(flattened, 1.0, model=spectral_model_card)
+    plain = predict(flattened, FINE, model=spectral_model_card)  # Nyquist 1 Å
     best = float(np.percentile(plain.resolution[plain.mask], 20))
-    cut = best / 2.5  # may lie below Nyquist (2 Å): then the floor is Nyquist, as without a cut
-    floored = predict(flattened, 1.0, model=spectral_model_card, lowpass_cut=cut)
+    cut = best / 2.5
+    assert cut >= 2 * FINE, "the random model reads this map too fine for a far finer cut above Nyquist"
+    floored = predict(flattened, FINE, model=spectral_model_card, lowpass_cut=cut)
     assert floored.cut_scale is None
     np.testing.assert_allclose(floored.resolution, np.where(plain.mask, np.maximum(plain.resolution, cut), 0),
                                rtol=1e-6)
@@ -218,3 +221,42 @@ def test_the_cut_of_a_deposit_read_from_its_half_maps_only_floors_their_average(
     read, _ = predict_file(halves[0], half_map2=halves[1], model=spectral_model_card, lowpass_cut=cut)
     assert read.noise_reference is False and read.cut_scale is None
     np.testing.assert_allclose(read.resolution, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_cut_finer_than_nyquist_scales_the_best_fifth_to_nyquist(flattened, spectral_model_card):
+    """A binned deposit given its reported resolution: nothing reads finer than Nyquist (2 Å here),
+    so the best-resolved fifth is put there, not below it where the clip would pile it up."""
+    plain = predict(flattened, 1.0, model=spectral_model_card)
+    assert np.percentile(plain.resolution[plain.mask], 20) <= 2 * 2.0, "too coarse for the Nyquist target"
+    scaled = predict(flattened, 1.0, model=spectral_model_card, lowpass_cut=1.5)
+    assert scaled.cut_scale is not None
+    assert np.percentile(scaled.resolution[scaled.mask], 20) == pytest.approx(2.0, rel=1e-4)
+
+
+def test_a_batch_rerun_repeats_a_refused_cut_and_remakes_a_file_read_before_scaling(tmp_path, flattened,
+                                                                                   spectral_model_card):
+    from cryores.predict import resolution_label
+
+    path = write_mrc(tmp_path / "deposit.mrc", flattened, voxel_size=FINE)
+    plain = predict(flattened, FINE, model=spectral_model_card)
+    far = float(np.percentile(plain.resolution[plain.mask], 20)) / 2.5
+    options = BatchOptions(model=str(spectral_model_card), predict_options={"lowpass_cut": far})
+    first = predict_one(str(path), str(tmp_path / "far.mrc"), options)
+    assert first.status == "done" and "far finer" in first.cautions
+    again = predict_one(str(path), str(tmp_path / "far.mrc"), options)
+    assert again.status == "skipped" and again.cautions == first.cautions
+    # an output floored only (as before a cut set a masked map's scale) is not kept as this cut's reading
+    cut = 1.2 * float(np.percentile(plain.resolution[plain.mask], 20))
+    floored = plain.__class__(**{**plain.__dict__, "resolution": np.where(plain.mask, np.maximum(plain.resolution,
+                                                                                                   cut), 0.0),
+                                 "lowpass_cut": cut})
+    old = tmp_path / "old.mrc"
+    with mrcfile.new(old) as mrc:
+        mrc.set_data(floored.resolution.astype(np.float32))
+        mrc.voxel_size = FINE
+        for line in resolution_label(floored).split("\n"):
+            mrc.add_label(line)
+    assert "scaled" not in resolution_label(floored)
+    rerun = predict_one(str(path), str(old), BatchOptions(model=str(spectral_model_card),
+                                                          predict_options={"lowpass_cut": cut}))
+    assert rerun.status != "skipped"

@@ -153,7 +153,8 @@ def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0
                     lowpass_cut: float | None = None):
     """Predict local resolution of ``volume`` (or of its two half maps' average, ``half_maps``), open
     it (hidden) on the same grid, colour the surface. ``lowpass_cut``: the Å the map was low-passed
-    at, so that nothing reads finer (``cryores.predict``)."""
+    at, so that nothing reads finer and a map without a noise reference is scaled to it; with
+    half maps it only floors their average (``cryores.predict``, ``cryores.cut_scale``)."""
     command_start = time.monotonic()
     cryores = import_cryores()
     with user_errors(cryores):

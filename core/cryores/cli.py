@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "where your map was low-passed at X Å, values finer than X mean X for it")
     p.add_argument("--lowpass-cut", type=float, metavar="X",
                    help="the map was low-pass filtered at X Å, its global FSC resolution, as post-processing "
-                        "does: nothing finer is left in it, so no voxel reads finer than X; a map without a noise "
-                        "reference (masked) is also scaled so that its best-resolved fifth reads X. Only for maps "
+                        "does: nothing finer is left in it, so no voxel reads finer than X; with a v3 model a map "
+                        "without a noise reference (masked) is also scaled so that its best-resolved fifth reads X. "
+                        "Only for maps "
                         "so filtered; with --half-maps, the cut of the map you will read the values for")
     p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
     p.add_argument("--uncertainty", metavar="STD_OUT",

@@ -6,10 +6,10 @@ RMS of about 0.1), and that, not the reading within each map, is most of their e
 are low-pass filtered at their global resolution (FSC 0.143), which the map's better-resolved
 part reaches. So where the user gives that cut, the reading is scaled so that the best-resolved
 fifth of the mask reads the cut: on simulated deposits without a noise reference that moved the
-MAE from 0.71 (floored at the cut) to 0.60 Å on validation maps and from 0.73 to 0.55 Å on the
-test split (training/README.md, "the cut as the map's scale"). With a noise reference the
-network reads the scale well and the same scaling made those maps worse (0.51 -> 0.55 Å), so
-there the cut only floors the reading.
+MAE from 0.71 (floored at the cut) to 0.57 Å on 56 validation deposits and from 0.73 to 0.50 Å
+on the test split's 28 (training/README.md, "the low-pass cut as a masked map's scale"). With a
+noise reference the network reads the scale well and the same scaling made those maps worse
+(0.51 -> 0.55 Å on validation), so there the cut only floors the reading.
 
 A cut far finer than the reading's best-resolved fifth (which reads more than twice as coarse)
 is not taken as the map's global resolution (a map filtered at a cut finer than anything it
@@ -24,6 +24,12 @@ import numpy as np
 
 PINNED_PERCENTILE = 20.0  # the share of the mask (%) that reads the cut: the map's best-resolved fifth
 FAR_FINER = 2.0  # the best fifth reading more than this many times the cut: the cut is not the map's resolution
+
+
+def scale_target(cut: float, voxel_size: tuple[float, float, float]) -> float:
+    """What the best-resolved fifth is scaled to: the cut, or Nyquist where the cut is finer (a
+    binned deposit given its reported resolution), since nothing reads finer than Nyquist."""
+    return max(float(cut), 2.0 * max(voxel_size))
 
 
 def cut_scale(resolution: np.ndarray, mask: np.ndarray, cut: float) -> float | None:

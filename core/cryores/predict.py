@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .cautions import prediction_cautions
-from .cut_scale import cut_scale, far_finer_caution
+from .cut_scale import cut_scale, far_finer_caution, scale_target
 from .errors import CryoResError
 from .inference import resolve_device, sliding_window_predict
 from .masking import automatic_mask, mask_from_array
@@ -92,9 +92,9 @@ def predict(
     masks without touching the caller's torch random state. progress: True for a terminal bar
     or a callable ``(done, total)`` called after each batch of patches. lowpass_cut: the Å the
     map was low-pass filtered at, its global FSC resolution, as post-processing does; nothing
-    finer is left in such a map, so no voxel reads finer, and a map without a noise reference is
-    also scaled so that its best-resolved fifth reads the cut (:mod:`cryores.cut_scale`; the
-    uncertainty scales with it). scale_to_cut=False keeps only the floor: for a cut that belongs
+    finer is left in such a map, so no voxel reads finer, and (v3 models) a map without a noise
+    reference is also scaled so that its best-resolved fifth reads the cut (:mod:`cryores.cut_scale`;
+    the uncertainty scales with it). scale_to_cut=False keeps only the floor: for a cut that belongs
     to another map than ``density`` (the half maps' average read for a filtered deposit).
 
     Raises CryoResError for bad input (shape, NaN/Inf, constant map, bad voxel size, mask or
@@ -150,7 +150,7 @@ def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray
     coarser; the model's upper end], both maps 0 outside the mask, the summary and cautions."""
     scale, refused = None, ()
     if lowpass_cut is not None and noise_reference is False and scale_to_cut:
-        scale = cut_scale(resolution, mask, lowpass_cut)
+        scale = cut_scale(resolution, mask, scale_target(lowpass_cut, voxel))
         if scale is None:
             refused = (far_finer_caution(lowpass_cut, resolution, mask),)
         else:

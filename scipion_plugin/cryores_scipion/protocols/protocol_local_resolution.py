@@ -150,8 +150,7 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         if self._wantsUncertainty():
             self.uncertaintySource.set(estimate.uncertainty_source(self.modelCard.get() or None,
                                                                    self.mcSamples.get()))
-        if getattr(result, "cut_scale", None) is not None:
-            self.cutScale.set(result.cut_scale)
+        self.cutScale.set(getattr(result, "cut_scale", None))  # None: no scale (cleared on a rerun)
         self._store(self.resolutionMedian, self.resolutionP5, self.resolutionP95, self.estimatorName,
                     self.uncertaintySource, self.cutScale)
 
