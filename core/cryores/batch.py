@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .cautions import prediction_cautions
-from .cut_scale import cut_scale, far_finer_caution, scale_target
+from .cut_scale import scale_for_cut
 from .errors import CryoResError
 from .model_card import LoadedModel, load_model
 from .predict import default_output_path, predict_file, read_resolution_labels
@@ -256,9 +256,10 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
         summary = summarise(result.data, inside)
         refused = ()  # a masked map's cut that set no scale: refused as far finer, or a file made before
         if facts.noise_reference is False and facts.lowpass_cut is not None and facts.cut_scale is None:
-            if cut_scale(result.data, inside, scale_target(facts.lowpass_cut, result.voxel_size)) is not None:
+            scale, refusal = scale_for_cut(result.data, inside, facts.lowpass_cut, result.voxel_size)
+            if scale is not None:
                 return None  # read before the cut set a masked map's scale: not what a run gives now
-            refused = (far_finer_caution(facts.lowpass_cut, result.data, inside),)
+            refused = (refusal,) if refusal else ()
     except (CryoResError, OSError, ValueError):
         return None
     row.status = STATUS_SKIPPED

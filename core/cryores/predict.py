@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .cautions import prediction_cautions
-from .cut_scale import cut_scale, far_finer_caution, scale_target
+from .cut_scale import scale_for_cut
 from .errors import CryoResError
 from .inference import resolve_device, sliding_window_predict
 from .masking import automatic_mask, mask_from_array
@@ -148,12 +148,10 @@ def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray
     """The last station of both model kinds: a map without a noise reference scaled to the
     low-pass cut given (:mod:`cryores.cut_scale`), the reading clipped to [Nyquist, or the cut if
     coarser; the model's upper end], both maps 0 outside the mask, the summary and cautions."""
-    scale, refused = None, ()
+    scale, refusal = None, None
     if lowpass_cut is not None and noise_reference is False and scale_to_cut:
-        scale = cut_scale(resolution, mask, scale_target(lowpass_cut, voxel))
-        if scale is None:
-            refused = (far_finer_caution(lowpass_cut, resolution, mask),)
-        else:
+        scale, refusal = scale_for_cut(resolution, mask, lowpass_cut, voxel)
+        if scale is not None:
             resolution *= np.float32(scale)
             if std is not None:
                 std *= np.float32(scale)  # the interval is relative: it scales with the reading
@@ -162,7 +160,8 @@ def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray
     if std is not None:
         std[~mask] = 0.0
     cautions = prediction_cautions(resolution, mask, voxel, loaded.card, noise_reference,
-                                   lowpass_cut_given=lowpass_cut is not None, scaled_to_cut=scale is not None) + refused
+                                   lowpass_cut_given=lowpass_cut is not None, scaled_to_cut=scale is not None)
+    cautions += (refusal,) if refusal else ()
     return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
                       cautions, noise_reference, lowpass_cut, scale)
 
