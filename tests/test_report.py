@@ -7,6 +7,8 @@ low-pass cut given. The `report` command reads those back from the labels cryore
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,21 @@ def test_the_labels_read_back_what_they_were_written_from(noise_reference, lowpa
     assert facts.noise_reference == (False if noise_reference is False else None)  # True is not written
     assert facts.lowpass_cut == lowpass_cut
     assert facts.cut_scale == scale
+
+
+def test_a_long_model_name_cuts_no_other_fact_from_the_labels():
+    long_name = "cryores-v3-" + "x" * 80
+    written = dataclasses.replace(_prediction(False, 6.5, 0.9), model_name=long_name)
+    lines = [line[:80] for line in resolution_label(written).split("\n")]  # as the MRC header keeps them
+    facts = read_resolution_labels(lines)
+    assert (facts.noise_reference, facts.lowpass_cut, facts.cut_scale) == (False, 6.5, 0.9)
+    assert facts.model_name != long_name  # cut: a batch rerun does not keep the file (it asks for --force)
+
+
+def test_labels_written_before_the_flag_had_its_own_line_still_read():
+    facts = read_resolution_labels(["cryores local resolution (A), model cryores-v3, no noise reference",
+                                    "cryores low-pass cut 3.2 A"])
+    assert (facts.model_name, facts.noise_reference, facts.lowpass_cut) == ("cryores-v3", False, 3.2)
 
 
 def test_other_tools_labels_and_a_cut_that_is_no_number_say_nothing():

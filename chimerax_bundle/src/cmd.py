@@ -142,10 +142,7 @@ def _half_map_average(cryores, half_maps, geometry, volume):
         cryores.volume_grid.check_same_grid(geometry, half_geometry, f"half map {index} {half.atomspec}",
                                             f"map {volume.atomspec}")
         arrays.append(array)
-    average = arrays[0]
-    average += arrays[1]
-    average *= np.float32(0.5)
-    return average
+    return cryores.mrc_io.average_in_place(*arrays)
 
 
 def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0, device: str = "auto",

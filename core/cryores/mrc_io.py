@@ -244,10 +244,15 @@ def read_half_map_average(half1: str | os.PathLike, half2: str | os.PathLike, *,
     if Path(half1).resolve() == Path(half2).resolve():
         raise CryoResError(f"half map 1 and half map 2 are the same file {half1}; give the two half maps")
     first, second = read_half_maps(half1, half2, voxel_size=voxel_size)
-    data = first.data
-    data += second.data
-    data *= np.float32(0.5)
-    return DensityMap(data, first.voxel_size, first.header, first.path)
+    return DensityMap(average_in_place(first.data, second.data), first.voxel_size, first.header, first.path)
+
+
+def average_in_place(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The two half maps' average, summed into ``first`` (a float32 array the caller owns, on the
+    same grid as ``second``), so that a large map costs no third copy; returns ``first``."""
+    first += second
+    first *= np.float32(0.5)
+    return first
 
 
 def grid_start(density_map: DensityMap) -> tuple[float, float, float]:

@@ -211,18 +211,20 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
 
 
 NO_REFERENCE_LABEL = "no noise reference"
-LOWPASS_CUT_LABEL = "cryores low-pass cut"  # a second label line: "cryores low-pass cut 3.2 A"
-CUT_SCALE_LABEL = "cryores scaled to the cut by"  # a third, when the cut set the scale: "... by 0.87"
+NO_REFERENCE_LINE = f"cryores: {NO_REFERENCE_LABEL}"  # a line of its own: a long model name cannot cut it
+LOWPASS_CUT_LABEL = "cryores low-pass cut"  # a label line: "cryores low-pass cut 3.2 A"
+CUT_SCALE_LABEL = "cryores scaled to the cut by"  # when the cut set the scale: "... by 0.87"
 
 
 def resolution_label(result: Prediction) -> str:
-    """The resolution map's MRC header labels (one per line): what made it, whether the map had no
-    noise reference, the low-pass cut it was given and the factor that cut scaled it by (so that a
-    batch rerun that keeps the file can repeat its cautions, and does not keep a file read with
-    another cut)."""
+    """The resolution map's MRC header labels (one per line, each at most 80 characters): what made
+    it, whether the map had no noise reference, the low-pass cut it was given and the factor that
+    cut scaled it by (so that a batch rerun that keeps the file can repeat its cautions, and does
+    not keep a file read with another cut). Each fact has its own line, so that cutting the first
+    line at 80 characters (a long model name) loses no other fact."""
     label = f"cryores local resolution (A), model {result.model_name}"
     if result.noise_reference is False:
-        label += f", {NO_REFERENCE_LABEL}"
+        label += f"\n{NO_REFERENCE_LINE}"
     if result.lowpass_cut is not None:
         label += f"\n{LOWPASS_CUT_LABEL} {result.lowpass_cut!r} A"
     if result.cut_scale is not None:
@@ -255,7 +257,9 @@ def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
     cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
     scales = [float(m.group(1)) for m in map(_CUT_SCALE_LABEL.search, labels) if m]
     model_name, model_label = models[-1] if models else (None, "")
-    return LabelFacts(model_name, False if NO_REFERENCE_LABEL in model_label else None,
+    # files written before the flag had its own line carry it at the end of the model's line
+    no_reference = NO_REFERENCE_LINE in labels or NO_REFERENCE_LABEL in model_label
+    return LabelFacts(model_name, False if no_reference else None,
                       cuts[-1] if cuts else None, scales[-1] if scales else None)
 
 
