@@ -45,6 +45,7 @@ def import_cryores():
     try:
         import cryores
         import cryores.chimerax_script  # noqa: F401  (submodules used below)
+        import cryores.mrc_io  # noqa: F401
         import cryores.volume_grid  # noqa: F401
     except ImportError as error:
         missing = getattr(error, "name", None) or "cryores"
