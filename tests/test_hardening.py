@@ -134,6 +134,9 @@ def test_damaged_headers_on_the_command_line(tmp_path, density):
     cases = {
         "mx0": (_header_with(write_mrc(tmp_path / "mx0.mrc", density), mx=0), "voxel size"),
         "huge": (_header_with(write_mrc(tmp_path / "huge.mrc", density), nx=2**15, ny=2**15), "not a readable MRC"),
+        # sizes whose product is negative in int32 arithmetic (found by the fuzz test above)
+        "wrapped": (_header_with(write_mrc(tmp_path / "wrapped.mrc", density), nx=2**30 + 1, ny=-2**31, nz=1),
+                    "not a readable MRC"),
         "mode": (_header_with(write_mrc(tmp_path / "mode.mrc", density), mode=99), "not a readable MRC"),
     }
     gz = tmp_path / "broken.mrc.gz"

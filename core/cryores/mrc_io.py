@@ -82,7 +82,7 @@ def _open_strict_or_permissive(path: Path):
     """
     try:
         return mrcfile.open(path, mode="r", permissive=False)
-    except ValueError as strict_error:
+    except (ValueError, OverflowError) as strict_error:  # Overflow: sizes whose product wraps negative
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -101,7 +101,7 @@ def _read_checked(path: Path, role: str) -> tuple[np.ndarray, np.recarray, np.re
         mrc = _open_strict_or_permissive(path)
     except PermissionError:
         raise CryoResError(f"{role} {path}: permission denied") from None
-    except (ValueError, OSError, EOFError, zlib.error) as error:  # zlib: a damaged .gz
+    except (ValueError, OverflowError, OSError, EOFError, zlib.error) as error:  # zlib: a damaged .gz
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CryoResError(f"{role} {path}: not a readable MRC file ({reason})") from None
     with mrc:
