@@ -14,6 +14,7 @@ import pytest
 from conftest import write_mrc
 from cryores import CryoResError, cli, predict, predict_file
 from cryores.batch import BatchOptions, predict_one
+from cryores.mrc_io import header_labels
 
 
 @pytest.fixture(params=["spectral", "unet"])
@@ -98,7 +99,7 @@ def test_cli_hands_the_cut_to_every_map_of_a_batch(tmp_path, map_file, spectral_
 
 def mrc_labels(path) -> list[str]:
     with mrcfile.open(path) as mrc:
-        return [bytes(label).decode().strip("\x00 ") for label in mrc.header.label[: int(mrc.header.nlabl)]]
+        return header_labels(mrc.header)
 
 
 def test_the_output_records_its_cut_and_a_batch_rerun_keeps_only_a_file_of_the_same_cut(tmp_path, map_file,
@@ -152,19 +153,22 @@ def flattened(density) -> np.ndarray:
 
 
 def test_cut_scale_puts_the_best_fifth_at_the_cut_unless_the_cut_is_far_finer():
-    from cryores.cut_scale import FAR_FINER, PINNED_PERCENTILE, cut_scale
+    from cryores.cut_scale import FAR_FINER, PINNED_PERCENTILE, scale_for_cut
 
     rng = np.random.default_rng(0)
     resolution = rng.uniform(4.0, 12.0, (20, 20, 20)).astype(np.float32)
     mask = np.zeros(resolution.shape, bool)
     mask[2:18, 2:18, 2:18] = True
+    fine = (0.1,) * 3  # Nyquist 0.2 Å: the cut, not Nyquist, is the target here
     best = np.percentile(resolution[mask], PINNED_PERCENTILE)
     for cut in (0.8 * best, best, 1.5 * best):
-        assert np.percentile(resolution[mask] * cut_scale(resolution, mask, cut), PINNED_PERCENTILE) == \
-            pytest.approx(cut, rel=1e-5)
-    assert cut_scale(resolution, mask, best / FAR_FINER * 1.01) is not None
-    assert cut_scale(resolution, mask, best / FAR_FINER * 0.99) is None
-    assert cut_scale(resolution, np.zeros_like(mask), best) is None
+        factor, caution = scale_for_cut(resolution, mask, cut, fine)
+        assert caution is None
+        assert np.percentile(resolution[mask] * factor, PINNED_PERCENTILE) == pytest.approx(cut, rel=1e-5)
+    assert scale_for_cut(resolution, mask, best / FAR_FINER * 1.01, fine)[0] is not None
+    factor, caution = scale_for_cut(resolution, mask, best / FAR_FINER * 0.99, fine)
+    assert factor is None and "far finer" in caution
+    assert scale_for_cut(resolution, np.zeros_like(mask), best, fine) == (None, None)
 
 
 def test_a_map_without_a_noise_reference_is_scaled_to_the_cut(flattened, spectral_model_card):

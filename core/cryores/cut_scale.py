@@ -26,32 +26,20 @@ PINNED_PERCENTILE = 20.0  # the share of the mask (%) that reads the cut: the ma
 FAR_FINER = 2.0  # the best fifth reading more than this many times the cut: the cut is not the map's resolution
 
 
-def _best_fifth(resolution: np.ndarray, mask: np.ndarray) -> float | None:
-    """The :data:`PINNED_PERCENTILE` th percentile of ``resolution`` over ``mask`` (None: empty)."""
-    return float(np.percentile(resolution[mask], PINNED_PERCENTILE)) if mask.any() else None
-
-
-def _factor(best: float | None, cut: float) -> float | None:
-    return None if best is None or not best > 0 or best > FAR_FINER * cut else cut / best
-
-
-def cut_scale(resolution: np.ndarray, mask: np.ndarray, cut: float) -> float | None:
-    """The factor that makes the :data:`PINNED_PERCENTILE` th percentile of ``resolution`` (Å)
-    over ``mask`` equal ``cut`` (Å); None when that percentile is more than :data:`FAR_FINER`
-    times the cut, or the mask is empty."""
-    return _factor(_best_fifth(resolution, mask), cut)
-
-
 def scale_for_cut(resolution: np.ndarray, mask: np.ndarray, cut: float,
                   voxel_size: tuple[float, float, float]) -> tuple[float | None, str | None]:
     """(factor, caution) for a map read without a noise reference and given the low-pass ``cut``:
-    the :func:`cut_scale` factor towards the cut, or towards Nyquist where the cut is finer (a
-    binned deposit given its reported resolution: nothing reads finer than Nyquist); when the
-    cut is refused as far finer, None and the caution that says so (None for an empty mask)."""
-    best = _best_fifth(resolution, mask)
-    factor = _factor(best, max(float(cut), 2.0 * max(voxel_size)))
-    if factor is not None or best is None:
-        return factor, None
+    the factor that makes the :data:`PINNED_PERCENTILE` th percentile of ``resolution`` (Å) over
+    ``mask`` equal the cut, or Nyquist where the cut is finer (a binned deposit given its reported
+    resolution: nothing reads finer than Nyquist). When that percentile is more than
+    :data:`FAR_FINER` times the target, the cut is refused: None and the caution that says so
+    (None and None for an empty mask)."""
+    if not mask.any():
+        return None, None
+    best = float(np.percentile(resolution[mask], PINNED_PERCENTILE))
+    target = max(float(cut), 2.0 * max(voxel_size))
+    if 0 < best <= FAR_FINER * target:
+        return target / best, None
     return None, (f"the low-pass cut {cut:g} Å is far finer than the map's best-resolved fifth ({best:.2f} Å), so it "
                   "is not taken as the map's global resolution and only keeps values from reading finer; if the map "
                   "was filtered at its global resolution, check the value you gave")
