@@ -12,7 +12,7 @@ import pytest
 from conftest import synthetic_map, write_mrc
 from cryores.cautions import SHARE, prediction_cautions
 from cryores.model_card import installed_card_path
-from cryores.mrc_io import read_map
+from cryores.mrc_io import header_labels, read_map
 
 CARD = {"trained_on": {"voxel_size_A": [0.5, 4.0], "resolution_A": [1.8, 20.0]}}
 
@@ -171,7 +171,7 @@ def test_a_flattened_map_is_read_without_a_noise_reference_and_a_batch_rerun_say
     first = predict_one(str(path), str(out), BatchOptions(torch_threads=1))
     assert first.status == "done" and NO_REFERENCE in first.cautions
     with mrcfile.open(out) as mrc:
-        labels = [bytes(label).decode().strip("\x00 ") for label in mrc.header.label[: int(mrc.header.nlabl)]]
+        labels = header_labels(mrc.header)
     assert "cryores: no noise reference" in labels
     again = predict_one(str(path), str(out), BatchOptions(torch_threads=1))
     assert again.status == "skipped" and again.cautions == first.cautions

@@ -17,7 +17,7 @@ import pytest
 from conftest import synthetic_map, write_mrc
 from cryores import CryoResError, predict, predict_file
 from cryores.masking import automatic_mask
-from cryores.mrc_io import read_half_map_average
+from cryores.mrc_io import header_labels, read_half_map_average
 
 VOXEL = 1.5
 ORIGIN = (3.0, -4.5, 6.0)
@@ -108,7 +108,7 @@ def test_the_report_names_both_half_maps_and_the_cut(tmp_path, half_files, spect
 
 def labels(path) -> list[str]:
     with mrcfile.open(path) as mrc:
-        return [bytes(label).decode().strip("\x00 ") for label in mrc.header.label[: int(mrc.header.nlabl)]]
+        return header_labels(mrc.header)
 
 
 def test_unmasked_half_maps_give_a_masked_map_its_noise_reference(tmp_path, half_files, halves,
