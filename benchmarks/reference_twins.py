@@ -37,7 +37,7 @@ import cryores
 from cryores.localfsc import local_fsc
 from cryores.model_card import load_model
 from cryores.spectral_inference import Z90
-from cryores_train.evaluate_v3 import STRUCTURES, error_table, map_offsets, whole_map_offsets
+from cryores_train.evaluate_v3 import STRUCTURES, error_table, interval_coverage, map_offsets, whole_map_offsets
 from cryores_train.rows import EVALUATION_SEED, VARIANT_SALT, make_sample, structures_in_splits
 from cryores_train.variants import deposit_variant
 
@@ -114,8 +114,8 @@ def main() -> None:
     print(f"    {'masked, read with --lowpass-cut (scaled to the cut):':52s} "
           f"{summary(truths, readings['masked_cut'])}")
     for key, name in (("masked", "masked, as read"), ("masked_cut", "masked, read with --lowpass-cut")):
-        inside = np.concatenate([np.abs(e - t) <= Z90 * s for e, t, s in zip(readings[key], truths, sigmas[key])])
-        print(f"  90 % interval (±{Z90:.3f} σ), {name}: holds {100 * inside.mean():.1f} % of the voxels")
+        held = interval_coverage(truths, readings[key], sigmas[key])["coverage_90"]
+        print(f"  90 % interval (±{Z90:.3f} σ), {name}: holds {100 * held:.1f} % of the voxels")
     offsets = {k: whole_map_offsets(truths, v) for k, v in readings.items() if k in ("masked", "kept")}
     print(f"  twins' offsets: Pearson {np.corrcoef(offsets['kept'], offsets['masked'])[0, 1]:+.2f}, "
           f"RMS of their difference {np.sqrt(np.mean((offsets['masked'] - offsets['kept']) ** 2)):.3f}")
