@@ -41,7 +41,7 @@ WITHOUT_MODELS = [
     ("EMD-11007 (sharpened)", SHARED / "maps" / "emd_11007_center144.mrc"),
     ("EMD-1997 (masked)", REAL / "emd_1997.map.gz"),
     ("EMD-1832 (masked)", REAL / "emd_1832.map.gz"),
-    ("EMD-5625 (raw)", REAL / "emd_5625.map.gz"),
+    ("EMD-5625 (soft mask)", REAL / "emd_5625.map.gz"),
     ("betaGal (NGL, ISPG 0)", REAL / "ngl_betaGal.mrc.gz"),
     ("EMD-5168 segment (zoned)", REAL / "emd_5168_monomer_segment.mrc"),
 ]

@@ -10,12 +10,15 @@ little above the new Nyquist).
 Cropping also ends a masked map's flattened solvent: the mask's edge rings through the box, so
 no value is exactly the constant any more. This prints, per map and factor, whether the map was
 read with a noise reference, so a masked deposit that the cropping turns into one "with solvent
-noise" shows as such (it then reads against that ringing as if it were noise).
+noise" shows as such (it then reads against that ringing as if it were noise), and how far its
+solvent's values spread (``cryores.spectral.solvent_spread``), with a star where that is below
+``cryores.cautions.FAINT_SOLVENT`` and the prediction says so.
 
 With ``--simulated N`` the same is done, with the truth known, on the deposited-style maps of N
 validation structures (``bfactor``, sample 0, seed 7, as the benchmarks draw them): each read as
 it is and cropped, its label resampled linearly onto the cropped grid, scored by MAE, bias and the
-median ln(reading / label), apart for the masked ones, which lose their missing reference.
+median ln(reading / label), apart for the masked ones, which lose their missing reference, with
+how many were cautioned for a faint solvent.
 
 Usage: python benchmarks/resampled_real_maps.py [CARD] [--factors 1.5 2] [--simulated N]
 """
@@ -28,6 +31,7 @@ import time
 import numpy as np
 
 import cryores
+from cryores.cautions import FAINT_SOLVENT
 from cryores.model_card import load_model
 from cryores.mrc_io import read_map
 from cryores.resample import fourier_resample, linear_resample
@@ -40,6 +44,12 @@ def cropped(data: np.ndarray, voxel: tuple[float, float, float], factor: float):
     shape = tuple(int(round(n / factor)) for n in data.shape)
     return (fourier_resample(data, shape).astype(np.float32),
             tuple(v * n / m for v, n, m in zip(voxel, data.shape, shape)))
+
+
+def faint(result: cryores.Prediction) -> bool:
+    """Whether the prediction cautions that the solvent it was read against is faint."""
+    return result.noise_reference is True and result.solvent_spread is not None and \
+        result.solvent_spread < FAINT_SOLVENT and any("solvent is faint" in c for c in result.cautions)
 
 
 def simulated_deposits(model, structures: int, factors: list[float]) -> None:
@@ -62,12 +72,13 @@ def simulated_deposits(model, structures: int, factors: list[float]) -> None:
             error = result.resolution[region] - label[region]
             scores.setdefault((masked, factor), []).append(
                 (float(np.abs(error).mean()), float(error.mean()),
-                 float(np.median(np.log(result.resolution[region] / label[region])))))
+                 float(np.median(np.log(result.resolution[region] / label[region]))), faint(result)))
     print(f"\nvalidation deposits ({len(ids)} structures), mask given: MAE / bias Å, median ln offset (mean over maps)")
     for (masked, factor), rows in sorted(scores.items()):
-        mae, bias, offset = np.mean(rows, axis=0)
+        mae, bias, offset, cautioned = np.mean(rows, axis=0)
         print(f"{'masked or zoned' if masked else 'solvent kept':16s} x {factor:<4g} {len(rows):3d} maps  "
-              f"MAE {mae:.3f}  bias {bias:+.3f}  offset {offset:+.3f}", flush=True)
+              f"MAE {mae:.3f}  bias {bias:+.3f}  offset {offset:+.3f}  faint solvent {cautioned * len(rows):.0f}",
+              flush=True)
 
 
 def main() -> None:
@@ -79,7 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(args.card)
     print(f"model {model.card['name']}; medians and 5-95 % in Å over the automatic mask")
-    print(f"{'map':22s} {'Å/px':>6s} {'Nyquist':>7s} {'reference':>9s} {'median':>7s} {'5-95 %':>13s} {'s':>5s}")
+    print(f"{'map':22s} {'Å/px':>6s} {'Nyquist':>7s} {'reference':>9s} {'spread':>8s} {'median':>7s} {'5-95 %':>13s} "
+          f"{'s':>5s}")
     for name, path, _, _ in REAL_MAPS:
         density = read_map(path)
         for factor in [1.0] + list(args.factors):
@@ -91,9 +103,11 @@ def main() -> None:
             values = result.resolution[result.mask]
             p5, median, p95 = np.percentile(values, [5, 50, 95])
             reference = {True: "yes", False: "no", None: "-"}[result.noise_reference]
+            spread = "-" if result.solvent_spread is None else (
+                f"{result.solvent_spread:.1e}" + ("*" if faint(result) else " "))
             print(f"{name if factor == 1.0 else '  × ' + format(factor, 'g'):22s} {max(voxel):6.3f} "
-                  f"{2 * max(voxel):7.2f} {reference:>9s} {median:7.2f} {p5:6.2f}-{p95:6.2f} {seconds:5.1f}",
-                  flush=True)
+                  f"{2 * max(voxel):7.2f} {reference:>9s} {spread:>8s} {median:7.2f} {p5:6.2f}-{p95:6.2f} "
+                  f"{seconds:5.1f}", flush=True)
     if args.simulated:
         simulated_deposits(model, args.simulated, list(args.factors))
 

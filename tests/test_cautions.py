@@ -149,6 +149,23 @@ def test_a_map_without_a_noise_reference_is_cautioned_whatever_the_card():
         assert prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=said) == ()
 
 
+def test_a_faint_solvent_read_as_the_noise_reference_is_cautioned_with_its_spread():
+    from cryores.cautions import FAINT_SOLVENT
+
+    resolution, mask = readings(0.0)
+    faint = prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=True, solvent_spread=6.3e-4)
+    assert len(faint) == 1 and "faint (its values spread 6.3e-04 of the molecule's)" in faint[0]
+    assert "deposited" in faint[0]  # says what to do about it
+    for spread in (FAINT_SOLVENT, 0.15, None):  # at the threshold, a real raw map's noise, not measured
+        assert prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=True,
+                                   solvent_spread=spread) == ()
+    # without a reference there is no solvent to call faint; the missing reference is cautioned instead
+    from cryores.cautions import NO_REFERENCE
+
+    assert prediction_cautions(resolution, mask, (2.0,) * 3, CARD, noise_reference=False,
+                               solvent_spread=1e-5) == (NO_REFERENCE,)
+
+
 @installed
 def test_a_flattened_map_is_read_without_a_noise_reference_and_a_batch_rerun_says_so_again(tmp_path):
     """Noise in the solvent: a reference and no caution. The same map with its solvent set to one
@@ -184,3 +201,43 @@ def test_a_flattened_map_is_read_without_a_noise_reference_and_a_batch_rerun_say
     assert NO_REFERENCE not in given.cautions
     again = predict_one(str(path), str(tmp_path / "flat_cut.mrc"), cut)
     assert again.status == "skipped" and again.cautions == given.cautions
+
+
+@installed
+def test_a_soft_masked_map_resampled_in_fourier_space_is_cautioned_and_a_batch_rerun_says_so_again(tmp_path):
+    """A deposit-like map (low-passed at 6 Å, soft-masked) Fourier-cropped by 1.5: the mask's edge
+    rings through the solvent, which is then read as the noise reference, with a caution that
+    names the spread; the output's label keeps it for a batch rerun. The same map unmasked and
+    cropped alike keeps real noise in its solvent: no caution."""
+    import mrcfile
+    import scipy.fft
+    from scipy import ndimage
+
+    from cryores import predict
+    from cryores.batch import BatchOptions, predict_one
+    from cryores.cautions import FAINT_SOLVENT
+    from cryores.fourier import spatial_frequency
+    from cryores.masking import automatic_mask, dilate
+    from cryores.resample import fourier_resample
+
+    density = synthetic_map((60, 60, 60), n_atoms=900, noise=0.05, seed=2)
+    low = scipy.fft.irfftn(scipy.fft.rfftn(density) * (spatial_frequency(density.shape, (1.0,) * 3) <= 1 / 6.0),
+                           s=density.shape).astype(np.float32)
+    soft = ndimage.gaussian_filter(dilate(automatic_mask(density, (1.0,) * 3), (3.0,) * 3).astype(np.float32), 2.0)
+    voxel = 1.5
+    ringing = fourier_resample(low * soft, (40, 40, 40)).astype(np.float32)
+    unmasked = fourier_resample(low, (40, 40, 40)).astype(np.float32)
+    read = predict(ringing, voxel)
+    assert read.noise_reference is True and read.solvent_spread < FAINT_SOLVENT
+    assert sum("solvent is faint" in c for c in read.cautions) == 1
+    plain = predict(unmasked, voxel)
+    assert plain.noise_reference is True and plain.solvent_spread > 10 * FAINT_SOLVENT
+    assert not any("faint" in c for c in plain.cautions)
+    path = write_mrc(tmp_path / "ringing.mrc", ringing, voxel_size=voxel)
+    out = tmp_path / "ringing_locres.mrc"
+    first = predict_one(str(path), str(out), BatchOptions(torch_threads=1))
+    assert first.status == "done" and "solvent is faint" in first.cautions
+    with mrcfile.open(out) as mrc:
+        assert any(label.startswith("cryores: faint solvent, spread ") for label in header_labels(mrc.header))
+    again = predict_one(str(path), str(out), BatchOptions(torch_threads=1))
+    assert again.status == "skipped" and again.cautions == first.cautions

@@ -55,6 +55,16 @@ def test_the_labels_read_back_what_they_were_written_from(noise_reference, lowpa
     assert facts.cut_scale == scale
 
 
+@pytest.mark.parametrize("spread, written_down", [(4.9e-05, True), (0.0009999, True), (0.001, False), (0.15, False)])
+def test_a_faint_solvent_is_written_down_so_that_a_rerun_can_caution_again(spread, written_down):
+    written = dataclasses.replace(_prediction(True), solvent_spread=spread)
+    facts = read_resolution_labels(resolution_label(written).split("\n"))
+    assert (facts.noise_reference, facts.solvent_spread) == ((True, spread) if written_down else (None, None))
+    # a map without a reference has no solvent spread to write, whatever the caller put there
+    without = dataclasses.replace(_prediction(False), solvent_spread=spread)
+    assert read_resolution_labels(resolution_label(without).split("\n")).solvent_spread is None
+
+
 def test_a_long_model_name_cuts_no_other_fact_from_the_labels():
     long_name = "cryores-v3-" + "x" * 80
     written = dataclasses.replace(_prediction(False, 6.5, 0.9), model_name=long_name)
@@ -84,6 +94,10 @@ def test_the_report_says_whether_the_map_had_a_noise_reference(tmp_path, raw_map
     assert any(f.startswith("no noise reference") for f in masked)
     assert "low-pass cut given: 6 Å (nothing reads finer)" in masked
     assert not any("low-pass cut" in f for f in raw)
+    faint = report_facts(density, dataclasses.replace(predict(raw_map, VOXEL, model=spectral_model_card),
+                                                      solvent_spread=5e-5))
+    assert faint[faint.index("noise reference: the map's solvent") + 1].startswith("  faint (spread 5.0e-05)")
+    assert not any("faint" in f for f in raw)
 
 
 def test_the_report_command_reads_the_model_reference_and_cut_from_cryores_labels(tmp_path, masked_map,

@@ -170,6 +170,34 @@ def test_noise_reference_only_where_the_solvent_holds_noise(molecule):
     assert not masked.has_reference and (masked.features[N_BANDS:2 * N_BANDS] == 0).all()
 
 
+def test_a_soft_masked_map_resampled_in_fourier_space_has_a_faint_solvent(molecule):
+    """A deposit-like map (low-passed at 6 Å, soft-masked) Fourier-cropped by 1.5 is no longer one
+    constant outside its mask: its solvent is read as a reference, but it spreads far less than
+    the solvent of the same map unmasked (cryores.cautions.FAINT_SOLVENT)."""
+    from scipy import ndimage
+
+    from cryores.cautions import FAINT_SOLVENT
+    from cryores.masking import dilate
+    from cryores.resample import fourier_resample
+
+    density, mask = molecule
+    low = lowpass(density, 1.0, 6.0)
+    soft = ndimage.gaussian_filter(dilate(mask, (3.0,) * 3).astype(np.float32), 2.0)
+    voxel = (56 / 37,) * 3
+    ringing = fourier_resample(low * soft, (37, 37, 37)).astype(np.float32)
+    unmasked = fourier_resample(low, (37, 37, 37)).astype(np.float32)
+    faint = compute_features(ringing, voxel, automatic_mask(ringing, voxel))
+    noisy = compute_features(unmasked, voxel, automatic_mask(unmasked, voxel))
+    assert faint.has_reference and faint.solvent_spread < FAINT_SOLVENT
+    assert noisy.has_reference and noisy.solvent_spread > 10 * FAINT_SOLVENT
+    # unchanged by the map's scale and offset, as every feature is (within float32's rounding of
+    # values about 1e-5 of the offset)
+    shifted = compute_features(3.0 * ringing + 2.0, voxel, automatic_mask(ringing, voxel))
+    assert shifted.solvent_spread == pytest.approx(faint.solvent_spread, rel=0.1)
+    masked = compute_features(np.where(mask, density, 0.0), (1.0,) * 3, mask)
+    assert masked.solvent_spread is None  # no reference, nothing to measure
+
+
 def test_quantiles_are_ordered_and_bounds_cost_only_below():
     torch.manual_seed(0)
     network = SpectralNet(N_FEATURES, (16,))

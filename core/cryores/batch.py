@@ -269,7 +269,8 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
     row.cautions = "; ".join(prediction_cautions(result.data, inside, result.voxel_size, card,  # as when made
                                                  facts.noise_reference,
                                                  lowpass_cut_given=facts.lowpass_cut is not None,
-                                                 scaled_to_cut=facts.cut_scale is not None) + refused)
+                                                 scaled_to_cut=facts.cut_scale is not None,
+                                                 solvent_spread=facts.solvent_spread) + refused)
     return row
 
 

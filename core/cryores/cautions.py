@@ -5,9 +5,9 @@ extrapolations. Real 4-6 Å/px maps, for instance, read at the 30 Å ceiling wit
 differed from the shipped one only in their training rows (``training/README.md``), and
 regions coarser than the coarsest training label can only be read as "about that or coarser".
 A v3 model also says when a map had no noise reference, where its absolute values are least
-certain. The prediction is still written: these are said beside it (one line each on the
-command line, :attr:`Prediction.cautions` in Python, a column of the batch summary), never
-raised as errors.
+certain, and when the solvent it read as one is so faint that it may be a masked map's ringing.
+The prediction is still written: these are said beside it (one line each on the command line,
+:attr:`Prediction.cautions` in Python, a column of the batch summary), never raised as errors.
 
 The ranges come from the model card's ``trained_on`` block (written by the fit and checked by
 :mod:`cryores.model_card` when the card loads); a card without it (older or test models) gives
@@ -55,10 +55,26 @@ NO_REFERENCE_SCALED_TO_CUT = ("the map's solvent holds no noise (a masked, flatt
                               "taken as its global resolution (its best-resolved fifth reads the cut), so a cut that "
                               "is not the map's global resolution moves every value with it; " + _HALF_MAP_ADVICE)
 
+# How far a map's solvent spreads (cryores.spectral.solvent_spread: median absolute deviation over
+# the map's standard deviation inside its automatic mask) below which it is called faint. Maps
+# whose solvent holds noise spread more: real raw maps 0.01-0.15, 54 simulated validation maps
+# (raw, and deposits that keep their solvent) 0.0017-0.66. A masked map's edge, once the map is
+# Fourier-cropped by 1.5, rings at 3e-7 to 1.3e-3 in simulated masked deposits (32 of 33 below this
+# threshold), but at 6e-4 to 2e-2 in real masked and zoned maps, where hard zone edges and small
+# boxes ring more (docs/benchmarks.md, resampled real maps). Nothing tells ringing from noise on
+# every map, so a faint solvent is still read as noise, with this caution (which many real rings escape).
+FAINT_SOLVENT = 1e-3
+FAINT_SOLVENT_TEXT = ("the map's solvent is faint (its values spread {spread:.1e} of the molecule's) and was read as "
+                      "its noise; a masked map leaves such a solvent once it is resampled or filtered in Fourier "
+                      "space (ringing from the mask's edge), or where its mask's soft edge reaches far, and then "
+                      "reads up to twice too coarse: if so, read the map at the sampling it was deposited at, or "
+                      "its unmasked half maps' average")
+
 
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
                         card: dict, noise_reference: bool | None = None,
-                        lowpass_cut_given: bool = False, scaled_to_cut: bool = False) -> tuple[str, ...]:
+                        lowpass_cut_given: bool = False, scaled_to_cut: bool = False,
+                        solvent_spread: float | None = None) -> tuple[str, ...]:
     """Plain-language cautions for ``resolution`` (Å, on the map's grid) over ``mask``, read by
     the model of ``card`` from a map of ``voxel_size`` (Å per axis):
 
@@ -67,6 +83,8 @@ def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tu
       them are on such maps (``docs/evaluation.md``, maps with and without a noise reference);
       without the advice to give the map's low-pass cut when ``lowpass_cut_given``, and saying
       that the cut set the map's scale when ``scaled_to_cut`` (:mod:`cryores.cut_scale`);
+    * the map was read against a solvent whose values spread less than :data:`FAINT_SOLVENT`
+      (``solvent_spread``; None: not measured), which may be a masked map's ringing;
     * a voxel size outside the trained range (any axis, beyond :data:`TOLERANCE`);
     * at least :data:`SHARE` of the mask reading coarser than the coarsest trained resolution
       (unless Nyquist itself is coarser: then the clip, not the model, sets those values, and
@@ -76,6 +94,8 @@ def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tu
     no_reference = (NO_REFERENCE_SCALED_TO_CUT if scaled_to_cut else NO_REFERENCE_GIVEN_CUT if lowpass_cut_given
                     else NO_REFERENCE)  # no advice already taken
     cautions = [no_reference] if noise_reference is False else []
+    if noise_reference is True and solvent_spread is not None and solvent_spread < FAINT_SOLVENT:
+        cautions.append(FAINT_SOLVENT_TEXT.format(spread=solvent_spread))
     ranges = trained_ranges(card)
     if ranges is None:
         return tuple(cautions)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cautions import prediction_cautions
+from .cautions import FAINT_SOLVENT, prediction_cautions
 from .cut_scale import scale_for_cut
 from .errors import CryoResError
 from .inference import resolve_device, sliding_window_predict
@@ -51,6 +51,9 @@ class Prediction:
     use one. lowpass_cut: the low-pass cut (Å) the caller gave, which no value reads finer than.
     cut_scale: the factor a map without a noise reference was scaled by so that its
     best-resolved fifth reads the cut (:mod:`cryores.cut_scale`); None when it was not scaled.
+    solvent_spread: where a v3 model read the map against its solvent, how far the solvent's
+    values spread (:func:`cryores.spectral.solvent_spread`); a faint one is cautioned
+    (:data:`cryores.cautions.FAINT_SOLVENT`). None when not measured.
     """
 
     resolution: np.ndarray
@@ -63,6 +66,7 @@ class Prediction:
     noise_reference: bool | None = None
     lowpass_cut: float | None = None
     cut_scale: float | None = None
+    solvent_spread: float | None = None
 
 
 def predict(
@@ -144,7 +148,7 @@ def predict(
 
 def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray, voxel: tuple[float, float, float],
                 loaded: LoadedModel, lowpass_cut: float | None, noise_reference: bool | None = None,
-                scale_to_cut: bool = True) -> Prediction:
+                scale_to_cut: bool = True, solvent_spread: float | None = None) -> Prediction:
     """The last station of both model kinds: a map without a noise reference scaled to the
     low-pass cut given (:mod:`cryores.cut_scale`), the reading clipped to [Nyquist, or the cut if
     coarser; the model's upper end], both maps 0 outside the mask, the summary and cautions."""
@@ -160,10 +164,11 @@ def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray
     if std is not None:
         std[~mask] = 0.0
     cautions = prediction_cautions(resolution, mask, voxel, loaded.card, noise_reference,
-                                   lowpass_cut_given=lowpass_cut is not None, scaled_to_cut=scale is not None)
+                                   lowpass_cut_given=lowpass_cut is not None, scaled_to_cut=scale is not None,
+                                   solvent_spread=solvent_spread)
     cautions += (refusal,) if refusal else ()
     return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
-                      cautions, noise_reference, lowpass_cut, scale)
+                      cautions, noise_reference, lowpass_cut, scale, solvent_spread)
 
 
 def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
@@ -205,21 +210,23 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
                 bar.update(done - reported[0])
                 reported[0] = done
 
-        resolution, std, has_reference = spectral_predict(density, voxel, mask, loaded, resolve_device(device),
-                                                          on_progress, reference)
-    return _prediction(resolution, std, mask, voxel, loaded, lowpass_cut, has_reference, scale_to_cut)
+        resolution, std, has_reference, spread = spectral_predict(density, voxel, mask, loaded,
+                                                                  resolve_device(device), on_progress, reference)
+    return _prediction(resolution, std, mask, voxel, loaded, lowpass_cut, has_reference, scale_to_cut, spread)
 
 
 NO_REFERENCE_LABEL = "no noise reference"
 NO_REFERENCE_LINE = f"cryores: {NO_REFERENCE_LABEL}"  # a line of its own: a long model name cannot cut it
 LOWPASS_CUT_LABEL = "cryores low-pass cut"  # a label line: "cryores low-pass cut 3.2 A"
 CUT_SCALE_LABEL = "cryores scaled to the cut by"  # when the cut set the scale: "... by 0.87"
+FAINT_SOLVENT_LABEL = "cryores: faint solvent, spread"  # when cautioned: "... spread 0.00065"
 
 
 def resolution_label(result: Prediction) -> str:
     """The resolution map's MRC header labels (one per line, each at most 80 characters): what made
     it, whether the map had no noise reference, the low-pass cut it was given and the factor that
-    cut scaled it by (so that a batch rerun that keeps the file can repeat its cautions, and does
+    cut scaled it by, and a faint solvent's spread where it was cautioned (so that a batch rerun
+    that keeps the file can repeat its cautions, and does
     not keep a file read with another cut). Each fact has its own line, so that cutting the first
     line at 80 characters (a long model name) loses no other fact."""
     label = f"cryores local resolution (A), model {result.model_name}"
@@ -229,25 +236,31 @@ def resolution_label(result: Prediction) -> str:
         label += f"\n{LOWPASS_CUT_LABEL} {result.lowpass_cut!r} A"
     if result.cut_scale is not None:
         label += f"\n{CUT_SCALE_LABEL} {result.cut_scale:.6g}"
+    if result.noise_reference is True and result.solvent_spread is not None and result.solvent_spread < FAINT_SOLVENT:
+        label += f"\n{FAINT_SOLVENT_LABEL} {result.solvent_spread:.6g}"
     return label
 
 
 @dataclass(frozen=True)
 class LabelFacts:
     """What a resolution map's labels (:func:`resolution_label`) say: the model that made it,
-    whether its map had no noise reference (False; None when the labels do not say), the
-    low-pass cut it was given (None: none) and the factor that cut scaled it by (None: none)."""
+    whether its map had a noise reference (False: none; True: a faint solvent, whose spread they
+    record; None when they do not say), the low-pass cut it was given (None: none), the factor
+    that cut scaled it by (None: none) and a faint solvent's spread (None: not faint, or not
+    said)."""
 
     model_name: str | None
     noise_reference: bool | None
     lowpass_cut: float | None
     cut_scale: float | None = None
+    solvent_spread: float | None = None
 
 
 _MODEL_LABEL = re.compile(r"cryores local resolution.*model ([^\s,]+)")
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 _CUT_LABEL = re.compile(re.escape(LOWPASS_CUT_LABEL) + " " + _NUMBER + " A$")
 _CUT_SCALE_LABEL = re.compile(re.escape(CUT_SCALE_LABEL) + " " + _NUMBER + "$")
+_FAINT_SOLVENT_LABEL = re.compile(re.escape(FAINT_SOLVENT_LABEL) + " " + _NUMBER + "$")
 
 
 def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
@@ -256,11 +269,13 @@ def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
     models = [(m.group(1), label) for label in labels if (m := _MODEL_LABEL.search(label))]
     cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
     scales = [float(m.group(1)) for m in map(_CUT_SCALE_LABEL.search, labels) if m]
+    spreads = [float(m.group(1)) for m in map(_FAINT_SOLVENT_LABEL.search, labels) if m]
     model_name, model_label = models[-1] if models else (None, "")
     # files written before the flag had its own line carry it at the end of the model's line
     no_reference = NO_REFERENCE_LINE in labels or NO_REFERENCE_LABEL in model_label
-    return LabelFacts(model_name, False if no_reference else None,
-                      cuts[-1] if cuts else None, scales[-1] if scales else None)
+    return LabelFacts(model_name, False if no_reference else True if spreads else None,
+                      cuts[-1] if cuts else None, scales[-1] if scales else None,
+                      spreads[-1] if spreads else None)
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:

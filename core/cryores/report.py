@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cautions import FAINT_SOLVENT
 from .errors import CryoResError
 from .mrc_io import DensityMap, atomic_path, check_output_path, header_labels
 from .predict import Prediction, read_resolution_labels
@@ -96,6 +97,9 @@ def report_facts(density: DensityMap, result: Prediction, title: str | None = No
              f"estimator: {result.model_name}"]
     if result.noise_reference is True:
         facts.append("noise reference: the map's solvent")
+        if result.solvent_spread is not None and result.solvent_spread < FAINT_SOLVENT:
+            facts += [f"  faint (spread {result.solvent_spread:.1e}): if the map was masked,",
+                      "  then resampled, it is ringing, not noise"]
     elif result.noise_reference is False:
         facts += ["no noise reference (masked or flattened map):",
                   "  the whole map may read too fine or too coarse;",
@@ -128,7 +132,7 @@ def prediction_from_files(density: DensityMap, locres: DensityMap,
     return Prediction(locres.data, mask, uncertainty.data if uncertainty is not None else None,
                       summarise(locres.data, mask), estimator, density.voxel_size,
                       noise_reference=made.noise_reference, lowpass_cut=made.lowpass_cut,
-                      cut_scale=made.cut_scale)
+                      cut_scale=made.cut_scale, solvent_spread=made.solvent_spread)
 
 
 def report_for_files(density: DensityMap, locres: DensityMap, output: str | os.PathLike, *,

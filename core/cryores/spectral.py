@@ -102,7 +102,9 @@ class SpectralFeatures:
     (:data:`N_CONTEXT` values), the median of the relative powers and SNRs over the reference
     region (the automatic mask by default), whatever ``mask`` is. ``percentiles``: the
     :func:`band_percentiles` of the same region where the map has no noise reference, else 0
-    (never read there, :func:`percentile_inputs`).
+    (never read there, :func:`percentile_inputs`). ``solvent_spread``: where the map has a noise
+    reference, the median absolute deviation of the solvent's values over the standard deviation
+    of the map inside the reference region (:data:`cryores.cautions.FAINT_SOLVENT`); None without one.
     """
 
     features: np.ndarray
@@ -115,6 +117,7 @@ class SpectralFeatures:
     content_edge: float
     context: np.ndarray
     percentiles: np.ndarray
+    solvent_spread: float | None = None
 
 
 def band_weight(frequency: np.ndarray, centre_a: float, log_frequency: np.ndarray | None = None) -> np.ndarray:
@@ -258,10 +261,10 @@ def local_band_power(density: np.ndarray, voxel_size: tuple[float, float, float]
     return power, present
 
 
-def _solvent_noise(density: np.ndarray, power: np.ndarray, grid_solvent: np.ndarray) -> np.ndarray | None:
-    """Median band power over ``grid_solvent`` (the feature-grid solvent), or None when the
-    solvent holds no noise to measure: too small, or (mostly) one constant in the map's own
-    values (masked, flattened or zoned deposits), read at the input voxels nearest to it."""
+def _solvent_values(density: np.ndarray, grid_solvent: np.ndarray) -> np.ndarray | None:
+    """The map's values at the input voxels nearest to ``grid_solvent`` (the feature-grid
+    solvent), or None when the solvent holds no noise to measure: too small, or (mostly) one
+    constant (masked, flattened or zoned deposits)."""
     n_solvent = int(grid_solvent.sum())
     if n_solvent < 8 or n_solvent * density.size / grid_solvent.size < MIN_SOLVENT_VOXELS:
         return None
@@ -272,8 +275,17 @@ def _solvent_noise(density: np.ndarray, power: np.ndarray, grid_solvent: np.ndar
     _, counts = np.unique(values[:: max(1, values.size // 200_000)], return_counts=True)
     if counts.max() > MAX_CONSTANT_SOLVENT * counts.sum() or float(values.std()) == 0.0:
         return None  # masked, flattened or zoned: the solvent is (mostly) one constant
-    # channel by channel: the same medians as one median along an axis, in a third of the time
-    return np.array([np.median(band[grid_solvent]) for band in power], dtype=power.dtype)
+    return values
+
+
+def solvent_spread(values: np.ndarray, density: np.ndarray, reference: np.ndarray) -> float:
+    """How far the solvent's ``values`` spread about their median (median absolute deviation), as
+    a share of the map's standard deviation inside ``reference`` (input grid): a scale-free
+    number, compared with :data:`cryores.cautions.FAINT_SOLVENT`."""
+    inside = density[reference] if reference.any() else density
+    spread = float(inside.std())
+    deviation = float(np.median(np.abs(values - np.median(values))))
+    return deviation / spread if spread > 0 else float("inf")
 
 
 def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
@@ -312,7 +324,11 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
     scale = float(np.median(total[grid_reference]))
     scale = scale if scale > 0 else float(total.max()) + 1e-30
     grid_solvent = grid_solvent & ~dilate(grid_mask | grid_reference, tuple(SOLVENT_GAP_A / v for v in grid_voxel))
-    noise = _solvent_noise(density, power, grid_solvent)
+    values = _solvent_values(density, grid_solvent)
+    # channel by channel: the same medians as one median along an axis, in a third of the time
+    noise = (np.array([np.median(band[grid_solvent]) for band in power], dtype=power.dtype)
+             if values is not None else None)
+    spread = solvent_spread(values, density, reference) if values is not None else None
 
     # band by band, in place: log10(P/E + EPS), log10((P + EPS E) / N); absent bands ABSENT and 0
     features = np.empty((N_FEATURES,) + tuple(grid), dtype=np.float32)
@@ -338,7 +354,7 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
     percentiles = (band_percentiles(features[:N_BANDS, grid_reference].T) if noise is None
                    else np.zeros(N_PERCENTILES, np.float32))
     return SpectralFeatures(features, grid_mask, present, noise is not None, grid_voxel, scale, noise, edge, context,
-                            percentiles)
+                            percentiles, spread)
 
 
 def percentile_inputs(percentiles: np.ndarray, has_reference: bool) -> np.ndarray:

@@ -107,7 +107,8 @@ class SpectralParts:
     ``log_median`` (ln Å, smoothed inside ``region`` by :func:`adaptive_smooth`),
     ``log_low``/``log_high`` (ln Å, the 5 and 95 % quantiles), ``floor`` (Å,
     :func:`cryores.spectral.evidence_floor` with the content edge), ``region`` (the feature-grid
-    voxels the network ran on), ``has_reference`` (whether the solvent gave a noise spectrum).
+    voxels the network ran on), ``has_reference`` (whether the solvent gave a noise spectrum),
+    ``solvent_spread`` (:attr:`cryores.spectral.SpectralFeatures.solvent_spread`).
     Kept apart so that training can calibrate the shift and interval against the floor without
     running the network again.
     """
@@ -118,6 +119,7 @@ class SpectralParts:
     floor: np.ndarray
     region: np.ndarray
     has_reference: bool = True
+    solvent_spread: float | None = None
 
     def calibrated(self, shift: float, interval_scale: float, floored: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(resolution Å, std Å) on the feature grid: the median divided by exp(shift), never finer
@@ -163,16 +165,18 @@ def spectral_parts(density: np.ndarray, voxel_size: tuple[float, float, float], 
     log_low[region], log_median[region], log_high[region] = quantiles.T
     log_median = adaptive_smooth(log_median, region, features.voxel_size)
     floor = evidence_floor(features.features, features.content_edge)
-    return SpectralParts(log_median, log_low, log_high, floor, region, bool(features.has_reference))
+    return SpectralParts(log_median, log_low, log_high, floor, region, bool(features.has_reference),
+                         features.solvent_spread)
 
 
 def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
                      loaded: LoadedModel, device: torch.device,
                      on_progress: Callable[[int, int], None] | None = None,
-                     reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(resolution Å, uncertainty Å, whether the map's solvent gave a noise reference) on the
-    input grid, before clipping and zeroing outside (outside the mask's bounding box each is the
-    value on the box's nearest face).
+                     reference: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, bool, float | None]:
+    """(resolution Å, uncertainty Å, whether the map's solvent gave a noise reference, how far its
+    values spread (:attr:`SpectralParts.solvent_spread`)) on the input grid, before clipping and
+    zeroing outside (outside the mask's bounding box each is the value on the box's nearest face).
 
     ``reference``: the automatic mask when the caller has it already (else computed here).
     """
@@ -183,4 +187,4 @@ def spectral_predict(density: np.ndarray, voxel_size: tuple[float, float, float]
         box = bounding_box(mask) if mask.any() else tuple(slice(0, n) for n in density.shape)
         resolution = pad_to(linear_resample(resolution, density.shape, box=box), box, density.shape)
         std = pad_to(linear_resample(std, density.shape, box=box), box, density.shape)
-    return resolution.astype(np.float32), std.astype(np.float32), parts.has_reference
+    return resolution.astype(np.float32), std.astype(np.float32), parts.has_reference, parts.solvent_spread

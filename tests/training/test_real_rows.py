@@ -30,7 +30,7 @@ EMD = re.compile(r"emd[-_]?(\d{3,5})", re.IGNORECASE)
 
 @pytest.fixture(scope="module")
 def raw_map() -> tuple[np.ndarray, tuple[float, float, float]]:
-    loaded = read_map(ROOT / "tests" / "data" / "real" / "emd_5625.map.gz")  # raw, noisy solvent, 4.23 Å/px
+    loaded = read_map(ROOT / "tests" / "data" / "real" / "emd_5625.map.gz")  # no zeros (wide soft mask), 4.23 Å/px
     return loaded.data.astype(np.float32), tuple(float(v) for v in loaded.voxel_size)
 
 
