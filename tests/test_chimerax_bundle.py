@@ -127,6 +127,19 @@ def test_pyproject_declares_the_bundle_and_its_commands():
     assert "ChimeraX-Core >=1.7" in data["project"]["dependencies"]
 
 
+def test_the_bundle_declares_one_version_and_it_is_cryores_own():
+    """The bundle ships with the package it wraps: pyproject.toml (what ChimeraX's builder and
+    toolshed read), the package's ``__version__`` and cryores' version are one number."""
+    import re
+
+    import cryores
+
+    tomllib = pytest.importorskip("tomllib")
+    declared = tomllib.loads((BUNDLE / "pyproject.toml").read_text())["project"]["version"]
+    package = re.search(r'^__version__ = "([^"]+)"$', (BUNDLE / "src" / "__init__.py").read_text(), re.M)
+    assert package is not None and declared == package.group(1) == cryores.__version__
+
+
 def test_chimerax_constraints_keep_pkg_resources_and_readable_metadata():
     """setuptools<81 keeps pkg_resources (1.7's builder imports it); pkginfo>=1.12 reads the
     Metadata-Version 2.4 that setuptools>=77 (required by torch 2.13) writes into the wheel."""

@@ -1,6 +1,6 @@
 """BibTeX entries of the plugin (Scipion parses this docstring; keys are used by _citations).
 @misc{cryores,
-  title = {cryores: local resolution of cryo-EM density maps from a single map with a small 3-D U-Net},
+  title = {cryores: local resolution of cryo-EM density maps from a single map, read from its local spectral evidence},
   author = {cryores developers},
   journal = {cryores software 0.1.0},
   year = {2026},

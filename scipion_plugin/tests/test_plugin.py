@@ -42,6 +42,9 @@ def test_scipion_registers_plugin_protocol_and_references():
         assert key in bibtex, key
     assert bibtex["Kucukelbir2014"]["doi"] == "10.1038/nmeth.2727"
     assert bibtex["Cardone2013"]["doi"] == "10.1016/j.jsb.2013.08.002"
+    # the citation names this release and what the shipped model reads (it is no U-Net since v3)
+    assert bibtex["cryores"]["journal"] == f"cryores software {cryores_scipion.__version__}"
+    assert "spectral evidence" in bibtex["cryores"]["title"] and "U-Net" not in bibtex["cryores"]["title"]
 
 
 def test_protocol_appears_under_3d_analysis_resolution():

@@ -46,6 +46,9 @@ from cryores.mrc_io import read_map, write_map  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "chimerax_bundle"
+# the bundle's version as its pyproject.toml declares it (tests/test_chimerax_bundle.py checks it is
+# the package's and cryores' own), so a release bumps it in one place
+VERSION = re.search(r'^version = "([^"]+)"$', (BUNDLE / "pyproject.toml").read_text(), re.M).group(1)
 HELP_PAGE = BUNDLE / "src" / "docs" / "user" / "commands" / "cryores.html"
 IMAGE_SIZE = (700, 500)
 TIMINGS: dict[str, float] = {}
@@ -250,13 +253,13 @@ def test_bundle_builds_and_installs_with_chimerax_devel_commands(session):
     """``devel build .`` makes a wheel, ``devel install . user false`` registers all three commands."""
     build, install = log_text(session.cryores_build_log), log_text(session.cryores_install_log)
     wheels = sorted((session.cryores_bundle_copy / "dist").glob("*.whl"))
-    assert [w.name for w in wheels] == ["chimerax_cryores-0.1.0-py3-none-any.whl"], build[-2000:]
+    assert [w.name for w in wheels] == [f"chimerax_cryores-{VERSION}-py3-none-any.whl"], build[-2000:]
     assert "Traceback" not in build + install and "KeyError" not in build, (build + install)[-3000:]
     # The toolshed names the bundle after its dist-info folder, which newer setuptools writes in
     # lower case (chimerax_cryores-0.1.0.dist-info): "Installed chimerax-cryores (0.1.0)".
-    assert "installed chimerax-cryores (0.1.0)" in install.lower(), install[-2000:]
+    assert f"installed chimerax-cryores ({VERSION})" in install.lower(), install[-2000:]
     bundle = session.toolshed.find_bundle("ChimeraX-CryoRes", session.logger)
-    assert bundle is not None and bundle.version == "0.1.0"
+    assert bundle is not None and bundle.version == VERSION
     for name in ("cryores predict", "cryores color", "cryores localfsc"):
         usage = log_text(run(session, f"usage {name}"))
         assert f"\n{name} volume " in usage or f"\n{name} halfMaps " in usage, usage
