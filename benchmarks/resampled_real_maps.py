@@ -16,7 +16,8 @@ solvent's values spread (``cryores.spectral.solvent_spread``), with a star where
 
 With ``--simulated N`` the same is done, with the truth known, on the deposited-style maps of N
 validation structures (``bfactor``, sample 0, seed 7, as the benchmarks draw them): each read as
-it is and cropped, its label resampled linearly onto the cropped grid, scored by MAE, bias and the
+it is and cropped, its label resampled linearly onto the cropped grid and floored at that grid's
+Nyquist (nothing finer is left in the map, and no reading is finer), scored by MAE, bias and the
 median ln(reading / label), apart for the masked ones, which lose their missing reference, with
 how many were cautioned for a faint solvent.
 
@@ -68,6 +69,9 @@ def simulated_deposits(model, structures: int, factors: list[float]) -> None:
                 label = linear_resample(deposit.label.astype(np.float32), data.shape)
                 label = np.where(linear_resample((deposit.label > 0).astype(np.float32), data.shape) > 0.5, label, 0)
             region = label > 0
+            # nothing finer than the grid's Nyquist exists in the map (and no reading is finer): a
+            # label finer than the cropped grid's Nyquist is read at it
+            label = np.where(region, np.maximum(label, 2.0 * max(size)), 0.0)
             result = cryores.predict(data, size, region, model=model)
             error = result.resolution[region] - label[region]
             scores.setdefault((masked, factor), []).append(
