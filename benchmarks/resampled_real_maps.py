@@ -56,7 +56,7 @@ def faint(result: cryores.Prediction) -> bool:
 def simulated_deposits(model, structures: int, factors: list[float]) -> None:
     """MAE, bias (Å) and the median ln(reading / label) of validation deposits, as they are and cropped."""
     groups, ids = structures_in_splits(STRUCTURES, ("val",), structures)
-    scores: dict[tuple[bool, float], list[tuple[float, float, float]]] = {}
+    scores: dict[tuple[bool, float], list[tuple[float, float, float, bool]]] = {}
     for sid in ids:
         _, _, voxel, variants = scored_maps(sid, groups[sid], "bfactor", 0, EVALUATION_SEED)
         deposit = next(v for v in variants if v.kind == "deposit")

@@ -40,6 +40,25 @@ def synthetic_map(shape=(40, 40, 40), voxel_size=1.0, n_atoms=150, noise=0.05, s
     return volume.astype(np.float32)
 
 
+def cropped_deposit(masked: bool = True) -> tuple[np.ndarray, float]:
+    """(map, voxel size Å): a deposit-like map (synthetic_map low-passed at 6 Å, soft-masked when
+    ``masked``) on 60³ voxels of 1 Å, Fourier-cropped to 40³ voxels of 1.5 Å. Masked, its solvent
+    is ringing from the mask's edge, far fainter than the unmasked map's noise
+    (cryores.cautions.FAINT_SOLVENT)."""
+    import scipy.fft
+
+    from cryores.fourier import spatial_frequency
+    from cryores.masking import automatic_mask, dilate
+    from cryores.resample import fourier_resample
+
+    density = synthetic_map((60, 60, 60), n_atoms=900, noise=0.05, seed=2)
+    keep = spatial_frequency(density.shape, (1.0,) * 3) <= 1 / 6.0
+    low = scipy.fft.irfftn(scipy.fft.rfftn(density) * keep, s=density.shape).astype(np.float32)
+    if masked:
+        low *= ndimage.gaussian_filter(dilate(automatic_mask(density, (1.0,) * 3), (3.0,) * 3).astype(np.float32), 2.0)
+    return fourier_resample(low, (40, 40, 40)).astype(np.float32), 1.5
+
+
 def write_mrc(path: Path, data: np.ndarray, voxel_size=1.0, origin=(0.0, 0.0, 0.0),
               nstart=(0, 0, 0), axis_order=(1, 2, 3)) -> Path:
     with mrcfile.new(path, overwrite=True) as mrc:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import synthetic_map, write_mrc
+from conftest import cropped_deposit, synthetic_map, write_mrc
 from cryores.cautions import SHARE, prediction_cautions
 from cryores.model_card import installed_card_path
 from cryores.mrc_io import header_labels, read_map
@@ -210,23 +210,13 @@ def test_a_soft_masked_map_resampled_in_fourier_space_is_cautioned_and_a_batch_r
     names the spread; the output's label keeps it for a batch rerun. The same map unmasked and
     cropped alike keeps real noise in its solvent: no caution."""
     import mrcfile
-    import scipy.fft
-    from scipy import ndimage
 
     from cryores import predict
     from cryores.batch import BatchOptions, predict_one
     from cryores.cautions import FAINT_SOLVENT
-    from cryores.fourier import spatial_frequency
-    from cryores.masking import automatic_mask, dilate
-    from cryores.resample import fourier_resample
 
-    density = synthetic_map((60, 60, 60), n_atoms=900, noise=0.05, seed=2)
-    low = scipy.fft.irfftn(scipy.fft.rfftn(density) * (spatial_frequency(density.shape, (1.0,) * 3) <= 1 / 6.0),
-                           s=density.shape).astype(np.float32)
-    soft = ndimage.gaussian_filter(dilate(automatic_mask(density, (1.0,) * 3), (3.0,) * 3).astype(np.float32), 2.0)
-    voxel = 1.5
-    ringing = fourier_resample(low * soft, (40, 40, 40)).astype(np.float32)
-    unmasked = fourier_resample(low, (40, 40, 40)).astype(np.float32)
+    ringing, voxel = cropped_deposit()
+    unmasked, _ = cropped_deposit(masked=False)
     read = predict(ringing, voxel)
     assert read.noise_reference is True and read.solvent_spread < FAINT_SOLVENT
     assert sum("solvent is faint" in c for c in read.cautions) == 1

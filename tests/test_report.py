@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from conftest import synthetic_map, write_mrc
+from conftest import cropped_deposit, synthetic_map, write_mrc
 from cryores import predict, predict_file
 from cryores.masking import automatic_mask
 from cryores.mrc_io import header_labels, read_map
@@ -50,7 +50,7 @@ def test_the_labels_read_back_what_they_were_written_from(noise_reference, lowpa
     written = _prediction(noise_reference, lowpass_cut, scale)
     facts = read_resolution_labels(resolution_label(written).split("\n"))
     assert facts.model_name == "cryores-v3"
-    assert facts.noise_reference == (False if noise_reference is False else None)  # True is not written
+    assert facts.noise_reference == (False if noise_reference is False else None)  # True only with a faint solvent
     assert facts.lowpass_cut == lowpass_cut
     assert facts.cut_scale == scale
 
@@ -98,6 +98,24 @@ def test_the_report_says_whether_the_map_had_a_noise_reference(tmp_path, raw_map
                                                       solvent_spread=5e-5))
     assert faint[faint.index("noise reference: the map's solvent") + 1].startswith("  faint (spread 5.0e-05)")
     assert not any("faint" in f for f in raw)
+
+
+def test_the_report_reads_a_faint_solvent_back_from_the_labels_exactly(tmp_path, spectral_model_card):
+    """The spread goes to the label unrounded, so the report (and a batch rerun) compares the
+    same number with the threshold as the prediction did."""
+    from cryores.cautions import FAINT_SOLVENT
+
+    ringing, voxel = cropped_deposit()
+    source = write_mrc(tmp_path / "cropped.mrc", ringing, voxel_size=voxel)
+    result, output = predict_file(source, model=spectral_model_card)
+    assert result.noise_reference is True and result.solvent_spread < FAINT_SOLVENT
+    again = prediction_from_files(read_map(source), read_map(output))
+    assert (again.noise_reference, again.solvent_spread) == (True, result.solvent_spread)
+    facts = report_facts(read_map(source), again)
+    assert any(f.startswith(f"  faint (spread {result.solvent_spread:.1e})") for f in facts)
+    # a spread that rounds to the threshold at six digits still reads back below it
+    just_below = dataclasses.replace(result, solvent_spread=float(np.nextafter(FAINT_SOLVENT, 0)))
+    assert read_resolution_labels(resolution_label(just_below).split("\n")).solvent_spread < FAINT_SOLVENT
 
 
 def test_the_report_command_reads_the_model_reference_and_cut_from_cryores_labels(tmp_path, masked_map,

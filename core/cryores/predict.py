@@ -219,7 +219,7 @@ NO_REFERENCE_LABEL = "no noise reference"
 NO_REFERENCE_LINE = f"cryores: {NO_REFERENCE_LABEL}"  # a line of its own: a long model name cannot cut it
 LOWPASS_CUT_LABEL = "cryores low-pass cut"  # a label line: "cryores low-pass cut 3.2 A"
 CUT_SCALE_LABEL = "cryores scaled to the cut by"  # when the cut set the scale: "... by 0.87"
-FAINT_SOLVENT_LABEL = "cryores: faint solvent, spread"  # when cautioned: "... spread 0.00065"
+FAINT_SOLVENT_LABEL = "cryores: faint solvent, spread"  # when cautioned: "... spread 0.000653"
 
 
 def resolution_label(result: Prediction) -> str:
@@ -237,7 +237,7 @@ def resolution_label(result: Prediction) -> str:
     if result.cut_scale is not None:
         label += f"\n{CUT_SCALE_LABEL} {result.cut_scale:.6g}"
     if result.noise_reference is True and result.solvent_spread is not None and result.solvent_spread < FAINT_SOLVENT:
-        label += f"\n{FAINT_SOLVENT_LABEL} {result.solvent_spread:.6g}"
+        label += f"\n{FAINT_SOLVENT_LABEL} {float(result.solvent_spread)!r}"  # exact: a rerun compares it again
     return label
 
 

@@ -116,7 +116,8 @@ def report_facts(density: DensityMap, result: Prediction, title: str | None = No
 def prediction_from_files(density: DensityMap, locres: DensityMap,
                           uncertainty: DensityMap | None = None) -> Prediction:
     """A local-resolution map from any tool as a Prediction (voxels > 0 are inside its mask); what
-    cryores' own labels say (model, no noise reference, low-pass cut) is carried over.
+    cryores' own labels say (model, no noise reference or a faint solvent's spread, low-pass cut,
+    the scale the cut set) is carried over.
 
     Raises CryoResError when the maps differ in shape or the resolution map has no value > 0.
     """
