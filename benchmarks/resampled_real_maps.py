@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 import cryores
-from cryores.cautions import FAINT_SOLVENT
+from cryores.cautions import faint_solvent
 from cryores.model_card import load_model
 from cryores.mrc_io import read_map
 from cryores.resample import fourier_resample, linear_resample
@@ -49,8 +49,8 @@ def cropped(data: np.ndarray, voxel: tuple[float, float, float], factor: float):
 
 def faint(result: cryores.Prediction) -> bool:
     """Whether the prediction cautions that the solvent it was read against is faint."""
-    return result.noise_reference is True and result.solvent_spread is not None and \
-        result.solvent_spread < FAINT_SOLVENT and any("solvent is faint" in c for c in result.cautions)
+    return faint_solvent(result.noise_reference, result.solvent_spread) and any(
+        "solvent is faint" in c for c in result.cautions)
 
 
 def simulated_deposits(model, structures: int, factors: list[float]) -> None:

@@ -71,6 +71,12 @@ FAINT_SOLVENT_TEXT = ("the map's solvent is faint (its values spread {spread:.1e
                       "its unmasked half maps' average")
 
 
+def faint_solvent(noise_reference: bool | None, solvent_spread: float | None) -> bool:
+    """Whether a map was read against a solvent spreading less than :data:`FAINT_SOLVENT`: the one
+    test behind the caution, the output's label and the report's line."""
+    return noise_reference is True and solvent_spread is not None and solvent_spread < FAINT_SOLVENT
+
+
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
                         card: dict, noise_reference: bool | None = None,
                         lowpass_cut_given: bool = False, scaled_to_cut: bool = False,
@@ -94,7 +100,7 @@ def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tu
     no_reference = (NO_REFERENCE_SCALED_TO_CUT if scaled_to_cut else NO_REFERENCE_GIVEN_CUT if lowpass_cut_given
                     else NO_REFERENCE)  # no advice already taken
     cautions = [no_reference] if noise_reference is False else []
-    if noise_reference is True and solvent_spread is not None and solvent_spread < FAINT_SOLVENT:
+    if faint_solvent(noise_reference, solvent_spread):
         cautions.append(FAINT_SOLVENT_TEXT.format(spread=solvent_spread))
     ranges = trained_ranges(card)
     if ranges is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cautions import FAINT_SOLVENT, prediction_cautions
+from .cautions import faint_solvent, prediction_cautions
 from .cut_scale import scale_for_cut
 from .errors import CryoResError
 from .inference import resolve_device, sliding_window_predict
@@ -226,9 +226,9 @@ def resolution_label(result: Prediction) -> str:
     """The resolution map's MRC header labels (one per line, each at most 80 characters): what made
     it, whether the map had no noise reference, the low-pass cut it was given and the factor that
     cut scaled it by, and a faint solvent's spread where it was cautioned (so that a batch rerun
-    that keeps the file can repeat its cautions, and does
-    not keep a file read with another cut). Each fact has its own line, so that cutting the first
-    line at 80 characters (a long model name) loses no other fact."""
+    that keeps the file can repeat its cautions, and does not keep a file read with another cut).
+    Each fact has its own line, so that cutting the first line at 80 characters (a long model
+    name) loses no other fact."""
     label = f"cryores local resolution (A), model {result.model_name}"
     if result.noise_reference is False:
         label += f"\n{NO_REFERENCE_LINE}"
@@ -236,7 +236,7 @@ def resolution_label(result: Prediction) -> str:
         label += f"\n{LOWPASS_CUT_LABEL} {result.lowpass_cut!r} A"
     if result.cut_scale is not None:
         label += f"\n{CUT_SCALE_LABEL} {result.cut_scale:.6g}"
-    if result.noise_reference is True and result.solvent_spread is not None and result.solvent_spread < FAINT_SOLVENT:
+    if faint_solvent(result.noise_reference, result.solvent_spread):
         label += f"\n{FAINT_SOLVENT_LABEL} {float(result.solvent_spread)!r}"  # exact: a rerun compares it again
     return label
 

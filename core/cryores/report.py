@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cautions import FAINT_SOLVENT
+from .cautions import faint_solvent
 from .errors import CryoResError
 from .mrc_io import DensityMap, atomic_path, check_output_path, header_labels
 from .predict import Prediction, read_resolution_labels
@@ -97,7 +97,7 @@ def report_facts(density: DensityMap, result: Prediction, title: str | None = No
              f"estimator: {result.model_name}"]
     if result.noise_reference is True:
         facts.append("noise reference: the map's solvent")
-        if result.solvent_spread is not None and result.solvent_spread < FAINT_SOLVENT:
+        if faint_solvent(result.noise_reference, result.solvent_spread):
             facts += [f"  faint (spread {result.solvent_spread:.1e}): if the map was masked,",
                       "  then resampled, it is ringing, not noise"]
     elif result.noise_reference is False:
