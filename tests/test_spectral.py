@@ -7,7 +7,7 @@ import pytest
 import scipy.fft
 import torch
 
-from conftest import synthetic_map
+from conftest import cropped_deposit, synthetic_map
 from cryores.fourier import spatial_frequency
 from cryores.masking import automatic_mask
 from cryores.model_card import load_model, save_model
@@ -174,18 +174,12 @@ def test_a_soft_masked_map_resampled_in_fourier_space_has_a_faint_solvent(molecu
     """A deposit-like map (low-passed at 6 Å, soft-masked) Fourier-cropped by 1.5 is no longer one
     constant outside its mask: its solvent is read as a reference, but it spreads far less than
     the solvent of the same map unmasked (cryores.cautions.FAINT_SOLVENT)."""
-    from scipy import ndimage
-
     from cryores.cautions import FAINT_SOLVENT
-    from cryores.masking import dilate
-    from cryores.resample import fourier_resample
 
     density, mask = molecule
-    low = lowpass(density, 1.0, 6.0)
-    soft = ndimage.gaussian_filter(dilate(mask, (3.0,) * 3).astype(np.float32), 2.0)
-    voxel = (56 / 37,) * 3
-    ringing = fourier_resample(low * soft, (37, 37, 37)).astype(np.float32)
-    unmasked = fourier_resample(low, (37, 37, 37)).astype(np.float32)
+    ringing, size = cropped_deposit()
+    unmasked, _ = cropped_deposit(masked=False)
+    voxel = (size,) * 3
     faint = compute_features(ringing, voxel, automatic_mask(ringing, voxel))
     noisy = compute_features(unmasked, voxel, automatic_mask(unmasked, voxel))
     assert faint.has_reference and faint.solvent_spread < FAINT_SOLVENT
