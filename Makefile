@@ -76,7 +76,7 @@ clean:
 
 # The shipped model (cryores-v3), reproducibly; every step resumes if stopped (about 150 min on 2
 # shared CPU cores): simulated samples of the training and validation structures (BM5 + the PDB
-# entries of training/structures/extra and /more, families "bfactor" and "cliff", and coarse bfactor maps at 4-6 Å/px) -> variants
+# entries of training/structures/extra and /more, families "bfactor" and "cliff", coarse bfactor maps at 4-6 Å/px, and bfactor maps Fourier-cropped 1.2-2x) -> variants
 # users hold -> spectral feature rows; real EMDB maps cut at X -> lower-bound rows -> SpectralNet -> evaluation
 # on unseen structures, the held-out "lowpass" family and real EMDB maps (none of them a training
 # map) -> install.
@@ -92,6 +92,7 @@ model: $(VENV)/.installed
 	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 6 --splits train,val --inputs $(INPUTS)
 	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family cliff --per-structure 3 --splits train,val --inputs $(INPUTS)
 	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --coarse --per-structure 2 --splits train,val --inputs $(INPUTS)
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --cropped --per-structure 1 --splits train,val --inputs $(INPUTS)
 	$(VENV)/bin/cryores-train real-rows training/real_maps -o $(ROWS)/real --per-map 24 --inputs $(INPUTS)
 	OMP_NUM_THREADS=1 $(VENV)/bin/cryores-train fit training/configs/v3.json
 	$(VENV)/bin/cryores-train evaluate-v3 training/configs/v3.json $(STRUCTURES) --docs docs

@@ -47,7 +47,16 @@ from cryores_train.simulate import (
 )
 from cryores_train.structures import discover
 from cryores_train.structures import load_model as load_structure
-from cryores_train.variants import make_variants, processing_variants
+from cryores_train.variants import (
+    CROP_MAX_VOXEL_A,
+    CROP_MIN_FACTOR,
+    NYQUIST_MARGIN,
+    Variant,
+    crop_size,
+    cropped_variant,
+    make_variants,
+    processing_variants,
+)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +197,7 @@ def test_sharp_variant_keeps_the_signal_up_to_its_cut_and_only_noise_beyond(smal
 def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, small_structure):
     sid, paths = small_structure
     base = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path))  # then shares, inputs, flags
-    name = build_sample(base + (0.0, 0.0, "context", 0, False, False))
+    name = build_sample(base + (0.0, 0.0, "context", 0, False, False, False))
     with np.load(tmp_path / "bfactor" / name) as data:
         assert data["x"].shape[1] == N_INPUTS and len(data["y"]) == len(data["x"]) == len(data["bound"])
         for kind in np.unique(data["kind"]):  # the map's context: one value per variant, in every row
@@ -200,23 +209,24 @@ def test_rows_of_a_sample_are_features_as_inference_computes_them(tmp_path, smal
         assert str(data["split"]) == split_of(sid)
         assert (data["y"] >= 1.8).all() and data["bound"][data["kind"] == 3].all()
     mtime = (tmp_path / "bfactor" / name).stat().st_mtime
-    build_sample(base + (0.0, 0.0, "context", 0, False, False))  # finished: skipped
+    build_sample(base + (0.0, 0.0, "context", 0, False, False, False))  # finished: skipped
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
     # the same name made with another sharp share would be another sample: refused, file kept
     with pytest.raises(CryoResError, match="made with --sharp-share 0, not 0.3"):
-        build_sample(base + (0.3, 0.0, "context", 0, False, False))
+        build_sample(base + (0.3, 0.0, "context", 0, False, False, False))
     # or with a drawn steepness (any share 1 draws one other than the default)
     with pytest.raises(CryoResError, match="made at steepness 8, where --steep-share 1 draws"):
-        build_sample(base + (0.0, 1.0, "context", 0, False, False))
+        build_sample(base + (0.0, 1.0, "context", 0, False, False, False))
     # and with other inputs per row it would mix widths in one folder: refused too
     with pytest.raises(CryoResError, match=f"{N_INPUTS} inputs per row, not {N_INPUTS_NEIGHBOURHOOD}"):
-        build_sample(base + (0.0, 0.0, "neighbourhood", 0, False, False))
+        build_sample(base + (0.0, 0.0, "neighbourhood", 0, False, False, False))
     assert (tmp_path / "bfactor" / name).stat().st_mtime == mtime
 
 
 def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, small_structure):
     sid, paths = small_structure
-    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 3, False, False)
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 3, False, False,
+            False)
     name = build_sample(task)
     with np.load(tmp_path / "bfactor-processing" / name) as data:
         assert set(np.unique(data["kind"])) == {1} and int(data["processing"]) == 3  # deposits only
@@ -226,7 +236,7 @@ def test_processing_rows_hold_only_extra_deposits_in_their_own_folder(tmp_path, 
     (tmp_path / "bfactor").mkdir()  # a plain rows file under the processing folder's name: refused
     (tmp_path / "bfactor-processing" / name).rename(tmp_path / "bfactor" / name)
     with pytest.raises(CryoResError, match="made with --processing 3, not 0"):
-        build_sample(task[:-3] + (0, False, False))
+        build_sample(task[:-4] + (0, False, False, False))
 
 
 def test_coarse_rows_are_drawn_apart_at_coarse_voxel_sizes_in_their_own_folder(tmp_path, small_structure):
@@ -238,7 +248,8 @@ def test_coarse_rows_are_drawn_apart_at_coarse_voxel_sizes_in_their_own_folder(t
     assert max(p["voxel_size"] for p in coarse) > V3_VOXEL_A[1]  # beyond the plain rows' sizes
     assert all(p["resolution_clip"] == list(V3_COARSE_RESOLUTION_A) for p in coarse)
     assert coarse[0]["seed"] != sample_parameters(sid, 0, 0, "bfactor")["seed"]
-    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, True, False)
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, True, False,
+            False)
     name = build_sample(task)
     with np.load(tmp_path / "bfactor-coarse" / name) as data:
         assert bool(data["coarse"]) and float(data["voxel"]) == pytest.approx(coarse[0]["voxel_size"], rel=0.5)
@@ -247,7 +258,53 @@ def test_coarse_rows_are_drawn_apart_at_coarse_voxel_sizes_in_their_own_folder(t
     (tmp_path / "bfactor").mkdir()
     (tmp_path / "bfactor-coarse" / name).rename(tmp_path / "bfactor" / name)
     with pytest.raises(CryoResError, match="made with --coarse"):
-        build_sample(task[:-2] + (False, False))
+        build_sample(task[:-3] + (False, False, False))
+
+
+def test_a_cropped_variant_keeps_every_frequency_below_the_new_nyquist_and_floors_its_label():
+    """Fourier cropping (what RELION's and cryoSPARC's down-sampling do): the same box in fewer
+    voxels, the spectrum below the new Nyquist unchanged, the label resampled and never finer
+    than the new grid can hold."""
+    rng = np.random.default_rng(3)
+    n, voxel = 40, 1.5
+    density = rng.normal(size=(n,) * 3).astype(np.float32)
+    truth = np.zeros((n,) * 3, np.float32)
+    truth[8:32, 8:32, 8:32] = np.linspace(3.0, 12.0, 24, dtype=np.float32)[:, None, None]
+    side, coarse = crop_size(truth, voxel, rng)
+    assert side < n and coarse == pytest.approx(voxel * n / side)
+    assert coarse <= max(float(np.median(truth[truth > 0])) / NYQUIST_MARGIN, CROP_MIN_FACTOR * voxel * 1.05)
+    variant = cropped_variant(Variant("raw", density, truth, True, {}), side, coarse)
+    assert variant.density.shape == (side,) * 3 and variant.lower_bound and variant.note["cropped_to"] == coarse
+    before, after = np.fft.fftn(density), np.fft.fftn(variant.density) * n ** 3 / side ** 3
+    low = np.r_[0:side // 2 - 1, -(side // 2 - 2):0]  # frequencies both grids hold exactly
+    np.testing.assert_allclose(after[np.ix_(low, low, low)], before[np.ix_(low, low, low)], rtol=1e-3, atol=1e-2)
+    inside = variant.label > 0
+    assert inside.any() and (variant.label[inside] >= 2.0 * coarse - 1e-5).all()
+    assert variant.label[inside].max() == pytest.approx(12.0, abs=1.0)  # the coarse end survives resampling
+    # no crop past the coarsest voxel trained on, and at least the smallest factor
+    coarse_everywhere = np.full((n,) * 3, 100.0, np.float32)
+    assert crop_size(coarse_everywhere, 5.8, rng)[1] == pytest.approx(5.8 * CROP_MIN_FACTOR, rel=0.05)
+    assert crop_size(coarse_everywhere, 1.0, rng)[1] <= CROP_MAX_VOXEL_A
+
+
+def test_cropped_rows_are_drawn_apart_on_a_coarser_grid_in_their_own_folder(tmp_path, small_structure):
+    """--cropped: its own draws, every map cropped to a coarser voxel before its rows are drawn,
+    labels at least the new Nyquist, in FAMILY-cropped/; a plain file there is refused."""
+    sid, paths = small_structure
+    params = sample_parameters(sid, 0, 0, "bfactor", cropped=True)
+    assert params["seed"] != sample_parameters(sid, 0, 0, "bfactor")["seed"]
+    task = (sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, False, False,
+            True)
+    name = build_sample(task)
+    with np.load(tmp_path / "bfactor-cropped" / name) as data:
+        voxel = float(data["voxel"])
+        assert bool(data["cropped"]) and voxel >= CROP_MIN_FACTOR * params["voxel_size"] * 0.95
+        assert (data["y"] >= 2.0 * voxel - 1e-4).all() and {0, 1, 2, 3} <= set(np.unique(data["kind"]))
+    assert not (tmp_path / "bfactor").exists()
+    (tmp_path / "bfactor").mkdir()
+    (tmp_path / "bfactor-cropped" / name).rename(tmp_path / "bfactor" / name)
+    with pytest.raises(CryoResError, match="made with --cropped"):
+        build_sample(task[:-1] + (False,))
 
 
 def test_reference_only_rows_are_the_full_samples_rows_of_maps_with_a_noise_reference(tmp_path, small_structure):
@@ -257,8 +314,8 @@ def test_reference_only_rows_are_the_full_samples_rows_of_maps_with_a_noise_refe
     sid, paths = small_structure
     full, kept = tmp_path / "full", tmp_path / "kept"
     base = (sid, tuple(str(p) for p in paths), 1, 0, "bfactor")  # sample 1: its deposit has no reference
-    name = build_sample(base + (str(full), 0.0, 0.0, "context", 0, False, False))
-    build_sample(base + (str(kept), 0.0, 0.0, "context", 0, False, True))
+    name = build_sample(base + (str(full), 0.0, 0.0, "context", 0, False, False, False))
+    build_sample(base + (str(kept), 0.0, 0.0, "context", 0, False, True, False))
     with np.load(full / "bfactor" / name) as every, np.load(kept / "bfactor" / name) as some:
         with_reference = every["x"][:, HAS_REFERENCE] > 0.5
         assert 0 < with_reference.sum() < len(with_reference)  # this sample has maps of both kinds
@@ -266,7 +323,7 @@ def test_reference_only_rows_are_the_full_samples_rows_of_maps_with_a_noise_refe
             assert np.array_equal(some[key], every[key][with_reference]), key
         assert bool(some["reference_only"]) and not bool(every["reference_only"])
     with pytest.raises(CryoResError, match="made without --reference-only"):
-        build_sample(base + (str(full), 0.0, 0.0, "context", 0, False, True))
+        build_sample(base + (str(full), 0.0, 0.0, "context", 0, False, True, False))
 
 
 def test_rows_of_another_width_are_refused_naming_the_file(tmp_path):
@@ -559,7 +616,7 @@ def test_a_sample_killed_while_written_is_not_loaded(tmp_path, small_structure, 
     monkeypatch.setattr(rows_module.np, "savez_compressed", killed)
     with pytest.raises(KeyboardInterrupt):
         build_sample((sid, tuple(str(p) for p in paths), 0, 0, "bfactor", str(tmp_path), 0.0, 0.0, "context", 0, False,
-                      False))
+                      False, False))
     monkeypatch.undo()
     leftovers = list((tmp_path / "bfactor").iterdir())
     assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"half-written"

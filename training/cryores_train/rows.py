@@ -8,7 +8,8 @@ grid). Feature-grid voxels inside the labelled region become rows: network input
 features and the map's context, :func:`cryores.spectral.network_inputs`), label (Å) and
 whether the label is only a lower bound. Maps are not kept (they are re-made from the seed when
 needed), so a sample costs ~100 kB. Finished samples are skipped: a killed run resumes. With
-``reference_only`` only the maps whose solvent gives a noise reference keep their rows.
+``reference_only`` only the maps whose solvent gives a noise reference keep their rows; with
+``cropped`` every variant is Fourier-cropped to a coarser grid first (:func:`~cryores_train.variants.cropped_variant`).
 
 The split is by structure (:func:`split_of`), so no structure is in two splits.
 """
@@ -37,12 +38,13 @@ from .simulate import (
     simulate_regional_lowpass,
 )
 from .structures import discover, load_model
-from .variants import KINDS, make_variants, processing_variants
+from .variants import KINDS, crop_size, cropped_variant, make_variants, processing_variants
 
 ROWS_PER_VARIANT = 1500
 FAMILY_SEED_OFFSET = {"bfactor": 0, "cliff": 2000, "lowpass": 1000}  # each family its own draws
 FAMILIES = tuple(FAMILY_SEED_OFFSET)
 COARSE_SEED_OFFSET = 500  # coarse samples (--coarse) draw apart from the same family's plain ones
+CROPPED_SEED_OFFSET = 700  # so do cropped ones (--cropped)
 # what --inputs offers: not "features" (the first columns of any rows) nor "percentiles" (the fit
 # derives a map's percentiles from its rows' neighbourhood columns: fit_spectral.with_percentiles)
 ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout not in ("features", "percentiles"))
@@ -73,13 +75,14 @@ def simulate_family(model, params: dict, seed: int) -> dict[str, np.ndarray]:
 
 
 def sample_parameters(structure_id: str, index: int, seed: int, family: str, sharp_share: float = 0.0,
-                      steep_share: float = 0.0, coarse: bool = False) -> dict:
+                      steep_share: float = 0.0, coarse: bool = False, cropped: bool = False) -> dict:
     """The random choices of one v3 sample (cheap: nothing is simulated), the same for the same
     arguments (the shares and ``coarse``: see :func:`~cryores_train.simulate.draw_parameters_v3`;
-    evaluation and calibration keep the defaults)."""
+    ``cropped`` only moves the seed; evaluation and calibration keep the defaults)."""
     if family not in FAMILY_SEED_OFFSET:
         raise CryoResError(f"family {family!r}: not one of {', '.join(FAMILIES)}")
-    offset = FAMILY_SEED_OFFSET[family] + (COARSE_SEED_OFFSET if coarse else 0)
+    offset = (FAMILY_SEED_OFFSET[family] + (COARSE_SEED_OFFSET if coarse else 0)
+              + (CROPPED_SEED_OFFSET if cropped else 0))
     own_seed = sample_seed(seed + offset, structure_id, index)
     params = draw_parameters_v3(np.random.default_rng(own_seed), family, sharp_share, steep_share, coarse)
     params.update(structure_id=structure_id, index=index, seed=own_seed)
@@ -158,18 +161,19 @@ def refuse_other_flag(path: Path, flag: str, made: bool, wanted: bool) -> None:
                            "write the rows to another folder or delete these")
 
 
-def rows_folder(root: Path, family: str, processing: int = 0, coarse: bool = False) -> Path:
+def rows_folder(root: Path, family: str, processing: int = 0, coarse: bool = False, cropped: bool = False) -> Path:
     """Where a family's rows go: ``root/family``, or ``root/family-processing`` for the rows of
-    extra deposits only (``--processing``), ``root/family-coarse`` for coarse maps (``--coarse``);
-    a fit lists those under ``more_rows``."""
-    return Path(root) / (family + ("-processing" if processing else "") + ("-coarse" if coarse else ""))
+    extra deposits only (``--processing``), ``root/family-coarse`` for coarse maps (``--coarse``),
+    ``root/family-cropped`` for cropped ones (``--cropped``); a fit lists those under ``more_rows``."""
+    return Path(root) / (family + ("-processing" if processing else "") + ("-coarse" if coarse else "")
+                         + ("-cropped" if cropped else ""))
 
 
 def build_sample(task: tuple) -> str:
     (structure_id, paths, index, seed, family, root, sharp_share, steep_share, layout, processing, coarse,
-     reference_only) = task
-    path = rows_folder(root, family, processing, coarse) / f"{structure_id}_{index:03d}.npz"
-    params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share, coarse)
+     reference_only, cropped) = task
+    path = rows_folder(root, family, processing, coarse, cropped) / f"{structure_id}_{index:03d}.npz"
+    params = sample_parameters(structure_id, index, seed, family, sharp_share, steep_share, coarse, cropped)
     if path.is_file():  # finished; but a file of another sharp share or steepness is another sample
         with np.load(path) as data:
             made = float(data["sharp_share"]) if "sharp_share" in data else 0.0
@@ -178,6 +182,7 @@ def build_sample(task: tuple) -> str:
             made_processing = int(data["processing"]) if "processing" in data else 0
             made_coarse = bool(data["coarse"]) if "coarse" in data else False
             made_reference_only = bool(data["reference_only"]) if "reference_only" in data else False
+            made_cropped = bool(data["cropped"]) if "cropped" in data else False
         if made != sharp_share:
             raise CryoResError(f"rows {path}: made with --sharp-share {made:g}, not {sharp_share:g}; "
                                "write the rows to another folder or delete these")
@@ -190,6 +195,7 @@ def build_sample(task: tuple) -> str:
                                "write the rows to another folder or delete these")
         refuse_other_flag(path, "coarse", made_coarse, coarse)
         refuse_other_flag(path, "reference-only", made_reference_only, reference_only)
+        refuse_other_flag(path, "cropped", made_cropped, cropped)
         return path.name
     arrays = simulate_sample(params, paths)
     voxel = float(params["voxel_size"])
@@ -202,6 +208,10 @@ def build_sample(task: tuple) -> str:
     else:
         noise = 0.5 * (arrays["half1"] - arrays["half2"])  # the map's noise spectrum, independent of its noise
         variants = make_variants(arrays["map"], arrays["truth"], mask, voxel, rng, signal=arrays["signal"], noise=noise)
+    if cropped:  # its own generator: the variants are drawn as in a plain sample
+        side, voxel = crop_size(arrays["truth"], voxel, np.random.default_rng(params["seed"] + 11))
+        variants = [cropped_variant(variant, side, voxel) for variant in variants]
+        mask = linear_resample(mask.astype(np.float32), (side,) * 3) > 0.5
     for number, variant in enumerate(variants):
         # every variant's rows are drawn, kept or not, so the kept ones are those of the full sample
         x, y = feature_rows(variant.density, variant.label, voxel, mask, ROWS_PER_VARIANT, rng, layout)
@@ -218,7 +228,7 @@ def build_sample(task: tuple) -> str:
         np.savez_compressed(stream, **{k: np.concatenate(v) for k, v in blocks.items()},
                             voxel=voxel, structure=structure_id, split=split_of(structure_id),
                             sharp_share=sharp_share, steepness=params["steepness"], processing=processing,
-                            coarse=coarse, reference_only=reference_only)
+                            coarse=coarse, reference_only=reference_only, cropped=cropped)
     os.replace(tmp, path)
     return path.name
 
@@ -227,10 +237,10 @@ def run_rows(structures: list[Path], output: Path, *, family: str, per_structure
              splits: tuple[str, ...], limit: int | None = None, jobs: int | None = None,
              progress: bool = True, sharp_share: float = 0.0, steep_share: float = 0.0,
              layout: str = "context", processing: int = 0, coarse: bool = False,
-             reference_only: bool = False) -> list[str]:
+             reference_only: bool = False, cropped: bool = False) -> list[str]:
     groups, ids = structures_in_splits(structures, splits, limit)
     tasks = [(sid, tuple(str(p) for p in groups[sid]), i, seed, family, str(output), sharp_share, steep_share, layout,
-              processing, coarse, reference_only) for i in range(per_structure) for sid in ids]
+              processing, coarse, reference_only, cropped) for i in range(per_structure) for sid in ids]
     return run_tasks(build_sample, tasks, jobs, f"rows {family}", progress)
 
 
@@ -327,6 +337,9 @@ def register(subparsers) -> None:
     p.add_argument("--reference-only", action="store_true",
                    help="keep only the rows of maps whose solvent gives a noise reference (raw-like maps); "
                         "the masked and flattened ones are drawn but dropped")
+    p.add_argument("--cropped", action="store_true",
+                   help="every map Fourier-cropped by 1.2-2x (variants.crop_size) before its rows are drawn, "
+                        "labels floored at the new Nyquist, in FAMILY[-coarse]-cropped/")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)
@@ -337,6 +350,6 @@ def _run(args) -> int:
                     seed=args.seed, splits=tuple(args.splits.split(",")), limit=args.limit, jobs=args.jobs,
                     progress=not args.quiet, sharp_share=args.sharp_share,
                     steep_share=args.steep_share, layout=args.inputs, processing=args.processing,
-                    coarse=args.coarse, reference_only=args.reference_only)
-    print(f"{len(done)} samples in {rows_folder(args.output, args.family, args.processing, args.coarse)}")
+                    coarse=args.coarse, reference_only=args.reference_only, cropped=args.cropped)
+    print(f"{len(done)} samples in {rows_folder(args.output, args.family, args.processing, args.coarse, args.cropped)}")
     return 0

@@ -37,12 +37,16 @@ from scipy import ndimage
 from cryores.fourier import spatial_frequency
 from cryores.local_filter import raised_cosine
 from cryores.masking import dilate
+from cryores.resample import fourier_resample, linear_resample
 
 from .simulate import fourier_filter, radial_power
 
 KINDS = ("raw", "deposit", "lowpass", "noisier", "sharp", "real")  # "real": rows of real maps (real_rows)
 MAX_SHARPENING = 1000.0  # a deposit's amplitudes are boosted at most this much at its cut-off
 NYQUIST_MARGIN = 2.2  # no variant is cut finer than this many voxels (Nyquist is 2)
+CROP_FACTORS = (1.2, 2.0)  # rows --cropped: each map Fourier-cropped by a factor drawn from this range
+CROP_MAX_VOXEL_A = 6.0  # ... but never past the coarsest voxel size trained on (simulate.V3_COARSE_VOXEL_A)
+CROP_MIN_FACTOR = 1.1  # ... and at least by this much
 
 
 @dataclass
@@ -173,3 +177,33 @@ def sharp_variant(signal: np.ndarray, noise: np.ndarray, truth: np.ndarray, mask
     label = np.where(inside & (truth <= x_cut), x_cut, 0.0).astype(np.float32)
     return Variant("sharp", density.astype(np.float32), label, False,
                    {"lowpass": x_cut, "noise": level, "masked": masked})
+
+
+def crop_size(truth: np.ndarray, voxel: float, rng: np.random.Generator) -> tuple[int, float]:
+    """(box side, voxel size Å) of a map on ``truth``'s cubic grid Fourier-cropped by a factor
+    drawn from :data:`CROP_FACTORS`: the same box in fewer voxels, as RELION's or cryoSPARC's
+    down-sampling leaves a map. Users crop to a Nyquist below their map's resolution, so the new
+    voxel stays at most the median of d / :data:`NYQUIST_MARGIN` (and :data:`CROP_MAX_VOXEL_A`),
+    though the factor is at least :data:`CROP_MIN_FACTOR`."""
+    n = truth.shape[0]
+    coarsest = min(CROP_MAX_VOXEL_A, float(np.median(truth[truth > 0])) / NYQUIST_MARGIN)
+    factor = max(min(float(rng.uniform(*CROP_FACTORS)), coarsest / voxel), CROP_MIN_FACTOR)
+    side = max(int(round(n / factor)), 2)
+    return side, voxel * n / side
+
+
+def cropped_variant(variant: Variant, side: int, voxel: float) -> Variant:
+    """``variant`` Fourier-cropped to a side³ grid of ``voxel`` Å: every frequency below the new
+    Nyquist unchanged, the rest gone. The label is resampled onto the new grid (kept where the
+    old one covers a voxel fully) and floored at the new Nyquist, since nothing finer is left.
+
+    Cropping is not resampling-neutral for what the reading leans on: a masked map's edge rings
+    through its flattened solvent (which then looks like a noise reference), and a raw map's
+    band next to its new Nyquist holds what the old grid carried there, not what a simulation at
+    the coarse voxel would."""
+    shape = (side,) * 3
+    density = fourier_resample(variant.density, shape)
+    covered = linear_resample((variant.label > 0).astype(np.float32), shape)
+    label = linear_resample(variant.label.astype(np.float32), shape) / np.maximum(covered, 1e-6)
+    label = np.where(covered >= 0.99, np.maximum(label, 2.0 * voxel), 0.0).astype(np.float32)
+    return Variant(variant.kind, density, label, variant.lower_bound, {**variant.note, "cropped_to": voxel})
