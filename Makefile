@@ -74,7 +74,7 @@ bench: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) $(OLDEST) $(SCIPION) demo
 
-# The shipped model (cryores-v3), reproducibly; every step resumes if stopped (about 150 min on 2
+# The shipped model (cryores-v3), reproducibly; every step resumes if stopped (about 160 min on 2
 # shared CPU cores): simulated samples of the training and validation structures (BM5 + the PDB
 # entries of training/structures/extra and /more, families "bfactor" and "cliff", coarse bfactor maps at 4-6 Å/px, and bfactor maps Fourier-cropped 1.2-2x) -> variants
 # users hold -> spectral feature rows; real EMDB maps cut at X -> lower-bound rows -> SpectralNet -> evaluation

@@ -23,7 +23,7 @@ from cryores.spectral import (
     band_percentiles,
 )
 from cryores_train.fit import load_config
-from cryores_train.fit_spectral import jitter_percentiles, train, with_percentiles
+from cryores_train.fit_spectral import jitter_percentiles, train, trained_ranges, with_percentiles
 from cryores_train.rows import (
     FAMILIES,
     ROWS_PER_VARIANT,
@@ -272,7 +272,6 @@ def test_a_cropped_variant_keeps_every_frequency_below_the_new_nyquist_and_floor
     truth[8:32, 8:32, 8:32] = np.linspace(3.0, 12.0, 24, dtype=np.float32)[:, None, None]
     side, coarse = crop_size(truth, voxel, rng)
     assert side < n and coarse == pytest.approx(voxel * n / side)
-    assert coarse <= max(float(np.median(truth[truth > 0])) / NYQUIST_MARGIN, CROP_MIN_FACTOR * voxel * 1.05)
     variant = cropped_variant(Variant("raw", density, truth, True, {}), side, coarse)
     assert variant.density.shape == (side,) * 3 and variant.lower_bound and variant.note["cropped_to"] == coarse
     before, after = np.fft.fftn(density), np.fft.fftn(variant.density) * n ** 3 / side ** 3
@@ -281,15 +280,23 @@ def test_a_cropped_variant_keeps_every_frequency_below_the_new_nyquist_and_floor
     inside = variant.label > 0
     assert inside.any() and (variant.label[inside] >= 2.0 * coarse - 1e-5).all()
     assert variant.label[inside].max() == pytest.approx(12.0, abs=1.0)  # the coarse end survives resampling
-    # no crop past the coarsest voxel trained on, and at least the smallest factor
+    # a fine map is cropped no coarser than its median d / NYQUIST_MARGIN, but by CROP_MIN_FACTOR at least
+    fine = np.where(truth > 0, 2.5 + (truth - 3.0) / 3.0, 0.0).astype(np.float32)  # 2.5-5.5 Å, median 4
+    limit = float(np.median(fine[fine > 0])) / NYQUIST_MARGIN
+    for _ in range(10):
+        cropped = crop_size(fine, voxel, rng)[1]
+        assert CROP_MIN_FACTOR * voxel * 0.97 <= cropped <= limit * 1.03
+    # never past the coarsest voxel trained on, the smallest factor included; no crop beyond it
     coarse_everywhere = np.full((n,) * 3, 100.0, np.float32)
-    assert crop_size(coarse_everywhere, 5.8, rng)[1] == pytest.approx(5.8 * CROP_MIN_FACTOR, rel=0.05)
-    assert crop_size(coarse_everywhere, 1.0, rng)[1] <= CROP_MAX_VOXEL_A
+    assert crop_size(coarse_everywhere, 5.8, rng)[1] == pytest.approx(CROP_MAX_VOXEL_A, rel=0.03)
+    assert all(4.4 * 0.97 <= crop_size(coarse_everywhere, 4.0, rng)[1] <= CROP_MAX_VOXEL_A * 1.03 for _ in range(10))
+    assert crop_size(coarse_everywhere, 6.5, rng) == (n, 6.5)
 
 
 def test_cropped_rows_are_drawn_apart_on_a_coarser_grid_in_their_own_folder(tmp_path, small_structure):
     """--cropped: its own draws, every map cropped to a coarser voxel before its rows are drawn,
-    labels at least the new Nyquist, in FAMILY-cropped/; a plain file there is refused."""
+    labels at least the new Nyquist, in FAMILY-cropped/; a cropped file found in the plain folder is
+    refused, naming the flag."""
     sid, paths = small_structure
     params = sample_parameters(sid, 0, 0, "bfactor", cropped=True)
     assert params["seed"] != sample_parameters(sid, 0, 0, "bfactor")["seed"]
@@ -426,6 +433,19 @@ def test_fit_reads_further_families_rows_named_in_more_rows(tmp_path):
     config_path.write_text(json.dumps({**tiny_config(tmp_path / "mix", tmp_path / "rows"), "more_rows": "rows/cliff"}))
     with pytest.raises(CryoResError, match="more_rows must be a list of folders"):
         load_config(config_path)
+
+
+def test_cropped_rows_widen_only_the_voxel_sizes_a_card_says_it_was_trained_on():
+    """A fit on cropped rows (``*-cropped``) was trained on voxels up to CROP_MAX_VOXEL_A, at the
+    plain resolutions; cropped coarse rows (``*-coarse-cropped``) count as coarse too."""
+    plain = {"voxel_size_A": list(V3_VOXEL_A), "resolution_A": list(V3_RESOLUTION_A)}
+    assert trained_ranges(["bfactor", "cliff"]) == plain
+    cropped = {**plain, "voxel_size_A": [V3_VOXEL_A[0], CROP_MAX_VOXEL_A]}
+    assert trained_ranges(["bfactor", "bfactor-cropped"]) == cropped
+    coarse = {"voxel_size_A": [V3_VOXEL_A[0], V3_COARSE_VOXEL_A[1]],
+              "resolution_A": [V3_RESOLUTION_A[0], V3_COARSE_RESOLUTION_A[1]]}
+    assert trained_ranges(["bfactor", "bfactor-coarse-cropped"]) == coarse
+    assert trained_ranges(["bfactor", "bfactor-coarse", "bfactor-cropped"]) == coarse  # the shipped card's
 
 
 def test_rows_without_a_variant_index_are_told_apart_by_kind_or_refused():

@@ -61,6 +61,7 @@ from . import distributed
 from .fit import _save_checkpoint, learning_rate, restore_checkpoint
 from .rows import load_rows
 from .simulate import V3_COARSE_RESOLUTION_A, V3_COARSE_VOXEL_A, V3_RESOLUTION_A, V3_VOXEL_A
+from .variants import CROP_MAX_VOXEL_A
 
 # Labels coarser than this share one weight bin. Every 1-Å bin below weighs the same; with one bin
 # per Å up to 30, coarse-map rows' 20-30 Å labels took a third of the fit's weight from the 2-20 Å
@@ -378,12 +379,16 @@ def spoken_list(names: list[str]) -> str:
 
 def trained_ranges(families: list[str]) -> dict[str, list[float]]:
     """The voxel sizes and local resolutions the simulated rows span (what :mod:`cryores.cautions`
-    compares a prediction with): the v3 ranges, widened by coarse-map rows (a ``*-coarse`` folder,
-    ``cryores-train rows --coarse``) where the fit reads some."""
-    if any(name.endswith("-coarse") for name in families):
-        return {"voxel_size_A": [V3_VOXEL_A[0], max(V3_VOXEL_A[1], V3_COARSE_VOXEL_A[1])],
-                "resolution_A": [V3_RESOLUTION_A[0], max(V3_RESOLUTION_A[1], V3_COARSE_RESOLUTION_A[1])]}
-    return {"voxel_size_A": list(V3_VOXEL_A), "resolution_A": list(V3_RESOLUTION_A)}
+    compares a prediction with): the v3 ranges, widened by coarse-map rows (a ``*-coarse*`` folder,
+    ``cryores-train rows --coarse``) and, in voxel size, by cropped maps (a ``*-cropped`` folder,
+    ``--cropped``, cropped at most to :data:`~cryores_train.variants.CROP_MAX_VOXEL_A`) where the fit
+    reads some."""
+    voxel, resolution = list(V3_VOXEL_A), list(V3_RESOLUTION_A)
+    if any("-coarse" in name for name in families):
+        voxel[1], resolution[1] = max(voxel[1], V3_COARSE_VOXEL_A[1]), max(resolution[1], V3_COARSE_RESOLUTION_A[1])
+    if any(name.endswith("-cropped") for name in families):
+        voxel[1] = max(voxel[1], CROP_MAX_VOXEL_A)
+    return {"voxel_size_A": voxel, "resolution_A": resolution}
 
 
 def write_calibration(card_path: Path, config: dict) -> tuple[float, dict[str, float]]:

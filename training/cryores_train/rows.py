@@ -208,7 +208,7 @@ def build_sample(task: tuple) -> str:
     else:
         noise = 0.5 * (arrays["half1"] - arrays["half2"])  # the map's noise spectrum, independent of its noise
         variants = make_variants(arrays["map"], arrays["truth"], mask, voxel, rng, signal=arrays["signal"], noise=noise)
-    if cropped:  # its own generator: the variants are drawn as in a plain sample
+    if cropped:  # drawn the way a plain sample draws them; the crop has its own generator
         side, voxel = crop_size(arrays["truth"], voxel, np.random.default_rng(params["seed"] + 11))
         variants = [cropped_variant(variant, side, voxel) for variant in variants]
         mask = linear_resample(mask.astype(np.float32), (side,) * 3) > 0.5
@@ -339,7 +339,7 @@ def register(subparsers) -> None:
                         "the masked and flattened ones are drawn but dropped")
     p.add_argument("--cropped", action="store_true",
                    help="every map Fourier-cropped by 1.2-2x (variants.crop_size) before its rows are drawn, "
-                        "labels floored at the new Nyquist, in FAMILY[-coarse]-cropped/")
+                        "labels floored at the new Nyquist, in FAMILY[-processing][-coarse]-cropped/")
     p.add_argument("--jobs", type=int)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run)

@@ -46,7 +46,7 @@ MAX_SHARPENING = 1000.0  # a deposit's amplitudes are boosted at most this much 
 NYQUIST_MARGIN = 2.2  # no variant is cut finer than this many voxels (Nyquist is 2)
 CROP_FACTORS = (1.2, 2.0)  # rows --cropped: each map Fourier-cropped by a factor drawn from this range
 CROP_MAX_VOXEL_A = 6.0  # ... but never past the coarsest voxel size trained on (simulate.V3_COARSE_VOXEL_A)
-CROP_MIN_FACTOR = 1.1  # ... and at least by this much
+CROP_MIN_FACTOR = 1.1  # ... and at least by this much, within that bound
 
 
 @dataclass
@@ -183,11 +183,13 @@ def crop_size(truth: np.ndarray, voxel: float, rng: np.random.Generator) -> tupl
     """(box side, voxel size Å) of a map on ``truth``'s cubic grid Fourier-cropped by a factor
     drawn from :data:`CROP_FACTORS`: the same box in fewer voxels, as RELION's or cryoSPARC's
     down-sampling leaves a map. Users crop to a Nyquist below their map's resolution, so the new
-    voxel stays at most the median of d / :data:`NYQUIST_MARGIN` (and :data:`CROP_MAX_VOXEL_A`),
-    though the factor is at least :data:`CROP_MIN_FACTOR`."""
+    voxel stays at most the median of d / :data:`NYQUIST_MARGIN`, though the factor is at least
+    :data:`CROP_MIN_FACTOR`; never past :data:`CROP_MAX_VOXEL_A` (a map already that coarse is
+    not cropped). Simulated boxes are cubic (``simulate``), so one side serves all three axes."""
     n = truth.shape[0]
     coarsest = min(CROP_MAX_VOXEL_A, float(np.median(truth[truth > 0])) / NYQUIST_MARGIN)
-    factor = max(min(float(rng.uniform(*CROP_FACTORS)), coarsest / voxel), CROP_MIN_FACTOR)
+    least = max(min(CROP_MIN_FACTOR, CROP_MAX_VOXEL_A / voxel), 1.0)
+    factor = max(min(float(rng.uniform(*CROP_FACTORS)), coarsest / voxel), least)
     side = max(int(round(n / factor)), 2)
     return side, voxel * n / side
 
