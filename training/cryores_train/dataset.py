@@ -61,6 +61,7 @@ from .labels import (
     entries_from_samples,
     load_labelled_map,
     read_manifest,
+    resample_label,
 )
 
 SPLITS = ("train", "val", "test")
@@ -168,20 +169,6 @@ class PreparedMap:
     norm_mean: float
     norm_std: float
     pad_value: float
-
-
-def resample_label(label: np.ndarray, mask: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Trilinear resampling that keeps 'no value' out of the average and 0 outside ``mask``.
-
-    Interpolates label and the indicator of labelled voxels, divides (normalised convolution),
-    and sets 0 where less than half the interpolation weight came from labelled voxels.
-    """
-    valid = linear_resample((label > 0).astype(np.float32), shape)
-    total = linear_resample(label, shape)
-    out = np.zeros(shape, dtype=np.float32)
-    keep = (valid >= 0.5) & mask
-    out[keep] = total[keep] / valid[keep]
-    return out
 
 
 def prepare_map(loaded: LoadedLabelledMap, resample_to: float | None) -> PreparedMap:

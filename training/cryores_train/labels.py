@@ -49,8 +49,23 @@ import numpy as np
 from cryores.errors import CryoResError
 from cryores.masking import automatic_mask, mask_from_array
 from cryores.mrc_io import DensityMap, read_map
+from cryores.resample import linear_resample
 
 RESMAP_UNASSIGNED_A = 100.0
+
+
+def resample_label(label: np.ndarray, mask: np.ndarray | None, shape: tuple[int, int, int],
+                   coverage: float = 0.5) -> np.ndarray:
+    """A label on another grid, trilinearly, keeping 'no value' out of the average: the label and
+    the indicator of labelled voxels are interpolated and divided (normalised convolution), and
+    a voxel stays 0 where less than ``coverage`` of its interpolation weight came from labelled
+    voxels, or outside ``mask`` (if given)."""
+    valid = linear_resample((label > 0).astype(np.float32), shape)
+    total = linear_resample(label, shape)
+    out = np.zeros(shape, dtype=np.float32)
+    keep = valid >= coverage if mask is None else (valid >= coverage) & mask
+    out[keep] = total[keep] / valid[keep]
+    return out
 
 
 def _keep(label: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from cryores.masking import automatic_mask
 from cryores.resample import linear_resample
 from cryores.spectral import HAS_REFERENCE, LAYOUTS, compute_features, network_inputs
 
+from .labels import resample_label
 from .simulate import (
     STEEPNESS,
     draw_parameters_v3,
@@ -38,7 +39,7 @@ from .simulate import (
     simulate_regional_lowpass,
 )
 from .structures import discover, load_model
-from .variants import KINDS, crop_size, cropped_variant, make_variants, processing_variants
+from .variants import KINDS, LABEL_COVERAGE, crop_size, cropped_variant, make_variants, processing_variants
 
 ROWS_PER_VARIANT = 1500
 FAMILY_SEED_OFFSET = {"bfactor": 0, "cliff": 2000, "lowpass": 1000}  # each family its own draws
@@ -133,12 +134,8 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
         mask = sim_mask
     features = compute_features(density, (voxel,) * 3, mask, reference=mask)
     grid = features.mask.shape
-    if grid != density.shape:
-        labelled = linear_resample((label > 0).astype(np.float32), grid)
-        grid_label = linear_resample(label, grid) / np.maximum(labelled, 1e-6)
-        keep = labelled >= 0.99
-    else:
-        grid_label, keep = label, label > 0
+    grid_label = resample_label(label, None, grid, coverage=LABEL_COVERAGE) if grid != density.shape else label
+    keep = grid_label > 0
     index = np.flatnonzero(keep)
     if index.size > rows:
         index = rng.choice(index, rows, replace=False)

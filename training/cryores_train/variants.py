@@ -37,13 +37,15 @@ from scipy import ndimage
 from cryores.fourier import spatial_frequency
 from cryores.local_filter import raised_cosine
 from cryores.masking import dilate
-from cryores.resample import fourier_resample, linear_resample
+from cryores.resample import fourier_resample
 
+from .labels import resample_label
 from .simulate import fourier_filter, radial_power
 
 KINDS = ("raw", "deposit", "lowpass", "noisier", "sharp", "real")  # "real": rows of real maps (real_rows)
 MAX_SHARPENING = 1000.0  # a deposit's amplitudes are boosted at most this much at its cut-off
 NYQUIST_MARGIN = 2.2  # no variant is cut finer than this many voxels (Nyquist is 2)
+LABEL_COVERAGE = 0.99  # a label resampled onto a coarser grid keeps only the voxels its values cover fully
 CROP_FACTORS = (1.2, 2.0)  # rows --cropped: each map Fourier-cropped by a factor drawn from this range
 CROP_MAX_VOXEL_A = 6.0  # ... but never past the coarsest voxel size trained on (simulate.V3_COARSE_VOXEL_A)
 CROP_MIN_FACTOR = 1.1  # ... and at least by this much, within that bound
@@ -205,7 +207,6 @@ def cropped_variant(variant: Variant, side: int, voxel: float) -> Variant:
     the coarse voxel would."""
     shape = (side,) * 3
     density = fourier_resample(variant.density, shape)
-    covered = linear_resample((variant.label > 0).astype(np.float32), shape)
-    label = linear_resample(variant.label.astype(np.float32), shape) / np.maximum(covered, 1e-6)
-    label = np.where(covered >= 0.99, np.maximum(label, 2.0 * voxel), 0.0).astype(np.float32)
+    label = resample_label(variant.label.astype(np.float32), None, shape, coverage=LABEL_COVERAGE)
+    label = np.where(label > 0, np.maximum(label, 2.0 * voxel), 0.0).astype(np.float32)
     return Variant(variant.kind, density, label, variant.lower_bound, {**variant.note, "cropped_to": voxel})
