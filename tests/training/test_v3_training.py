@@ -495,6 +495,54 @@ def test_fit_derives_each_maps_percentiles_from_its_rows(tmp_path):
         train({**tiny_config(tmp_path / "pct2", narrow), "inputs": "percentiles"}, progress=False)
 
 
+def test_percentile_rows_hold_each_maps_percentiles_once_and_give_the_fit_the_same_rows(tmp_path):
+    """The fit holds the percentiles layout as each row's own inputs plus one row of percentiles per
+    map (PercentileRows); every number it reads from them must be the one the full rows give."""
+    from cryores.spectral_net import SpectralNet
+    from cryores_train.fit_spectral import (
+        PercentileRows,
+        batch_taker,
+        calibrate_interval,
+        input_statistics,
+        load_percentile_rows,
+        validate,
+    )
+
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    synthetic_rows(rows, width=N_INPUTS_NEIGHBOURHOOD)
+    for i, path in enumerate(sorted(rows.glob("S*_000.npz"))):  # three maps per file, the middle one referenced
+        data = dict(np.load(path))
+        data["variant"] = np.repeat(np.arange(3, dtype=np.int32), 100)
+        data["x"][:, HAS_REFERENCE] = (data["variant"] == 1).astype(np.float16)
+        data["x"][:, :N_BANDS] += np.float16(i) * data["variant"][:, None].astype(np.float16)  # maps differ
+        np.savez(path, **data)
+    full = with_percentiles(load_rows(rows, "train", variants=True))["x"]
+    held = load_percentile_rows([rows], "train")
+    x = held["x"]
+    assert isinstance(x, PercentileRows) and x.shape == full.shape and len(x) == 1200
+    assert x.per_map.shape == (12, N_PERCENTILES) and x.own.shape == (1200, N_INPUTS_NEIGHBOURHOOD)
+    assert not x.per_map[1::3].any() and x.per_map[0::3].any()  # referenced maps: percentiles 0
+    np.testing.assert_array_equal(x.take(slice(None)), full)
+    index = np.random.default_rng(1).integers(0, 1200, 500)
+    np.testing.assert_array_equal(x.take(index), full[index])
+    assert x.take(index).dtype == np.float32
+    gather = torch.from_numpy(index)
+    assert torch.equal(batch_taker(x, torch.device("cpu"))(gather), batch_taker(full, torch.device("cpu"))(gather))
+    torch.manual_seed(0)
+    network = SpectralNet(N_INPUTS_PERCENTILES, (8,))
+    for a, b in zip(input_statistics(network, x, chunk=700), input_statistics(network, full, chunk=700)):
+        np.testing.assert_array_equal(a, b)
+    whole = {**held, "x": full}
+    assert validate(network, held) == validate(network, whole)
+    assert calibrate_interval(network, held) == calibrate_interval(network, whole)
+    narrow = tmp_path / "narrow"  # rows without the neighbourhood columns: refused, naming the folder
+    narrow.mkdir()
+    synthetic_rows(narrow, width=N_INPUTS)
+    with pytest.raises(CryoResError, match=f"{narrow}: {N_INPUTS} inputs per row, fewer than"):
+        load_percentile_rows([narrow], "train")
+
+
 def test_percentile_jitter_moves_only_the_percentiles_of_maps_without_a_noise_reference(tmp_path):
     torch.manual_seed(0)
     x = torch.zeros((20000, N_INPUTS_PERCENTILES))

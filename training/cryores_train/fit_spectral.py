@@ -33,6 +33,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ from cryores.spectral import (
     N_INPUTS,
     N_INPUTS_NEIGHBOURHOOD,
     N_INPUTS_PERCENTILES,
+    N_PERCENTILES,
     band_percentiles,
     input_layout,
     percentile_inputs,
@@ -110,8 +112,9 @@ def _weights(labels: np.ndarray) -> np.ndarray:
 def validate(network: SpectralNet, rows: dict[str, np.ndarray]) -> dict:
     """MAE (Å) of the median on exact labels, bias, and the raw 5-95 % interval's coverage."""
     network.eval()
-    x, device = torch.from_numpy(rows["x"].astype(np.float32, copy=False)), network.feature_mean.device
-    q = torch.cat([network(x[i:i + 65536].to(device)).cpu() for i in range(0, len(x), 65536)]).numpy()
+    x, device = rows["x"], network.feature_mean.device
+    q = torch.cat([network(torch.from_numpy(take_rows(x, slice(i, i + 65536))).to(device)).cpu()
+                   for i in range(0, len(x), 65536)]).numpy()
     network.train()
     exact = ~rows["bound"]
     y = rows["y"][exact]
@@ -129,9 +132,10 @@ def calibrate_interval(network: SpectralNet, rows: dict[str, np.ndarray]) -> flo
     Matches inference, which reports sigma = s * (high - low) / 2 / 1.645 around the median.
     """
     network.eval()
-    exact = ~rows["bound"]
-    x, device = torch.from_numpy(rows["x"][exact].astype(np.float32)), network.feature_mean.device
-    q = np.exp(torch.cat([network(x[i:i + 65536].to(device)).cpu() for i in range(0, len(x), 65536)]).numpy())
+    exact = np.flatnonzero(~rows["bound"])
+    x, device = rows["x"], network.feature_mean.device
+    q = np.exp(torch.cat([network(torch.from_numpy(take_rows(x, exact[i:i + 65536])).to(device)).cpu()
+                          for i in range(0, len(exact), 65536)]).numpy())
     half_width = 0.5 * (q[:, 2] - q[:, 0])
     ratio = np.abs(rows["y"][exact] - q[:, 1]) / np.maximum(half_width, 1e-6)
     return float(np.quantile(ratio, 0.9))
@@ -151,18 +155,19 @@ def train(config: dict, progress: bool = True, max_steps: int | None = None) -> 
         distributed.cleanup(context)
 
 
-def input_statistics(network: SpectralNet, x: np.ndarray, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+def input_statistics(network: SpectralNet, x: np.ndarray | PercentileRows,
+                     chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of what the network's layers read: the rows themselves, or, for a network
     that derives inputs (:attr:`SpectralNet.derives_inputs`), what :meth:`SpectralNet.expand`
     makes of them, summed chunk by chunk so no second copy of all rows is held."""
-    if not network.derives_inputs and network.n_features != N_INPUTS_PERCENTILES:
+    if isinstance(x, np.ndarray) and not network.derives_inputs and network.n_features != N_INPUTS_PERCENTILES:
         # the earlier layouts keep numpy's statistics, so their fits stay bit-equal; the
         # percentiles layout's rows are too wide for x.std's full-size temporary
         return x.mean(axis=0), x.std(axis=0)
     total = square = None
     with torch.no_grad():
         for start in range(0, len(x), chunk):
-            part = network.expand(torch.from_numpy(x[start:start + chunk])).double()
+            part = network.expand(torch.from_numpy(take_rows(x, slice(start, start + chunk)))).double()
             total = part.sum(0) if total is None else total + part.sum(0)
             square = (part ** 2).sum(0) if square is None else square + (part ** 2).sum(0)
     mean = total / len(x)
@@ -203,11 +208,74 @@ def with_percentiles(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     # float32 at once: the fit reads float32, and a float16 copy beside it would not fit in 24 GB
     out = np.empty((len(x), N_INPUTS_PERCENTILES), dtype=np.float32)
     out[:, :N_INPUTS_NEIGHBOURHOOD] = x[:, :N_INPUTS_NEIGHBOURHOOD]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(variant)) + 1, [len(x)]])
+    bounds = run_bounds(variant)
     for start, stop in zip(bounds[:-1], bounds[1:]):  # a map's has-reference flag is the same in all its rows
         out[start:stop, N_INPUTS_NEIGHBOURHOOD:] = percentile_inputs(band_percentiles(x[start:stop, :N_BANDS]),
                                                                      bool(x[start, HAS_REFERENCE] > 0.5))
     return {**rows, "x": out}
+
+
+@dataclass
+class PercentileRows:
+    """Rows of the ``"percentiles"`` layout held as each row's own inputs (the neighbourhood
+    layout's columns, float32) and each map's percentiles once, gathered when rows are taken.
+
+    Why: the 104 percentile inputs are the same in every row of a map, so written out per row they
+    were 57 % of the fit's bytes: 23 M training rows of 183 float32 inputs took 17 GB of a 23 GB
+    peak on a 24 GB machine, and a second cropped sample per structure ran it out of memory.
+    Held once per map they take 7 GB. :meth:`take` returns the very rows :func:`with_percentiles`
+    writes (same values, same dtype), so a fit reads the same batches either way."""
+
+    own: np.ndarray  # (rows, N_INPUTS_NEIGHBOURHOOD) float32
+    per_map: np.ndarray  # (maps, N_PERCENTILES) float32
+    map_of: np.ndarray  # (rows,) int64: which map (run of rows) each row was drawn from
+
+    def __len__(self) -> int:
+        return len(self.own)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.own), N_INPUTS_PERCENTILES
+
+    def take(self, index: slice | np.ndarray) -> np.ndarray:
+        """The full rows at ``index`` (a slice or row numbers), float32."""
+        return np.concatenate([self.own[index], self.per_map[self.map_of[index]]], axis=1)
+
+
+def take_rows(x: np.ndarray | PercentileRows, index: slice | np.ndarray) -> np.ndarray:
+    """Rows ``index`` of a fit's inputs as float32, whether held whole or as :class:`PercentileRows`."""
+    return x.take(index) if isinstance(x, PercentileRows) else x[index].astype(np.float32, copy=False)
+
+
+def run_bounds(variant: np.ndarray) -> np.ndarray:
+    """Where each run of equal ``variant`` (one map's rows) starts, and the end: the maps
+    :func:`with_percentiles` takes percentiles over."""
+    return np.concatenate([[0], np.flatnonzero(np.diff(variant)) + 1, [len(variant)]])
+
+
+def load_percentile_rows(folders: list[Path], split: str) -> dict:
+    """:func:`cryores_train.rows.load_rows` for the ``"percentiles"`` layout: ``"x"`` is a
+    :class:`PercentileRows` (each map's percentiles computed over its rows, as
+    :func:`with_percentiles` does, file by file as they load). Rows narrower than the
+    neighbourhood layout are refused, naming their folders."""
+    per_map: list[np.ndarray] = []
+
+    def own_inputs(x: np.ndarray, variant: np.ndarray) -> np.ndarray:
+        x = narrowed_rows({"x": x}, "neighbourhood", folders)["x"]
+        bounds = run_bounds(variant)
+        for start, stop in zip(bounds[:-1], bounds[1:]):  # a map's has-reference flag is the same in all its rows
+            per_map.append(percentile_inputs(band_percentiles(x[start:stop, :N_BANDS]),
+                                             bool(x[start, HAS_REFERENCE] > 0.5)))
+        return x.astype(np.float32)
+
+    rows = load_rows(folders, split, True, own_inputs)
+    # runs never join across files: each file's variant numbers follow the previous file's
+    map_of = np.cumsum(np.diff(rows["variant"], prepend=rows["variant"][:1]) != 0)
+    table = np.asarray(per_map, dtype=np.float32).reshape(-1, N_PERCENTILES)
+    if len(table) != int(map_of[-1]) + 1:
+        raise CryoResError(f"rows {', '.join(map(str, folders))}: {len(table)} maps' percentiles for "
+                           f"{int(map_of[-1]) + 1} runs of rows")
+    return {**rows, "x": PercentileRows(rows["x"], table, map_of)}
 
 
 def simulated_row_folders(config: dict) -> list[Path]:
@@ -231,13 +299,9 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     folders = simulated_row_folders(config) + ([Path(config["real_rows"])] if config.get("real_rows") else [])
-    derived = config.get("inputs") == "percentiles"  # needs each row's map (with_percentiles)
-
-    def percentile_rows(x: np.ndarray, variant: np.ndarray) -> np.ndarray:  # one file's rows, as they load
-        return narrowed_rows({"x": x, "variant": variant}, "percentiles", folders)["x"]
-
-    transform = percentile_rows if derived else None
-    train_rows, val_rows = (load_rows(folders, split, derived, transform) for split in ("train", "val"))
+    derived = config.get("inputs") == "percentiles"  # needs each row's map (PercentileRows)
+    train_rows, val_rows = (load_percentile_rows(folders, split) if derived else load_rows(folders, split)
+                            for split in ("train", "val"))
     if train_rows["x"].shape[1] != val_rows["x"].shape[1]:
         raise CryoResError(f"rows in {', '.join(map(str, folders))}: {train_rows['x'].shape[1]} inputs in training and "
                            f"{val_rows['x'].shape[1]} in validation rows (this cryores makes {N_INPUTS}); "
@@ -246,7 +310,7 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     if config.get("inputs") and not derived:
         train_rows, val_rows = (narrowed_rows(r, config["inputs"], folders) for r in (train_rows, val_rows))
     torch.manual_seed(config["seed"])
-    x_train = train_rows["x"].astype(np.float32, copy=False)
+    x_train = train_rows["x"] if derived else train_rows["x"].astype(np.float32, copy=False)
     # the float16 copy is no longer read: dropped, the peak (float32 rows and x.std's temporary)
     # stays under 24 GB with 30 M rows of 79 inputs, where holding it ran out
     train_rows = {key: value for key, value in train_rows.items() if key != "x"}
@@ -272,7 +336,7 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
     # same draws); with the cdf made once, a step costs O(batch), not O(rows), and a rank looks up only its shard
     cdf = np.cumsum(weights)
     cdf /= cdf[-1]
-    x_all = torch.from_numpy(x_train).to(context.device)
+    take_batch = batch_taker(x_train, context.device)
     y_all = torch.from_numpy(np.log(train_rows["y"]).astype(np.float32)).to(context.device)
     bound_all = torch.from_numpy(train_rows["bound"]).to(context.device)
     from tqdm import tqdm
@@ -289,7 +353,9 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         # the same global batch on every rank (same generator, same state); each rank takes its shard
         uniform = rng.random(global_batch)[shard]
         index = torch.from_numpy(np.searchsorted(cdf, uniform, side="right")).to(context.device)
-        batch = x_all[index] if not jitter else jitter_percentiles(x_all[index], jitter, global_batch, shard)
+        batch = take_batch(index)
+        if jitter:
+            batch = jitter_percentiles(batch, jitter, global_batch, shard)
         loss = pinball_loss(model(batch), y_all[index], bound_all[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -320,8 +386,19 @@ def _train(config: dict, context: distributed.Context, progress: bool, max_steps
         return checkpoint
     seconds = time.perf_counter() - started
     total = None if earlier_seconds is None else earlier_seconds + seconds
-    del x_all, x_train  # the training rows (most of the fit's memory) are not read again
+    del take_batch, x_train  # the training rows (most of the fit's memory) are not read again
     return export(network.cpu(), config, train_rows, val_rows, history, seconds, step, total)
+
+
+def batch_taker(x: np.ndarray | PercentileRows, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """index -> the batch of training rows, on ``device``: rows held whole are indexed, and
+    :class:`PercentileRows` gathered (each map's percentiles beside its rows' own inputs), the
+    same values either way."""
+    if not isinstance(x, PercentileRows):
+        whole = torch.from_numpy(x).to(device)
+        return lambda index: whole[index]
+    own, per_map, map_of = (torch.from_numpy(a).to(device) for a in (x.own, x.per_map, x.map_of))
+    return lambda index: torch.cat([own[index], per_map[map_of[index]]], dim=1)
 
 
 def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict, history: dict, seconds: float,
