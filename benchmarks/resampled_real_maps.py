@@ -16,8 +16,10 @@ solvent's values spread (``cryores.spectral.solvent_spread``), with a star where
 
 With ``--simulated N`` the same is done, with the truth known, on the deposited-style maps of N
 validation structures (``bfactor``, sample 0, seed 7, as the benchmarks draw them): each read as
-it is and cropped, its label resampled linearly onto the cropped grid and floored at that grid's
-Nyquist (nothing finer is left in the map, and no reading is finer), scored by MAE, bias and the
+it is and cropped, its label resampled onto the cropped grid as the training rows' are
+(``cryores_train.labels.resample_label``, kept where the old label covers a voxel fully) and
+floored at that grid's Nyquist (nothing finer is left in the map, and no reading is finer),
+scored by MAE, bias and the
 median ln(reading / label), apart for the masked ones, which lose their missing reference, with
 how many were cautioned for a faint solvent.
 
@@ -35,9 +37,11 @@ import cryores
 from cryores.cautions import faint_solvent
 from cryores.model_card import load_model
 from cryores.mrc_io import read_map
-from cryores.resample import fourier_resample, linear_resample
+from cryores.resample import fourier_resample
 from cryores_train.evaluate_v3 import REAL_MAPS, STRUCTURES
+from cryores_train.labels import resample_label
 from cryores_train.rows import EVALUATION_SEED, scored_maps, structures_in_splits
+from cryores_train.variants import LABEL_COVERAGE
 
 
 def cropped(data: np.ndarray, voxel: tuple[float, float, float], factor: float):
@@ -66,8 +70,9 @@ def simulated_deposits(model, structures: int, factors: list[float]) -> None:
                 data, size, label = deposit.density, (voxel,) * 3, deposit.label
             else:
                 data, size = cropped(deposit.density, (voxel,) * 3, factor)
-                label = linear_resample(deposit.label.astype(np.float32), data.shape)
-                label = np.where(linear_resample((deposit.label > 0).astype(np.float32), data.shape) > 0.5, label, 0)
+                # as the training rows do: normalised at the labelled region's edge, kept where the
+                # old label covers a voxel fully
+                label = resample_label(deposit.label.astype(np.float32), None, data.shape, coverage=LABEL_COVERAGE)
             region = label > 0
             # nothing finer than the grid's Nyquist exists in the map (and no reading is finer): a
             # label finer than the cropped grid's Nyquist is read at it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from cryores.spectral import (
     N_INPUTS,
     N_INPUTS_NEIGHBOURHOOD,
     N_INPUTS_PERCENTILES,
+    N_INPUTS_WIDE,
     N_PERCENTILES,
     band_percentiles,
 )
@@ -510,7 +512,7 @@ def test_percentile_rows_hold_each_maps_percentiles_once_and_give_the_fit_the_sa
 
     rows = tmp_path / "rows"
     rows.mkdir()
-    synthetic_rows(rows, width=N_INPUTS_NEIGHBOURHOOD)
+    synthetic_rows(rows, width=N_INPUTS_WIDE)  # wider than the layout reads, as rows may be
     for i, path in enumerate(sorted(rows.glob("S*_000.npz"))):  # three maps per file, the middle one referenced
         data = dict(np.load(path))
         data["variant"] = np.repeat(np.arange(3, dtype=np.int32), 100)
@@ -539,8 +541,10 @@ def test_percentile_rows_hold_each_maps_percentiles_once_and_give_the_fit_the_sa
     narrow = tmp_path / "narrow"  # rows without the neighbourhood columns: refused, naming the folder
     narrow.mkdir()
     synthetic_rows(narrow, width=N_INPUTS)
-    with pytest.raises(CryoResError, match=f"{narrow}: {N_INPUTS} inputs per row, fewer than"):
+    with pytest.raises(CryoResError, match=f"{re.escape(str(narrow))}: {N_INPUTS} inputs per row, fewer than"):
         load_percentile_rows([narrow], "train")
+    with pytest.raises(ValueError, match="do not fit together"):  # own inputs of another layout
+        PercentileRows(np.zeros((4, N_INPUTS_WIDE), np.float32), x.per_map, np.zeros(4, np.int64))
 
 
 def test_percentile_jitter_moves_only_the_percentiles_of_maps_without_a_noise_reference(tmp_path):

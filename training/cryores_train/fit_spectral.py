@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -109,8 +109,9 @@ def _weights(labels: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate(network: SpectralNet, rows: dict[str, np.ndarray]) -> dict:
-    """MAE (Å) of the median on exact labels, bias, and the raw 5-95 % interval's coverage."""
+def validate(network: SpectralNet, rows: dict) -> dict:
+    """MAE (Å) of the median on exact labels, bias, and the raw 5-95 % interval's coverage, on a
+    split as loaded (``"x"`` whole or :class:`PercentileRows`)."""
     network.eval()
     x, device = rows["x"], network.feature_mean.device
     q = torch.cat([network(torch.from_numpy(take_rows(x, slice(i, i + 65536))).to(device)).cpu()
@@ -126,7 +127,7 @@ def validate(network: SpectralNet, rows: dict[str, np.ndarray]) -> dict:
 
 
 @torch.no_grad()
-def calibrate_interval(network: SpectralNet, rows: dict[str, np.ndarray]) -> float:
+def calibrate_interval(network: SpectralNet, rows: dict) -> float:
     """Scale s of the half-width so that |y - median| <= s * half-width (Å) for 90 % of exact rows.
 
     Matches inference, which reports sigma = s * (high - low) / 2 / 1.645 around the median.
@@ -178,7 +179,8 @@ def narrowed_rows(rows: dict[str, np.ndarray], layout: str, folders: list[Path])
     """``rows`` with only the inputs of ``layout`` (the config's ``inputs``): the layouts nest
     (features, then the map's context, then the neighbourhood gap), so a narrower layout is the
     first columns of wider rows, and one set of rows can train all of them. ``"percentiles"`` is
-    the neighbourhood columns and each map's percentiles (:func:`with_percentiles`). Rows
+    the neighbourhood columns and each map's percentiles (:func:`with_percentiles`, written out
+    whole; the fit holds them as :class:`PercentileRows`). Rows
     narrower than the layout are refused, naming their folders."""
     if layout not in LAYOUTS:
         raise CryoResError(f"config inputs {layout!r}: this cryores knows {', '.join(LAYOUTS)}")
@@ -197,6 +199,9 @@ def with_percentiles(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     :func:`cryores.spectral.percentile_inputs`), computed over the rows drawn from that map
     (``variant``).
 
+    The fit holds the same rows as :class:`PercentileRows` (:func:`load_percentile_rows`), which
+    must match what this writes out whole.
+
     Why here and not in the rows files: the rows already hold a uniform draw of each map's labelled
     voxels, so the percentiles come without simulating every map again. Inference computes them
     over the automatic mask instead; on 30 maps of 6 validation structures the two differed by
@@ -205,7 +210,6 @@ def with_percentiles(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     map to map.
     """
     x, variant = rows["x"], rows["variant"]
-    # float32 at once: the fit reads float32, and a float16 copy beside it would not fit in 24 GB
     out = np.empty((len(x), N_INPUTS_PERCENTILES), dtype=np.float32)
     out[:, :N_INPUTS_NEIGHBOURHOOD] = x[:, :N_INPUTS_NEIGHBOURHOOD]
     bounds = run_bounds(variant)
@@ -215,20 +219,25 @@ def with_percentiles(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**rows, "x": out}
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class PercentileRows:
     """Rows of the ``"percentiles"`` layout held as each row's own inputs (the neighbourhood
     layout's columns, float32) and each map's percentiles once, gathered when rows are taken.
 
-    Why: the 104 percentile inputs are the same in every row of a map, so written out per row they
-    were 57 % of the fit's bytes: 23 M training rows of 183 float32 inputs took 17 GB of a 23 GB
-    peak on a 24 GB machine, and a second cropped sample per structure ran it out of memory.
-    Held once per map they take 7 GB. :meth:`take` returns the very rows :func:`with_percentiles`
-    writes (same values, same dtype), so a fit reads the same batches either way."""
+    Why: the 104 percentiles are the same in every row of a map; written into every row they made
+    the fit's 23 M training rows 17 GB (peak 23 GB on a 24 GB machine), held once per map 7 GB.
+    :meth:`take` returns the very rows :func:`with_percentiles` writes (same values, dtype and
+    order), so a fit reads the same batches either way."""
 
     own: np.ndarray  # (rows, N_INPUTS_NEIGHBOURHOOD) float32
     per_map: np.ndarray  # (maps, N_PERCENTILES) float32
     map_of: np.ndarray  # (rows,) int64: which map (run of rows) each row was drawn from
+
+    def __post_init__(self) -> None:
+        if (self.own.shape[1] != N_INPUTS_NEIGHBOURHOOD or self.per_map.shape[1] != N_PERCENTILES
+                or len(self.map_of) != len(self.own)):
+            raise ValueError(f"PercentileRows: own {self.own.shape}, per_map {self.per_map.shape}, "
+                             f"map_of {self.map_of.shape} do not fit together")
 
     def __len__(self) -> int:
         return len(self.own)
@@ -258,7 +267,7 @@ def load_percentile_rows(folders: list[Path], split: str) -> dict:
     :class:`PercentileRows` (each map's percentiles computed over its rows, as
     :func:`with_percentiles` does, file by file as they load). Rows narrower than the
     neighbourhood layout are refused, naming their folders."""
-    per_map: list[np.ndarray] = []
+    per_map: list[np.ndarray] = []  # load_rows transforms each file once, in load order
 
     def own_inputs(x: np.ndarray, variant: np.ndarray) -> np.ndarray:
         x = narrowed_rows({"x": x}, "neighbourhood", folders)["x"]
@@ -269,12 +278,10 @@ def load_percentile_rows(folders: list[Path], split: str) -> dict:
         return x.astype(np.float32)
 
     rows = load_rows(folders, split, True, own_inputs)
-    # runs never join across files: each file's variant numbers follow the previous file's
-    map_of = np.cumsum(np.diff(rows["variant"], prepend=rows["variant"][:1]) != 0)
+    # the same runs over all files: each file's variant numbers start above the previous file's
+    bounds = run_bounds(rows["variant"])
+    map_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
     table = np.asarray(per_map, dtype=np.float32).reshape(-1, N_PERCENTILES)
-    if len(table) != int(map_of[-1]) + 1:
-        raise CryoResError(f"rows {', '.join(map(str, folders))}: {len(table)} maps' percentiles for "
-                           f"{int(map_of[-1]) + 1} runs of rows")
     return {**rows, "x": PercentileRows(rows["x"], table, map_of)}
 
 

@@ -47,7 +47,7 @@ FAMILIES = tuple(FAMILY_SEED_OFFSET)
 COARSE_SEED_OFFSET = 500  # coarse samples (--coarse) draw apart from the same family's plain ones
 CROPPED_SEED_OFFSET = 700  # so do cropped ones (--cropped)
 # what --inputs offers: not "features" (the first columns of any rows) nor "percentiles" (the fit
-# derives a map's percentiles from its rows' neighbourhood columns: fit_spectral.with_percentiles)
+# derives a map's percentiles from its rows' neighbourhood columns: fit_spectral.load_percentile_rows)
 ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout not in ("features", "percentiles"))
 
 
@@ -250,9 +250,9 @@ def load_rows(folders: Path | list[Path], split: str, variants: bool = False,
     apart is refused, naming it.
 
     ``transform(x, variant)`` (optional) turns one file's inputs into the inputs the caller keeps
-    (a file's maps are all in that file). Each file's result is written straight into one array
-    sized beforehand, so only the kept rows are held: a fit's float32 rows derived from float16
-    ones (``with_percentiles``) no longer need both copies of 20 M rows at once.
+    (a file's maps are all in that file); it is called once per file, in load order. Each file's
+    result is written straight into one array sized beforehand, so only the kept rows are held
+    (a fit's float32 rows beside the float16 ones of 20 M rows would not fit in 24 GB).
     """
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     files = [path for folder in folders for path in sorted(folder.glob("*.npz"))]
