@@ -213,10 +213,16 @@ def with_percentiles(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = np.empty((len(x), N_INPUTS_PERCENTILES), dtype=np.float32)
     out[:, :N_INPUTS_NEIGHBOURHOOD] = x[:, :N_INPUTS_NEIGHBOURHOOD]
     bounds = run_bounds(variant)
-    for start, stop in zip(bounds[:-1], bounds[1:]):  # a map's has-reference flag is the same in all its rows
-        out[start:stop, N_INPUTS_NEIGHBOURHOOD:] = percentile_inputs(band_percentiles(x[start:stop, :N_BANDS]),
-                                                                     bool(x[start, HAS_REFERENCE] > 0.5))
+    out[:, N_INPUTS_NEIGHBOURHOOD:] = np.repeat(map_percentiles(x, bounds), np.diff(bounds), axis=0)
     return {**rows, "x": out}
+
+
+def map_percentiles(x: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(maps, N_PERCENTILES) float32: :func:`cryores.spectral.percentile_inputs` of each map's
+    rows, the maps being the runs between ``bounds`` (:func:`run_bounds`); a map's has-reference
+    flag is the same in all its rows."""
+    return np.array([percentile_inputs(band_percentiles(x[start:stop, :N_BANDS]), bool(x[start, HAS_REFERENCE] > 0.5))
+                     for start, stop in zip(bounds[:-1], bounds[1:])], dtype=np.float32).reshape(-1, N_PERCENTILES)
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,21 +273,18 @@ def load_percentile_rows(folders: list[Path], split: str) -> dict:
     :class:`PercentileRows` (each map's percentiles computed over its rows, as
     :func:`with_percentiles` does, file by file as they load). Rows narrower than the
     neighbourhood layout are refused, naming their folders."""
-    per_map: list[np.ndarray] = []  # load_rows transforms each file once, in load order
+    per_file: list[np.ndarray] = []  # load_rows transforms each file once, in load order
 
     def own_inputs(x: np.ndarray, variant: np.ndarray) -> np.ndarray:
         x = narrowed_rows({"x": x}, "neighbourhood", folders)["x"]
-        bounds = run_bounds(variant)
-        for start, stop in zip(bounds[:-1], bounds[1:]):  # a map's has-reference flag is the same in all its rows
-            per_map.append(percentile_inputs(band_percentiles(x[start:stop, :N_BANDS]),
-                                             bool(x[start, HAS_REFERENCE] > 0.5)))
+        per_file.append(map_percentiles(x, run_bounds(variant)))
         return x.astype(np.float32)
 
     rows = load_rows(folders, split, True, own_inputs)
     # the same runs over all files: each file's variant numbers start above the previous file's
     bounds = run_bounds(rows["variant"])
     map_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-    table = np.asarray(per_map, dtype=np.float32).reshape(-1, N_PERCENTILES)
+    table = np.concatenate(per_file)
     return {**rows, "x": PercentileRows(rows["x"], table, map_of)}
 
 
