@@ -9,9 +9,12 @@ coverage, so this asks how much of the test number is the draw. For ``--splits``
 of the validation structures it solves the scale on one half (pooled over voxels, as the fit
 does) and measures the coverage on a test-like draw of the other half (one sample per structure:
 its raw and deposited-style maps). Each row of the table widens sigma by a whole-map term,
-sigma' = sqrt((a sigma)^2 + (b * estimate)^2), ``b`` fixed and ``a`` solved on the first half:
-``b`` = 0 is the shipped interval. The shifts are the card's recipe solved on all the maps
-(they move little between halves); Spearman(sigma', |error|) is over all validation voxels.
+sigma' = sqrt((a sigma)^2 + (b * estimate)^2), ``b`` fixed per path (maps whose solvent gives a
+noise reference, maps without one: the latter read off as a whole more often) and ``a`` solved on
+the first half: ``b`` = 0 / 0 is the shipped interval; the "rms" row takes each path's ``b`` from
+the RMS whole-map offset of the first half's maps, a rule a fit could apply. The shifts are the
+card's recipe solved on all the maps (they move little between halves); Spearman(sigma', |error|)
+is over all validation voxels.
 
 The validation maps are predicted once (``calibration_maps``, ~12 min on one core); ``--cache``
 keeps them in a pickle for reruns.
@@ -33,13 +36,16 @@ from cryores.spectral_inference import Z90
 from cryores_train.fit import load_config
 from cryores_train.fit_spectral import calibration_maps, predicted_at, solve_calibration
 
-TERMS = (0.0, 0.03, 0.05, 0.08, 0.1, 0.12)
+# (b for maps whose solvent gives a noise reference, b for maps without one); "rms" is the rule a
+# fit could apply: each path's b is the RMS whole-map offset of its maps in the solving half
+TERMS: tuple[tuple[float, float] | str, ...] = ((0.0, 0.0), (0.05, 0.05), (0.1, 0.1), (0.0, 0.05), (0.0, 0.08),
+                                                (0.0, 0.1), (0.0, 0.12), (0.03, 0.08), (0.03, 0.1), "rms")
 STRIDE = 4  # every 4th labelled voxel of each map: the quantiles barely move, the memory is a quarter
 
 
 def voxel_arrays(maps, ceiling: float, shifts: dict[str, float]) -> dict[str, np.ndarray]:
     """Every map's estimate, sigma (shift applied, scale not), |error| and map number, concatenated."""
-    parts: dict[str, list] = {"estimate": [], "sigma": [], "error": [], "map": []}
+    parts: dict[str, list] = {"estimate": [], "sigma": [], "error": [], "map": [], "reference": [], "label": []}
     for number, m in enumerate(maps):
         shift = shifts["with_reference" if m.has_reference else "without_reference"]
         keep = slice(None, None, STRIDE)
@@ -47,18 +53,40 @@ def voxel_arrays(maps, ceiling: float, shifts: dict[str, float]) -> dict[str, np
         parts["estimate"].append(estimate.astype(np.float32))
         parts["sigma"].append((m.sigma[keep] * np.exp(-shift)).astype(np.float32))
         parts["error"].append(np.abs(estimate - m.label[keep]).astype(np.float32))
+        parts["label"].append(m.label[keep].astype(np.float32))
         parts["map"].append(np.full(len(estimate), number, np.int32))
+        parts["reference"].append(np.full(len(estimate), m.has_reference))
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
-def scale_for(voxels: dict[str, np.ndarray], where: np.ndarray, term: float) -> float:
-    """The a that makes sqrt((a sigma)^2 + (term * estimate)^2) hold 90 % of the voxels ``where``."""
-    needed = np.maximum((voxels["error"][where] / Z90) ** 2 - (term * voxels["estimate"][where]) ** 2, 0.0)
+def map_offsets(voxels: dict[str, np.ndarray], count: int) -> np.ndarray:
+    """Each map's whole-map offset: the median of ln(estimate / true) over its voxels."""
+    log_ratio = np.log(voxels["estimate"] / voxels["label"])
+    order = np.argsort(voxels["map"], kind="stable")
+    bounds = np.searchsorted(voxels["map"][order], np.arange(count + 1))
+    return np.array([np.median(log_ratio[order[bounds[i]:bounds[i + 1]]]) for i in range(count)])
+
+
+def rms_terms(maps, offsets: np.ndarray, numbers) -> tuple[float, float]:
+    """Each path's RMS whole-map offset over the maps ``numbers``: (with a noise reference,
+    without one), the b a fit could solve on its validation maps."""
+    picked = {key: [offsets[n] for n in numbers if maps[n].has_reference == key] for key in (True, False)}
+    return tuple(float(np.sqrt(np.mean(np.square(picked[key])))) if picked[key] else 0.0 for key in (True, False))
+
+
+def per_voxel_term(voxels: dict[str, np.ndarray], term: tuple[float, float]) -> np.ndarray:
+    return np.where(voxels["reference"], np.float32(term[0]), np.float32(term[1]))
+
+
+def scale_for(voxels: dict[str, np.ndarray], where: np.ndarray, term: tuple[float, float]) -> float:
+    """The a that makes sqrt((a sigma)^2 + (b * estimate)^2) hold 90 % of the voxels ``where``."""
+    b = per_voxel_term(voxels, term)[where]
+    needed = np.maximum((voxels["error"][where] / Z90) ** 2 - (b * voxels["estimate"][where]) ** 2, 0.0)
     return float(np.quantile(np.sqrt(needed) / np.maximum(voxels["sigma"][where], 1e-6), 0.9))
 
 
-def widened_sigma(voxels: dict[str, np.ndarray], a: float, term: float) -> np.ndarray:
-    return np.sqrt((a * voxels["sigma"]) ** 2 + (term * voxels["estimate"]) ** 2)
+def widened_sigma(voxels: dict[str, np.ndarray], a: float, term: tuple[float, float]) -> np.ndarray:
+    return np.sqrt((a * voxels["sigma"]) ** 2 + (per_voxel_term(voxels, term) * voxels["estimate"]) ** 2)
 
 
 def main() -> None:
@@ -85,28 +113,36 @@ def main() -> None:
         samples[m.structure][-1].append(number)
     structure_of = np.array([structures.index(m.structure) for m in maps])
     rng = np.random.default_rng(1)
-    coverage: dict[float, list[tuple[float, float]]] = {term: [] for term in TERMS}
+    offsets = map_offsets(voxels, len(maps))
+    coverage: dict = {term: [] for term in TERMS}
+    solved_terms: list[tuple[float, float]] = []
     for _ in range(args.splits):
         order = rng.permutation(len(structures))
         first = np.isin(structure_of, order[: len(structures) // 2])[voxels["map"]]
         drawn = [n for s in order[len(structures) // 2:] for n in samples[structures[s]][
             rng.integers(len(samples[structures[s]]))]]
         second = np.isin(voxels["map"], drawn)
-        for term in TERMS:
+        first_maps = [n for n in range(len(maps)) if structure_of[n] in order[: len(structures) // 2]]
+        for name in TERMS:
+            term = rms_terms(maps, offsets, first_maps) if name == "rms" else name
+            if name == "rms":
+                solved_terms.append(term)
             a = scale_for(voxels, first, term)
             inside = voxels["error"][second] <= Z90 * widened_sigma(voxels, a, term)[second]
-            coverage[term].append((float(inside.mean()), a))
+            coverage[name].append((float(inside.mean()), a))
     print(f"{len(maps)} validation maps of {len(structures)} structures; shifts {shifts}; {args.splits} splits")
-    print("| b | a (median) | held-out coverage, median | 5-95 % of draws | draws inside 85-95 % "
-          "| Spearman(sigma, |error|) |")
+    print("| b with / without a reference | a (median) | held-out coverage, median | 5-95 % of draws "
+          "| draws inside 85-95 % | Spearman(sigma, |error|) |")
     print("|---|---|---|---|---|---|")
     subset = np.random.default_rng(2).choice(len(voxels["error"]), min(400_000, len(voxels["error"])), replace=False)
-    for term in TERMS:
-        held = np.array([c for c, _ in coverage[term]])
-        a = float(np.median([scale for _, scale in coverage[term]]))
+    for name in TERMS:
+        held = np.array([c for c, _ in coverage[name]])
+        a = float(np.median([scale for _, scale in coverage[name]]))
+        term = tuple(np.median(solved_terms, axis=0)) if name == "rms" else name
         rho = stats.spearmanr(widened_sigma(voxels, a, term)[subset], voxels["error"][subset])[0]
         low, high = np.quantile(held, [0.05, 0.95])
-        print(f"| {term:.2f} | {a:.3f} | {100 * np.median(held):.1f} % | {100 * low:.1f}-{100 * high:.1f} % | "
+        label = f"RMS offsets ({term[0]:.3f} / {term[1]:.3f})" if name == "rms" else f"{term[0]:.2f} / {term[1]:.2f}"
+        print(f"| {label} | {a:.3f} | {100 * np.median(held):.1f} % | {100 * low:.1f}-{100 * high:.1f} % | "
               f"{100 * np.mean((held >= 0.85) & (held <= 0.95)):.0f} % | {rho:.3f} |")
 
 
