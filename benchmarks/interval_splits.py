@@ -33,6 +33,7 @@ import numpy as np
 from scipy import stats
 
 from cryores.spectral_inference import Z90
+from cryores_train.evaluate_v3 import whole_map_offsets
 from cryores_train.fit import load_config
 from cryores_train.fit_spectral import calibration_maps, predicted_at, solve_calibration
 
@@ -43,9 +44,11 @@ TERMS: tuple[tuple[float, float] | str, ...] = ((0.0, 0.0), (0.05, 0.05), (0.1, 
 STRIDE = 4  # every 4th labelled voxel of each map: the quantiles barely move, the memory is a quarter
 
 
-def voxel_arrays(maps, ceiling: float, shifts: dict[str, float]) -> dict[str, np.ndarray]:
-    """Every map's estimate, sigma (shift applied, scale not), |error| and map number, concatenated."""
-    parts: dict[str, list] = {"estimate": [], "sigma": [], "error": [], "map": [], "reference": [], "label": []}
+def voxel_arrays(maps, ceiling: float, shifts: dict[str, float]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(every map's estimate, sigma (shift applied, scale not), |error|, map number and whether it
+    has a noise reference, concatenated; each map's whole-map offset (``whole_map_offsets``))."""
+    parts: dict[str, list] = {"estimate": [], "sigma": [], "error": [], "map": [], "reference": []}
+    labels = []
     for number, m in enumerate(maps):
         shift = shifts["with_reference" if m.has_reference else "without_reference"]
         keep = slice(None, None, STRIDE)
@@ -53,18 +56,11 @@ def voxel_arrays(maps, ceiling: float, shifts: dict[str, float]) -> dict[str, np
         parts["estimate"].append(estimate.astype(np.float32))
         parts["sigma"].append((m.sigma[keep] * np.exp(-shift)).astype(np.float32))
         parts["error"].append(np.abs(estimate - m.label[keep]).astype(np.float32))
-        parts["label"].append(m.label[keep].astype(np.float32))
+        labels.append(m.label[keep])
         parts["map"].append(np.full(len(estimate), number, np.int32))
         parts["reference"].append(np.full(len(estimate), m.has_reference))
-    return {key: np.concatenate(value) for key, value in parts.items()}
-
-
-def map_offsets(voxels: dict[str, np.ndarray], count: int) -> np.ndarray:
-    """Each map's whole-map offset: the median of ln(estimate / true) over its voxels."""
-    log_ratio = np.log(voxels["estimate"] / voxels["label"])
-    order = np.argsort(voxels["map"], kind="stable")
-    bounds = np.searchsorted(voxels["map"][order], np.arange(count + 1))
-    return np.array([np.median(log_ratio[order[bounds[i]:bounds[i + 1]]]) for i in range(count)])
+    return ({key: np.concatenate(value) for key, value in parts.items()},
+            whole_map_offsets(labels, parts["estimate"]))
 
 
 def rms_terms(maps, offsets: np.ndarray, numbers) -> tuple[float, float]:
@@ -103,7 +99,7 @@ def main() -> None:
         if args.cache:
             args.cache.write_bytes(pickle.dumps((maps, ceiling)))
     shifts = solve_calibration(maps, ceiling)[1]
-    voxels = voxel_arrays(maps, ceiling, shifts)
+    voxels, offsets = voxel_arrays(maps, ceiling, shifts)
     structures = sorted({m.structure for m in maps})
     # each sample's maps, in the order calibration_maps made them (a sample's variants start at 0)
     samples: dict[str, list[list[int]]] = {s: [] for s in structures}
@@ -113,16 +109,15 @@ def main() -> None:
         samples[m.structure][-1].append(number)
     structure_of = np.array([structures.index(m.structure) for m in maps])
     rng = np.random.default_rng(1)
-    offsets = map_offsets(voxels, len(maps))
     coverage: dict = {term: [] for term in TERMS}
     solved_terms: list[tuple[float, float]] = []
     for _ in range(args.splits):
         order = rng.permutation(len(structures))
-        first = np.isin(structure_of, order[: len(structures) // 2])[voxels["map"]]
+        first_map = np.isin(structure_of, order[: len(structures) // 2])
+        first, first_maps = first_map[voxels["map"]], np.flatnonzero(first_map)
         drawn = [n for s in order[len(structures) // 2:] for n in samples[structures[s]][
             rng.integers(len(samples[structures[s]]))]]
         second = np.isin(voxels["map"], drawn)
-        first_maps = [n for n in range(len(maps)) if structure_of[n] in order[: len(structures) // 2]]
         for name in TERMS:
             term = rms_terms(maps, offsets, first_maps) if name == "rms" else name
             if name == "rms":
