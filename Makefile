@@ -92,7 +92,7 @@ model: $(VENV)/.installed
 	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --per-structure 6 --splits train,val --inputs $(INPUTS)
 	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family cliff --per-structure 3 --splits train,val --inputs $(INPUTS)
 	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --coarse --per-structure 2 --splits train,val --inputs $(INPUTS)
-	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --cropped --per-structure 1 --splits train,val --inputs $(INPUTS)
+	$(VENV)/bin/cryores-train rows $(STRUCTURES) -o $(ROWS) --family bfactor --cropped --per-structure 3 --splits train,val --inputs $(INPUTS)
 	$(VENV)/bin/cryores-train real-rows training/real_maps -o $(ROWS)/real --per-map 24 --inputs $(INPUTS)
 	OMP_NUM_THREADS=1 $(VENV)/bin/cryores-train fit training/configs/v3.json
 	$(VENV)/bin/cryores-train evaluate-v3 training/configs/v3.json $(STRUCTURES) --docs docs

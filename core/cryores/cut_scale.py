@@ -14,8 +14,9 @@ noise reference the network reads the scale well and the same scaling made those
 A cut far finer than the reading's best-resolved fifth (which reads more than twice as coarse)
 is not taken as the map's global resolution (a map filtered at a cut finer than anything it
 holds): then the cut only floors the reading, and a caution says so. The margin is wide because
-real masked maps read coarse: EMD-3488 (3.2 Å reported, low-passed near 3.1 Å) has its best
-fifth at 4.7 Å, EMD-1997 (7.0 Å) a median of 9.3 Å (README, model section).
+real masked maps read coarse: with the card of the sixteenth session, EMD-3488 (3.2 Å reported,
+low-passed near 3.1 Å) had its best fifth at 4.7 Å and EMD-1997 (7.0 Å) a median of 9.3 Å; the
+shipped card reads their medians at 4.7 and 9.0 Å (README, model section).
 """
 
 from __future__ import annotations
