@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .box_faces import cut_by_box, mirror_pads
 from .cautions import faint_solvent, prediction_cautions
 from .cut_scale import scale_for_cut
 from .errors import CryoResError
@@ -200,6 +201,9 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
         mask = reference = automatic_mask(density, voxel)
     else:
         mask = mask_from_array(mask, density.shape)
+    if cut_by_box(mask):  # its band powers are taken on the map mirrored past its faces: a bigger box
+        padded = [n + 2 * p for n, p in zip(density.shape, mirror_pads(density.shape, voxel))]
+        check_fits(math.prod(padded), math.prod(feature_grid(tuple(padded), voxel)[0]), False, memory_limit)
     with progress_reporter(progress, 0, "voxel", "cryores") as bar:
         reported = [0]
 

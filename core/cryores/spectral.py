@@ -13,7 +13,9 @@ interpolation artefacts instead of "no information here").
   ``max(WINDOW_MIN_A, WINDOW_FACTOR * d)`` Å, sampled on the *feature grid* (voxels of
   ``max(voxel, FEATURE_VOXEL_A)`` Å: the averaged power is smooth, so nothing is lost). Each band
   is computed on the smallest grid that holds twice its highest frequency (squaring doubles it),
-  so coarse bands cost little.
+  so coarse bands cost little. Where the mask reaches the box's faces (a filament, a crop), the
+  powers are taken on the map mirrored past them (:mod:`cryores.box_faces`), so the jump between
+  opposite faces of a periodic box is not read as detail.
 * **Scale.** Powers are divided by ``E``, the median over the mask of the power in bands of
   6 Å and coarser, which every map has: the features are invariant to ``a * map + b``.
 * **Noise reference.** Where the solvent (outside the mask extended by ``SOLVENT_GAP_A``) holds
@@ -52,6 +54,7 @@ import scipy.fft
 import torch
 from scipy import ndimage
 
+from .box_faces import back_on_grid, cut_by_box, mirror_pads, mirrored
 from .errors import CryoResError
 from .fourier import spatial_frequency
 from .masking import automatic_mask, dilate
@@ -261,6 +264,22 @@ def local_band_power(density: np.ndarray, voxel_size: tuple[float, float, float]
     return power, present
 
 
+def band_power_past_faces(density: np.ndarray, voxel_size: tuple[float, float, float], grid: tuple[int, ...],
+                          grid_voxel: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`local_band_power` of the map mirrored past its faces, read back on ``grid``: a
+    molecule the box cuts without the jump that wrapping it around the box puts at its faces
+    (:mod:`cryores.box_faces`). Everything else (scale, noise, percentiles) stays on the map's own box."""
+    pads = mirror_pads(density.shape, voxel_size)
+    padded = mirrored(density, pads)
+    padded_grid, padded_grid_voxel = feature_grid(padded.shape, voxel_size)
+    power, present = local_band_power(padded, voxel_size, padded_grid)
+    del padded
+    out = np.zeros((N_BANDS,) + tuple(grid), dtype=np.float32)
+    for j in np.flatnonzero(present):
+        out[j] = back_on_grid(power[j], padded_grid_voxel, pads, voxel_size, grid, grid_voxel)
+    return out, present
+
+
 def _solvent_values(density: np.ndarray, grid_solvent: np.ndarray) -> np.ndarray | None:
     """The map's values at the input voxels nearest to ``grid_solvent`` (the feature-grid
     solvent), or None when the solvent holds no noise to measure: too small, or (mostly) one
@@ -289,13 +308,16 @@ def solvent_spread(values: np.ndarray, density: np.ndarray, reference: np.ndarra
 
 
 def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
-                     reference: np.ndarray | None = None) -> SpectralFeatures:
+                     reference: np.ndarray | None = None, mirror_cut_faces: bool = True) -> SpectralFeatures:
     """Spectral features of a map (see the module docstring) on its feature grid.
 
     ``mask`` is where results are wanted. ``reference`` is the region that sets the scale E and,
     outside it (with ``mask``), the solvent for the noise spectrum; by default the automatic
     mask (``mask`` when that fails). So the features do not depend on how tight a user's mask
     is: a tight mask would put the molecule's own surface into the "solvent" and lower E.
+    ``mirror_cut_faces``: where ``reference | mask`` reaches the box's faces, take the band powers
+    on the map mirrored past them (:mod:`cryores.box_faces`); False keeps them wrapped around the
+    box, as the shipped card's training rows and calibration were made.
     """
     if reference is None:
         try:
@@ -304,7 +326,10 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
             reference = mask
     grid, grid_voxel = feature_grid(density.shape, voxel_size)
     spectrum = map_spectrum(density)
-    power, present = local_band_power(density, voxel_size, grid, spectrum)
+    if mirror_cut_faces and cut_by_box(reference | mask):
+        power, present = band_power_past_faces(density, voxel_size, grid, grid_voxel)
+    else:
+        power, present = local_band_power(density, voxel_size, grid, spectrum)
     edge = content_edge(spectrum, density.shape, voxel_size)
     del spectrum
     outside = ~(reference | mask)

@@ -141,12 +141,13 @@ class SpectralParts:
 def spectral_parts(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
                    loaded: LoadedModel, device: torch.device,
                    on_progress: Callable[[int, int], None] | None = None,
-                   reference: np.ndarray | None = None) -> SpectralParts:
+                   reference: np.ndarray | None = None, mirror_cut_faces: bool = True) -> SpectralParts:
     """Features once per map, then the network over the feature-grid voxels in and around the mask
-    (in chunks), and the evidence floor. ``reference``: the automatic mask if the caller has it."""
+    (in chunks), and the evidence floor. ``reference``: the automatic mask if the caller has it;
+    ``mirror_cut_faces``: see :func:`cryores.spectral.compute_features`."""
     # the card's input layout (older v3 cards read less); checked before the costly features
     layout = input_layout(loaded.network.n_features, f"model {loaded.card.get('name', '?')}")
-    features = compute_features(density, voxel_size, mask, reference)
+    features = compute_features(density, voxel_size, mask, reference, mirror_cut_faces)
     region = dilate(features.mask, (2.0, 2.0, 2.0))  # two feature voxels of margin
     network = loaded.network.to(device)
     where = np.flatnonzero(region)

@@ -543,7 +543,7 @@ def calibration_maps(card_path: Path, config: dict) -> tuple[list[CalibrationMap
     from cryores.resample import linear_resample
     from cryores.spectral_inference import spectral_parts
 
-    from .rows import scored_maps, structures_in_splits
+    from .rows import MIRROR_CUT_FACES, scored_maps, structures_in_splits
 
     model = load_model(card_path)
     calibration = config["calibration"]
@@ -556,7 +556,7 @@ def calibration_maps(card_path: Path, config: dict) -> tuple[list[CalibrationMap
         for number, variant in enumerate(variants):
             region = variant.label > 0
             parts = spectral_parts(variant.density, (voxel,) * 3, mask_from_array(region, region.shape), model,
-                                   torch.device("cpu"))
+                                   torch.device("cpu"), mirror_cut_faces=MIRROR_CUT_FACES)
             median, sigma = parts.calibrated(0.0, 1.0, floored=False)  # floored by the solver, at each shift
             on_grid = [median, parts.filled_floor(), sigma]
             if median.shape != region.shape:
