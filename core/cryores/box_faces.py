@@ -47,9 +47,13 @@ def mirrored(density: np.ndarray, pads: tuple[int, ...]) -> np.ndarray:
 def back_on_grid(values: np.ndarray, padded_grid_voxel: tuple[float, ...], pads: tuple[int, ...],
                  voxel_size: tuple[float, ...], grid: tuple[int, ...],
                  grid_voxel: tuple[float, ...]) -> np.ndarray:
-    """``values`` (a field on the mirrored map's feature grid) read, trilinearly, at the points of
-    the original map's feature ``grid``: the two grids share the map's origin, shifted by the pads."""
+    """``values`` (a field, or a stack of fields along the first axis, on the mirrored map's feature
+    grid) read, trilinearly, at the points of the original map's feature ``grid``: the two grids
+    share the map's origin, shifted by the pads. The points are worked out once for the stack."""
     axes = [(np.arange(g) * gv + p * v) / pv
             for g, gv, p, v, pv in zip(grid, grid_voxel, pads, voxel_size, padded_grid_voxel)]
     points = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)
-    return ndimage.map_coordinates(values, points, order=1, mode="nearest").reshape(grid).astype(np.float32)
+    fields = values[None] if values.ndim == 3 else values
+    out = np.stack([ndimage.map_coordinates(field, points, order=1, mode="nearest").reshape(grid)
+                    for field in fields]).astype(np.float32)
+    return out[0] if values.ndim == 3 else out

@@ -275,8 +275,7 @@ def band_power_past_faces(density: np.ndarray, voxel_size: tuple[float, float, f
     power, present = local_band_power(padded, voxel_size, padded_grid)
     del padded
     out = np.zeros((N_BANDS,) + tuple(grid), dtype=np.float32)
-    for j in np.flatnonzero(present):
-        out[j] = back_on_grid(power[j], padded_grid_voxel, pads, voxel_size, grid, grid_voxel)
+    out[present] = back_on_grid(power[present], padded_grid_voxel, pads, voxel_size, grid, grid_voxel)
     return out, present
 
 
