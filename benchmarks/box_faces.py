@@ -21,7 +21,7 @@ import numpy as np
 
 import cryores
 import cryores.spectral as spectral
-from cryores.box_faces import cut_by_box
+from cryores.box_faces import cut_by_box, read_past_faces
 from cryores.masking import automatic_mask
 from cryores.model_card import load_model
 from cryores.mrc_io import read_map
@@ -35,12 +35,12 @@ FACE_A = 10.0  # "near a face": within this many Å
 @contextmanager
 def wrapped_band_powers():
     """Read as before the mirroring: no map is taken for cut by its box."""
-    gate = spectral.cut_by_box
-    spectral.cut_by_box = lambda region: False
+    gate = spectral.read_past_faces
+    spectral.read_past_faces = lambda mask, reference: False
     try:
         yield
     finally:
-        spectral.cut_by_box = gate
+        spectral.read_past_faces = gate
 
 
 def near_faces(shape: tuple[int, ...], voxel: float, axes: tuple[int, ...]) -> np.ndarray:
@@ -69,7 +69,7 @@ def simulated(model, structures: int) -> None:
             density, label = cut_along_first_axis(variant.density, variant.label)
             region = label > 0
             near = near_faces(density.shape, voxel, (0,))
-            gated = cut_by_box(region)
+            gated = read_past_faces(region, spectral.reference_region(density, (voxel,) * 3, region))
             for how in ("wrapped", "mirrored"):
                 if how == "wrapped":
                     with wrapped_band_powers():

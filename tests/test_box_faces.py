@@ -128,7 +128,7 @@ def test_emd_5168_reads_its_filament_ends_nearer_its_inside(shared, monkeypatch,
         return float(np.median(r[mask & ends]) / np.median(r[mask & ~ends]))
 
     mended = ratio()
-    monkeypatch.setattr(spectral, "cut_by_box", lambda region: False)
+    monkeypatch.setattr(spectral, "read_past_faces", lambda mask, reference: False)
     wrapped = ratio()
     assert mended > wrapped + 0.1
 
@@ -162,3 +162,25 @@ def test_a_cut_map_is_refused_for_the_memory_its_mirrored_box_needs(spectral_mod
     need = estimated_peak(clear.size, int(np.prod(feature_grid(clear.shape, VOXEL)[0])), False)
     result = predict(clear, VOXEL, blob_mask, model=spectral_model_card, memory_limit=need + 1)
     assert result.resolution.shape == clear.shape
+
+
+def test_the_memory_check_counts_the_mirrored_box_when_only_the_reference_reaches_the_faces(
+        spectral_model_card):
+    """A user's mask inside a cut filament stays clear of the faces, but the automatic mask (the
+    features' reference region) reaches them, so the band powers are taken mirrored: the memory
+    check must decide the same way (it once looked at the user's mask alone)."""
+    from cryores.box_faces import read_past_faces
+    from cryores.errors import CryoResError
+    from cryores.memory import estimated_peak
+
+    rng = np.random.default_rng(2)
+    cut = np.ascontiguousarray(long_rod()[CUT])
+    cut = cut + 0.02 * float(cut.max()) * rng.standard_normal(cut.shape).astype(np.float32)
+    inside = np.zeros(cut.shape, bool)
+    inside[24:40, 14:26, 14:26] = True  # the rod's middle, far from every face
+    reference = spectral.reference_region(cut, VOXEL, inside)
+    assert not cut_by_box(inside)
+    assert read_past_faces(inside, reference)
+    own = estimated_peak(cut.size, int(np.prod(feature_grid(cut.shape, VOXEL)[0])), False)
+    with pytest.raises(CryoResError, match="memory"):
+        predict(cut, VOXEL, inside, model=spectral_model_card, memory_limit=own + 1)

@@ -33,6 +33,13 @@ def cut_by_box(region: np.ndarray) -> bool:
     return sum(int(face.sum()) for face in faces) >= BOX_FACE_SHARE * sum(face.size for face in faces)
 
 
+def read_past_faces(mask: np.ndarray, reference: np.ndarray) -> bool:
+    """Whether a map is read mirrored past its faces: where its mask or its reference region (the
+    automatic mask, :func:`cryores.spectral.reference_region`) reaches them. The one decision
+    both the features and :func:`cryores.predict.predict`'s memory check (the bigger box) read."""
+    return cut_by_box(mask | reference)
+
+
 def mirror_pads(shape: tuple[int, ...], voxel_size: tuple[float, ...]) -> tuple[int, ...]:
     """Voxels to mirror past each face per axis: :data:`MIRROR_PAD_A`, at most the box less one."""
     return tuple(min(n - 1, int(np.ceil(MIRROR_PAD_A / v))) for n, v in zip(shape, voxel_size))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .box_faces import cut_by_box, mirror_pads
+from .box_faces import mirror_pads, read_past_faces
 from .cautions import faint_solvent, prediction_cautions
 from .cut_scale import scale_for_cut
 from .errors import CryoResError
@@ -29,7 +29,7 @@ from .mrc_io import DensityMap, check_output_path, peek_grid, read_half_map_aver
 from .normalise import normalise
 from .progress import ProgressArg, progress_reporter
 from .resample import fourier_resample, linear_resample, shape_for_voxel_size
-from .spectral import feature_grid
+from .spectral import feature_grid, reference_region
 from .spectral_inference import spectral_predict
 from .summary import ResolutionSummary, summarise
 from .validation import as_voxel_size, check_density
@@ -196,12 +196,12 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
     The uncertainty (from the predicted 5-95 % interval, calibrated) is always returned.
     """
     check_fits(density.size, math.prod(feature_grid(density.shape, voxel)[0]), False, memory_limit)
-    reference = None  # the region that sets the features' scale and solvent (see spectral.compute_features)
     if mask is None:
         mask = reference = automatic_mask(density, voxel)
     else:
         mask = mask_from_array(mask, density.shape)
-    if cut_by_box(mask):  # its band powers are taken on the map mirrored past its faces: a bigger box
+        reference = reference_region(density, voxel, mask)  # sets the features' scale and solvent
+    if read_past_faces(mask, reference):  # band powers taken on the map mirrored past its faces: a bigger box
         padded = [n + 2 * p for n, p in zip(density.shape, mirror_pads(density.shape, voxel))]
         check_fits(math.prod(padded), math.prod(feature_grid(tuple(padded), voxel)[0]), False, memory_limit)
     with progress_reporter(progress, 0, "voxel", "cryores") as bar:

@@ -54,7 +54,7 @@ import scipy.fft
 import torch
 from scipy import ndimage
 
-from .box_faces import back_on_grid, cut_by_box, mirror_pads, mirrored
+from .box_faces import back_on_grid, mirror_pads, mirrored, read_past_faces
 from .errors import CryoResError
 from .fourier import spatial_frequency
 from .masking import automatic_mask, dilate
@@ -306,6 +306,18 @@ def solvent_spread(values: np.ndarray, density: np.ndarray, reference: np.ndarra
     return deviation / spread if spread > 0 else float("inf")
 
 
+def reference_region(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
+                     reference: np.ndarray | None = None) -> np.ndarray:
+    """The region that sets the features' scale and solvent (:func:`compute_features`):
+    ``reference`` if given, else the automatic mask, else (where that fails) ``mask``."""
+    if reference is not None:
+        return reference
+    try:
+        return automatic_mask(density, voxel_size)
+    except CryoResError:
+        return mask
+
+
 def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float], mask: np.ndarray,
                      reference: np.ndarray | None = None, mirror_cut_faces: bool = True) -> SpectralFeatures:
     """Spectral features of a map (see the module docstring) on its feature grid.
@@ -318,14 +330,10 @@ def compute_features(density: np.ndarray, voxel_size: tuple[float, float, float]
     on the map mirrored past them (:mod:`cryores.box_faces`); False keeps them wrapped around the
     box, as the shipped card's training rows and calibration were made.
     """
-    if reference is None:
-        try:
-            reference = automatic_mask(density, voxel_size)
-        except CryoResError:
-            reference = mask
+    reference = reference_region(density, voxel_size, mask, reference)
     grid, grid_voxel = feature_grid(density.shape, voxel_size)
     spectrum = map_spectrum(density)
-    if mirror_cut_faces and cut_by_box(reference | mask):
+    if mirror_cut_faces and read_past_faces(mask, reference):
         power, present = band_power_past_faces(density, voxel_size, grid, grid_voxel)
     else:
         power, present = local_band_power(density, voxel_size, grid, spectrum)
