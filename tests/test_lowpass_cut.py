@@ -125,6 +125,20 @@ def test_the_output_records_its_cut_and_a_batch_rerun_keeps_only_a_file_of_the_s
         assert mrc.data[mrc.data > 0].min() == pytest.approx(7.25)
 
 
+def test_a_batch_rerun_does_not_keep_a_file_whose_cut_label_is_no_number(tmp_path, map_file, spectral_model_card):
+    """An edited header ("cryores low-pass cut six A") once read as "no cut", so a rerun without a
+    cut kept a file that says it was read with one. Now the file is not trusted: not kept, and
+    not overwritten without --force."""
+    output = tmp_path / "out.mrc"
+    options = BatchOptions(model=str(spectral_model_card))
+    assert predict_one(str(map_file), str(output), options).status == "done"
+    assert predict_one(str(map_file), str(output), options).status == "skipped"
+    with mrcfile.open(output, mode="r+") as mrc:
+        mrc.add_label("cryores low-pass cut six A")
+    again = predict_one(str(map_file), str(output), options)
+    assert again.status == "failed" and "--force" in again.error
+
+
 def test_half_maps_with_a_cut_on_the_command_line(tmp_path, spectral_model_card, density):
     rng = np.random.default_rng(3)
     halves = [write_mrc(tmp_path / f"h{i}.mrc", density + rng.normal(0, 0.05, density.shape).astype(np.float32))

@@ -83,6 +83,8 @@ def test_labels_written_before_the_flag_had_its_own_line_still_read():
 def test_other_tools_labels_and_a_cut_that_is_no_number_say_nothing():
     facts = read_resolution_labels(["ResMap local resolution", "cryores low-pass cut six A", ""])
     assert (facts.model_name, facts.noise_reference, facts.lowpass_cut) == (None, None, None)
+    assert facts.garbled
+    assert not read_resolution_labels(["ResMap local resolution", "cryores low-pass cut 6 A"]).garbled
 
 
 def test_the_report_says_whether_the_map_had_a_noise_reference(tmp_path, raw_map, masked_map,

@@ -223,8 +223,8 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
     Complete: it reads as an MRC map (the writer renames only finished files, so a partial one
     cannot carry the output's name), has the input's shape and voxel size, when its label
     names a model, the same model, and the same low-pass cut as ``lowpass_cut`` (none when its
-    labels name none). Anything else is left to predict_file, which then refuses to overwrite it
-    without --force.
+    labels name none), and no cryores label line whose value does not parse. Anything else is
+    left to predict_file, which then refuses to overwrite it without --force.
     """
     import mrcfile
 
@@ -248,6 +248,8 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
         if result.data.shape != shape:
             return None
         facts = read_resolution_labels(labels)
+        if facts.garbled:
+            return None
         if facts.model_name is not None and facts.model_name != str(card["name"]):
             return None
         if facts.lowpass_cut != (None if lowpass_cut is None else float(lowpass_cut)):

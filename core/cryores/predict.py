@@ -251,13 +251,15 @@ class LabelFacts:
     whether its map had a noise reference (False: none; True: a faint solvent, whose spread they
     record; None when they do not say), the low-pass cut it was given (None: none), the factor
     that cut scaled it by (None: none) and a faint solvent's spread (None: not faint, or not
-    said)."""
+    said). ``garbled``: a line starts as one of cryores' facts but its value is not a number
+    (an edited header): the other facts may then be wrong, so a batch rerun does not keep it."""
 
     model_name: str | None
     noise_reference: bool | None
     lowpass_cut: float | None
     cut_scale: float | None = None
     solvent_spread: float | None = None
+    garbled: bool = False
 
 
 _MODEL_LABEL = re.compile(r"cryores local resolution.*model ([^\s,]+)")
@@ -269,7 +271,12 @@ _FAINT_SOLVENT_LABEL = re.compile(re.escape(FAINT_SOLVENT_LABEL) + " " + _NUMBER
 
 def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
     """Read back :func:`resolution_label`'s lines from a file's labels (the last of each kind
-    counts); labels written by other tools, or a cut line whose value is not a number, say nothing."""
+    counts); labels written by other tools say nothing. A line that starts as one of cryores'
+    numeric facts but does not parse says nothing either, and marks the facts ``garbled``."""
+    numeric = ((LOWPASS_CUT_LABEL + " ", _CUT_LABEL), (CUT_SCALE_LABEL + " ", _CUT_SCALE_LABEL),
+               (FAINT_SOLVENT_LABEL + " ", _FAINT_SOLVENT_LABEL))
+    garbled = any(label.startswith(prefix) and not pattern.search(label)
+                  for label in labels for prefix, pattern in numeric)
     models = [(m.group(1), label) for label in labels if (m := _MODEL_LABEL.search(label))]
     cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
     scales = [float(m.group(1)) for m in map(_CUT_SCALE_LABEL.search, labels) if m]
@@ -279,7 +286,7 @@ def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
     no_reference = NO_REFERENCE_LINE in labels or NO_REFERENCE_LABEL in model_label
     return LabelFacts(model_name, False if no_reference else True if spreads else None,
                       cuts[-1] if cuts else None, scales[-1] if scales else None,
-                      spreads[-1] if spreads else None)
+                      spreads[-1] if spreads else None, garbled)
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:
