@@ -267,16 +267,17 @@ _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 _CUT_LABEL = re.compile(re.escape(LOWPASS_CUT_LABEL) + " " + _NUMBER + " A$")
 _CUT_SCALE_LABEL = re.compile(re.escape(CUT_SCALE_LABEL) + " " + _NUMBER + "$")
 _FAINT_SOLVENT_LABEL = re.compile(re.escape(FAINT_SOLVENT_LABEL) + " " + _NUMBER + "$")
+# each numeric fact's line start and its pattern: a line that starts so but does not match is garbled
+_NUMERIC_FACTS = ((LOWPASS_CUT_LABEL + " ", _CUT_LABEL), (CUT_SCALE_LABEL + " ", _CUT_SCALE_LABEL),
+                  (FAINT_SOLVENT_LABEL + " ", _FAINT_SOLVENT_LABEL))
 
 
 def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
     """Read back :func:`resolution_label`'s lines from a file's labels (the last of each kind
     counts); labels written by other tools say nothing. A line that starts as one of cryores'
     numeric facts but does not parse says nothing either, and marks the facts ``garbled``."""
-    numeric = ((LOWPASS_CUT_LABEL + " ", _CUT_LABEL), (CUT_SCALE_LABEL + " ", _CUT_SCALE_LABEL),
-               (FAINT_SOLVENT_LABEL + " ", _FAINT_SOLVENT_LABEL))
     garbled = any(label.startswith(prefix) and not pattern.search(label)
-                  for label in labels for prefix, pattern in numeric)
+                  for label in labels for prefix, pattern in _NUMERIC_FACTS)
     models = [(m.group(1), label) for label in labels if (m := _MODEL_LABEL.search(label))]
     cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
     scales = [float(m.group(1)) for m in map(_CUT_SCALE_LABEL.search, labels) if m]

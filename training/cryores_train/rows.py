@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from cryores.errors import CryoResError
-from cryores.masking import automatic_mask
 from cryores.resample import linear_resample
-from cryores.spectral import HAS_REFERENCE, LAYOUTS, compute_features, network_inputs
+from cryores.spectral import HAS_REFERENCE, LAYOUTS, compute_features, network_inputs, reference_region
 
 from .labels import resample_label
 from .simulate import (
@@ -133,10 +132,7 @@ def feature_rows(density: np.ndarray, label: np.ndarray, voxel: float, sim_mask:
     """(network inputs (n, width) float16 in ``layout`` (:func:`cryores.spectral.input_layout`;
     by default the voxel's features and the map's context), labels (n,)) of one map, masked as
     inference would (the simulation's mask only where the automatic one refuses the map)."""
-    try:
-        mask = automatic_mask(density, (voxel,) * 3)
-    except CryoResError:
-        mask = sim_mask
+    mask = reference_region(density, (voxel,) * 3, sim_mask)
     features = compute_features(density, (voxel,) * 3, mask, reference=mask, mirror_cut_faces=MIRROR_CUT_FACES)
     grid = features.mask.shape
     grid_label = resample_label(label, None, grid, coverage=LABEL_COVERAGE) if grid != density.shape else label
