@@ -33,7 +33,7 @@ from cryores.spectral import (
     map_spectrum,
 )
 from cryores.spectral_inference import _fill_outside
-from cryores.spectral_net import CROSSING_SNR, SpectralNet, pinball_loss, snr_crossings
+from cryores.spectral_net import CROSSING_SNR, SpectralEnsemble, SpectralNet, pinball_loss, snr_crossings
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +221,36 @@ def test_a_network_may_read_the_context_only_of_maps_without_a_noise_reference(t
     torch.testing.assert_close(loaded.network(other), network(other))
     with pytest.raises(ValueError, match="needs the map's context"):
         SpectralNet(N_FEATURES, (16,), context_without_reference=True)
+
+
+def test_an_ensemble_averages_its_members_medians_and_widens_where_they_disagree(tmp_path, molecule):
+    torch.manual_seed(3)
+    members = [SpectralNet(N_FEATURES, (8,)).eval() for _ in range(2)]
+    ensemble = SpectralEnsemble(members).eval()
+    rows = torch.randn(50, N_FEATURES)
+    each = torch.stack([member(rows) for member in members])
+    joined = ensemble(rows)
+    torch.testing.assert_close(joined[:, 1], each[:, :, 1].mean(dim=0))
+    assert (joined[:, 0] < joined[:, 1]).all() and (joined[:, 1] < joined[:, 2]).all()
+    # each side at least the members' root-mean-square side, and more where the medians part
+    rms_high = ((each[:, :, 2] - each[:, :, 1]) ** 2).mean(dim=0).sqrt()
+    assert (joined[:, 2] - joined[:, 1] >= rms_high - 1e-6).all()
+    parted = (each[0, :, 1] - each[1, :, 1]).abs() > 0.05
+    assert parted.any() and (joined[parted, 2] - joined[parted, 1] > rms_high[parted] + 1e-4).all()
+    twins = SpectralEnsemble([members[0], members[0]]).eval()  # no disagreement: one member's quantiles
+    torch.testing.assert_close(twins(rows), members[0](rows))
+    card = {"name": "ensemble-v3", "voxel_size": FEATURE_VOXEL_A, "patch_size": 0, "normalisation": "spectral",
+            "target": {"transform": "log", "mean": 0.0, "std": 1.0}, "resolution_range": [1.0, 30.0]}
+    loaded = load_model(save_model(ensemble, card, tmp_path / "card.json"))
+    assert loaded.spectral and loaded.card["architecture"]["members"] == 2
+    torch.testing.assert_close(loaded.network(rows), joined)
+    density, mask = molecule
+    result = predict(density, 1.0, mask, model=loaded)
+    assert result.resolution.shape == density.shape and np.isfinite(result.resolution[mask]).all()
+    with pytest.raises(ValueError, match="share one architecture"):
+        SpectralEnsemble([members[0], SpectralNet(N_FEATURES, (16,))])
+    with pytest.raises(ValueError, match="at least two"):
+        SpectralEnsemble([members[0]])
 
 
 def test_snr_crossings_find_where_the_snr_ends_walking_from_coarse_to_fine(tmp_path):

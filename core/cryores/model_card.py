@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import CryoResError, ModelIntegrityError, NoModelInstalledError
-from .spectral_net import SpectralNet
+from .spectral_net import SpectralEnsemble, SpectralNet
 from .unet import UNet3D, fold_batchnorm
 
 FORMAT_VERSION = 1
@@ -34,14 +34,14 @@ REQUIRED_FIELDS = ("name", "format_version", "architecture", "voxel_size", "patc
 class LoadedModel:
     """A network in eval mode, BatchNorm folded for inference, with the card that describes it."""
 
-    network: UNet3D | SpectralNet
+    network: UNet3D | SpectralNet | SpectralEnsemble
     card: dict
     card_path: Path | None
 
     @property
     def spectral(self) -> bool:
         """True for v3 models, which read spectral features on the map's own grid (no patches)."""
-        return isinstance(self.network, SpectralNet)
+        return isinstance(self.network, (SpectralNet, SpectralEnsemble))
 
     @property
     def interval_scale(self) -> float:
@@ -101,9 +101,11 @@ def installed_card_path() -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
-def build_network(architecture: dict) -> UNet3D | SpectralNet:
+def build_network(architecture: dict) -> UNet3D | SpectralNet | SpectralEnsemble:
     if architecture.get("type") == "SpectralNet":
         return SpectralNet.from_architecture(architecture)
+    if architecture.get("type") == "SpectralEnsemble":
+        return SpectralEnsemble.from_architecture(architecture)
     if architecture.get("type") != "UNet3D":
         raise CryoResError(f"model card names unknown architecture {architecture.get('type')!r}")
     return UNet3D(channels=tuple(architecture["channels"]), dropout=float(architecture["dropout"]),
@@ -179,7 +181,7 @@ def load_model(card_path: str | os.PathLike | None = None) -> LoadedModel:
     return LoadedModel(fold_batchnorm(network) if isinstance(network, UNet3D) else network, card, card_path)
 
 
-def save_model(network: UNet3D | SpectralNet, card: dict, card_path: str | os.PathLike) -> Path:
+def save_model(network: UNet3D | SpectralNet | SpectralEnsemble, card: dict, card_path: str | os.PathLike) -> Path:
     """Save weights beside ``card_path`` and write the card with their sha256 and architecture.
 
     Used by training (and by tests, which save small randomly initialised networks).
@@ -193,7 +195,7 @@ def save_model(network: UNet3D | SpectralNet, card: dict, card_path: str | os.Pa
         format_version=FORMAT_VERSION,
         weights=weights_name,
         sha256=sha256_of(weights_path),
-        architecture=network.config() if isinstance(network, SpectralNet) else {
+        architecture=network.config() if isinstance(network, (SpectralNet, SpectralEnsemble)) else {
             "type": "UNet3D", "channels": list(network.channels), "dropout": _dropout_of(network),
             "output_stride": network.output_stride,
             "frontend": network.frontend.config() if network.frontend is not None else None},

@@ -149,3 +149,45 @@ def pinball_loss(prediction: torch.Tensor, target: torch.Tensor, lower_bound: to
         bound = torch.clamp(error, min=0.0) * q  # only predictions below the bound cost
         losses.append(torch.where(lower_bound, bound, exact))
     return torch.stack(losses, dim=1).sum(dim=1).mean()
+
+
+class SpectralEnsemble(nn.Module):
+    """Several :class:`SpectralNet` fit alike from different seeds; ``forward`` maps (N, F) ->
+    (N, 3) ln-Å quantiles like one member.
+
+    Why: members fit from other seeds err partly apart, so their mean errs less than each; and
+    where they disagree the reading is less certain, which one member's interval cannot know.
+    The median is the members' mean. Each side of the interval is the members' mean half-width
+    widened by their disagreement, as for a mixture of normals (law of total variance): side² =
+    mean(side²) + (z · std of the medians)², z the normal quantile of the outer quantiles (1.645).
+    """
+
+    Z_OUTER = 1.6448536269514722  # the standard normal's 95 % quantile (QUANTILES[2])
+
+    def __init__(self, members: list[SpectralNet]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two members, not {len(members)}")
+        first = members[0].config()
+        if any(member.config() != first for member in members[1:]):
+            raise ValueError("ensemble members must share one architecture and input layout")
+        self.members = nn.ModuleList(members)
+        self.n_features = members[0].n_features
+
+    @classmethod
+    def from_architecture(cls, architecture: dict) -> SpectralEnsemble:
+        """The ensemble a card's architecture describes (``members``: how many; ``member``: theirs)."""
+        count = int(architecture["members"])
+        return cls([SpectralNet.from_architecture(architecture["member"]) for _ in range(count)])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        outputs = torch.stack([member(features) for member in self.members])  # (M, N, 3)
+        median = outputs[:, :, 1].mean(dim=0)
+        disagreement = (self.Z_OUTER * outputs[:, :, 1].std(dim=0, unbiased=False)) ** 2
+        low_side = torch.sqrt(((outputs[:, :, 1] - outputs[:, :, 0]) ** 2).mean(dim=0) + disagreement)
+        high_side = torch.sqrt(((outputs[:, :, 2] - outputs[:, :, 1]) ** 2).mean(dim=0) + disagreement)
+        return torch.stack([median - low_side, median, median + high_side], dim=1)
+
+    def config(self) -> dict:
+        return {"type": "SpectralEnsemble", "n_features": self.n_features, "members": len(self.members),
+                "member": self.members[0].config(), "quantiles": list(QUANTILES)}

@@ -16,7 +16,7 @@ from cryores.cli import OneLineParser, run_guarded
 
 MODULES = ("cryores_train.simulate", "cryores_train.label", "cryores_train.dataset", "cryores_train.fit",
            "cryores_train.evaluate", "cryores_train.rows", "cryores_train.real_rows",
-           "cryores_train.evaluate_v3")
+           "cryores_train.evaluate_v3", "cryores_train.ensemble")
 
 
 def build_parser() -> argparse.ArgumentParser:
