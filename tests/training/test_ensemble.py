@@ -28,6 +28,7 @@ def test_members_join_into_one_card_whose_network_is_their_ensemble(tmp_path, ca
     assert isinstance(joined.network, SpectralEnsemble) and joined.spectral
     card = json.loads(output.read_text())
     assert card["sha256"] == sha256_of(output.parent / card["weights"])
+    assert card["uncertainty"]["interval_scale"] == 1.0 and "calibration" not in card  # the config has none
     assert [m["sha256"] for m in card["training"]["members"]] == [sha256_of(first.parent / "card.pt"),
                                                                   sha256_of(second.parent / "card.pt")]
     rows = torch.randn(20, joined.network.n_features)

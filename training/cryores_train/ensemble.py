@@ -43,6 +43,8 @@ def join_members(member_cards: list[Path], config: dict, output: Path) -> Path:
     card["weights"] = f"{config['name']}.pt"
     card["parameters"] = sum(p.numel() for p in network.parameters())
     card["metrics"] = {}
+    # a member's interval scale describes that member; the joined card's comes from its own calibration
+    card["uncertainty"] = {"kind": "5-95 % quantiles of the joined members, not calibrated", "interval_scale": 1.0}
     training = dict(first.get("training", {}))
     training["command"] = ("make model  (cryores-train rows -> fit per seed -> ensemble -> evaluate -> install; "
                            "see Makefile)")
