@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import CryoResError, ModelIntegrityError, NoModelInstalledError
-from .spectral_net import SpectralEnsemble, SpectralNet
+from .spectral_net import SPECTRAL_NETWORKS, SpectralEnsemble, SpectralNet
 from .unet import UNet3D, fold_batchnorm
 
 FORMAT_VERSION = 1
@@ -41,7 +41,7 @@ class LoadedModel:
     @property
     def spectral(self) -> bool:
         """True for v3 models, which read spectral features on the map's own grid (no patches)."""
-        return isinstance(self.network, (SpectralNet, SpectralEnsemble))
+        return isinstance(self.network, SPECTRAL_NETWORKS)
 
     @property
     def interval_scale(self) -> float:
@@ -195,7 +195,7 @@ def save_model(network: UNet3D | SpectralNet | SpectralEnsemble, card: dict, car
         format_version=FORMAT_VERSION,
         weights=weights_name,
         sha256=sha256_of(weights_path),
-        architecture=network.config() if isinstance(network, (SpectralNet, SpectralEnsemble)) else {
+        architecture=network.config() if isinstance(network, SPECTRAL_NETWORKS) else {
             "type": "UNet3D", "channels": list(network.channels), "dropout": _dropout_of(network),
             "output_stride": network.output_stride,
             "frontend": network.frontend.config() if network.frontend is not None else None},

@@ -23,11 +23,11 @@ from .masking import dilate
 from .model_card import LoadedModel
 from .resample import linear_resample
 from .spectral import compute_features, evidence_floor, input_layout, network_inputs
+from .spectral_net import Z90
 
 SMOOTH_SIGMAS_A = (2.0, 4.0, 8.0, 16.0)  # the smoothing stack: sigma doubles per level (adaptive_smooth needs it)
 SMOOTH_FRACTION = 0.75  # sigma / local resolution; chosen on validation maps (README, "Models and model cards")
 CHUNK = 65536
-Z90 = 1.6449
 
 
 def _masked_smooth(values: np.ndarray, mask: np.ndarray, sigma_voxels: tuple[float, ...]) -> np.ndarray:

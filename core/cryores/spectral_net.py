@@ -21,6 +21,7 @@ from torch.nn import functional
 from .spectral import BANDS_A, HAS_REFERENCE, N_BANDS, N_CONTEXT, N_FEATURES, RATIO
 
 QUANTILES = (0.05, 0.5, 0.95)
+Z90 = 1.6449  # the standard normal's 95 % quantile: the outer quantiles are the median -/+ Z90 sigma
 CROSSING_SNR = (1.15, 1.33, 2.0, 4.0)  # band power / noise thresholds of snr_crossings (1.33: FSC 0.143)
 
 
@@ -159,10 +160,8 @@ class SpectralEnsemble(nn.Module):
     where they disagree the reading is less certain, which one member's interval cannot know.
     The median is the members' mean. Each side of the interval is the members' mean half-width
     widened by their disagreement, as for a mixture of normals (law of total variance): side² =
-    mean(side²) + (z · std of the medians)², z the normal quantile of the outer quantiles (1.645).
+    mean(side²) + (Z90 · std of the medians)².
     """
-
-    Z_OUTER = 1.6448536269514722  # the standard normal's 95 % quantile (QUANTILES[2])
 
     def __init__(self, members: list[SpectralNet]):
         super().__init__()
@@ -183,7 +182,7 @@ class SpectralEnsemble(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         outputs = torch.stack([member(features) for member in self.members])  # (M, N, 3)
         median = outputs[:, :, 1].mean(dim=0)
-        disagreement = (self.Z_OUTER * outputs[:, :, 1].std(dim=0, unbiased=False)) ** 2
+        disagreement = (Z90 * outputs[:, :, 1].std(dim=0, unbiased=False)) ** 2
         low_side = torch.sqrt(((outputs[:, :, 1] - outputs[:, :, 0]) ** 2).mean(dim=0) + disagreement)
         high_side = torch.sqrt(((outputs[:, :, 2] - outputs[:, :, 1]) ** 2).mean(dim=0) + disagreement)
         return torch.stack([median - low_side, median, median + high_side], dim=1)
@@ -191,3 +190,7 @@ class SpectralEnsemble(nn.Module):
     def config(self) -> dict:
         return {"type": "SpectralEnsemble", "n_features": self.n_features, "members": len(self.members),
                 "member": self.members[0].config(), "quantiles": list(QUANTILES)}
+
+
+# the v3 networks: read spectral features on the map's own grid; their card architecture is their config()
+SPECTRAL_NETWORKS = (SpectralNet, SpectralEnsemble)

@@ -19,6 +19,7 @@ from cryores.model_card import load_model, save_model
 from cryores.spectral_net import SpectralEnsemble, SpectralNet
 
 from .fit import load_config, model_card_path
+from .fit_spectral import card_config, train, write_calibration
 
 
 def join_members(member_cards: list[Path], config: dict, output: Path) -> Path:
@@ -48,7 +49,7 @@ def join_members(member_cards: list[Path], config: dict, output: Path) -> Path:
     training = dict(first.get("training", {}))
     training["command"] = ("make model  (cryores-train rows -> fit per seed -> ensemble -> evaluate -> install; "
                            "see Makefile)")
-    training["config"] = {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows", "more_rows")}
+    training["config"] = card_config(config)
     training["members"] = [{"seed": model.card.get("training", {}).get("config", {}).get("seed"),
                             "sha256": model.card["sha256"],
                             "final_validation": model.card.get("training", {}).get("final_validation")}
@@ -57,8 +58,6 @@ def join_members(member_cards: list[Path], config: dict, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     card_path = save_model(network.eval(), card, output)
     if config.get("calibration"):
-        from .fit_spectral import write_calibration
-
         write_calibration(card_path, config)
     return card_path
 
@@ -83,8 +82,6 @@ def fit_members(config: dict, progress: bool = True, max_steps: int | None = Non
     """Fit every member of ``config["members"]`` not fit yet, then join them (:func:`join_members`).
     Returns the joined card, or the checkpoint of a member that ``max_steps`` stopped early (run
     again to resume it)."""
-    from .fit_spectral import train
-
     seeds = config.get("members")
     if not isinstance(seeds, list) or len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise CryoResError(f"config members must list two or more different seeds, not {seeds!r}")

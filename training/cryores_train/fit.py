@@ -335,16 +335,12 @@ def _run_calibrate(args) -> int:
 
 def _run(args) -> int:
     config = load_config(args.config)
-    if config.get("kind") == "spectral" and config.get("members"):  # cryores-v3, one fit per seed, joined
+    if config.get("kind") == "spectral":  # cryores-v3: rows -> SpectralNet, or one per seed, joined
         from .ensemble import fit_members
-
-        card = fit_members(config, progress=not args.quiet, max_steps=args.max_steps)
-        print(f"-> {card}")
-        return 0
-    if config.get("kind") == "spectral":  # cryores-v3: rows -> SpectralNet
         from .fit_spectral import train as train_spectral
 
-        card = train_spectral(config, progress=not args.quiet, max_steps=args.max_steps)
+        fit_spectral = fit_members if config.get("members") else train_spectral
+        card = fit_spectral(config, progress=not args.quiet, max_steps=args.max_steps)
         print(f"-> {card}")
         return 0
     card = train(config, progress=not args.quiet, max_steps=args.max_steps, export_now=args.export_now)

@@ -435,7 +435,7 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
         "trained_on": trained_ranges(families),
         "training": {
             "command": "make model  (cryores-train rows -> fit -> evaluate -> install; see Makefile)",
-            "config": {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows", "more_rows")},
+            "config": card_config(config),
             "data": "simulated maps (BM5 + the PDB entries of training/structures/extra and /more, famil"
                     + ("ies " if len(families) > 1 else "y ") + spoken_list([f"'{name}'" for name in families])
                     + "), variants raw/deposit/lowpass/noisier/sharp; family 'lowpass' held out"
@@ -457,6 +457,11 @@ def export(network: SpectralNet, config: dict, train_rows: dict, val_rows: dict,
     if config.get("calibration"):
         write_calibration(card_path, config)
     return card_path
+
+
+def card_config(config: dict) -> dict:
+    """The training config as a card records it: without this machine's row and output paths."""
+    return {k: v for k, v in config.items() if k not in ("dataset", "output", "real_rows", "more_rows")}
 
 
 def spoken_list(names: list[str]) -> str:
