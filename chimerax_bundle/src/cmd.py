@@ -195,6 +195,9 @@ def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0
         if result.cut_scale is not None:  # no noise reference: the cut set the map's scale
             read += f"; scaled x{result.cut_scale:.3f} so that its best-resolved fifth reads the cut"
         read += ")"
+    elif result.found_cut is not None:  # no noise reference and no cut given: the one in its spectrum
+        read += (f" (low-pass cut found in its spectrum: {result.found_cut:.2f} Å; scaled x{result.cut_scale:.3f} "
+                 "so that its best-resolved fifth reads it)")
     session.logger.info(f"cryores {volume.atomspec}{read}: {result.summary.line()}; "
                         f"colours {chosen[0]:g}-{chosen[1]:g} Å "
                         f"(grey: outside the mask); model {result.model_name}; prediction {elapsed:.1f} s, "

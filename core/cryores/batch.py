@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .cautions import prediction_cautions
+from .cut_finding import find_lowpass_cut
 from .cut_scale import scale_for_cut
 from .errors import CryoResError
 from .model_card import LoadedModel, load_model
@@ -217,14 +218,17 @@ def _voxel_text(voxel: Sequence[float]) -> str:
 
 
 def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
-                         voxel_size: float | None = None, lowpass_cut: float | None = None) -> MapRow | None:
+                         voxel_size: float | None = None, lowpass_cut: float | None = None,
+                         find_cut: bool = True) -> MapRow | None:
     """A 'skipped' row when ``output`` is a complete local-resolution map of ``source``, else None.
 
     Complete: it reads as an MRC map (the writer renames only finished files, so a partial one
     cannot carry the output's name), has the input's shape and voxel size, when its label
     names a model, the same model, and the same low-pass cut as ``lowpass_cut`` (none when its
-    labels name none), and no cryores label line whose value does not parse. Anything else is
-    left to predict_file, which then refuses to overwrite it without --force.
+    labels name none), for a map without a noise reference given no cut, the cut found in its
+    spectrum as a run now finds it (:func:`_found_cut_matches`), and no cryores label line whose
+    value does not parse. Anything else is left to predict_file, which then refuses to overwrite
+    it without --force.
     """
     import mrcfile
 
@@ -255,6 +259,9 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
         if facts.lowpass_cut != (None if lowpass_cut is None else float(lowpass_cut)):
             return None
         inside = result.data > 0
+        if facts.noise_reference is False and facts.lowpass_cut is None and not _found_cut_matches(
+                facts.found_cut, source, result, inside, voxel_size, find_cut):
+            return None
         summary = summarise(result.data, inside)
         refused = ()  # a masked map's cut that set no scale: refused as far finer, or a file made before
         if facts.noise_reference is False and facts.lowpass_cut is not None and facts.cut_scale is None:
@@ -272,8 +279,26 @@ def _existing_output_row(source: Path, output: Path, card: dict, row: MapRow,
                                                  facts.noise_reference,
                                                  lowpass_cut_given=facts.lowpass_cut is not None,
                                                  scaled_to_cut=facts.cut_scale is not None,
-                                                 solvent_spread=facts.solvent_spread) + refused)
+                                                 solvent_spread=facts.solvent_spread,
+                                                 found_cut=facts.found_cut) + refused)
     return row
+
+
+def _found_cut_matches(found: float | None, source: Path, result, inside: np.ndarray,
+                       voxel_size: float | None, find_cut: bool) -> bool:
+    """Whether a kept output of a map without a noise reference, read with the cut ``found`` in
+    its spectrum (None: none), is what a run now gives: the same search (``find_cut``), and where
+    the file names no cut, none that a run would now take as the map's scale (a file made before
+    cuts were looked for, or with the search off)."""
+    from .mrc_io import read_map
+
+    if found is not None:
+        return find_cut
+    if not find_cut:
+        return True
+    density = read_map(source, voxel_size=voxel_size)
+    cut = find_lowpass_cut(density.data, density.voxel_size)
+    return cut is None or scale_for_cut(result.data, inside, cut, result.voxel_size)[0] is None
 
 
 def predict_one(source: str, output: str, options: BatchOptions) -> MapRow:
@@ -287,7 +312,8 @@ def predict_one(source: str, output: str, options: BatchOptions) -> MapRow:
         torch.set_num_threads(_torch_threads(options.torch_threads))
         if not options.force and Path(output).exists():
             skipped = _existing_output_row(Path(source), Path(output), model.card, row,
-                                           options.voxel_size, options.predict_options.get("lowpass_cut"))
+                                           options.voxel_size, options.predict_options.get("lowpass_cut"),
+                                           options.predict_options.get("find_cut", True))
             if skipped is not None:
                 skipped.seconds = round(time.perf_counter() - started, 3)
                 return skipped

@@ -54,6 +54,12 @@ NO_REFERENCE_SCALED_TO_CUT = ("the map's solvent holds no noise (a masked, flatt
                               "without a noise reference; its overall scale was set from the low-pass cut you gave, "
                               "taken as its global resolution (its best-resolved fifth reads the cut), so a cut that "
                               "is not the map's global resolution moves every value with it; " + _HALF_MAP_ADVICE)
+# the cut found in the map's spectrum and taken as its scale (cryores.cut_finding)
+NO_REFERENCE_SCALED_TO_FOUND_CUT = (
+    "the map's solvent holds no noise (a masked, flattened or zoned map), so it is read without a noise reference; "
+    "its overall scale was set from the low-pass cut found in its spectrum, {cut:.2f} Å, taken as its global "
+    "resolution (its best-resolved fifth reads the cut); if the map was filtered at another resolution, give that "
+    "(the low-pass-cut option); " + _HALF_MAP_ADVICE)
 
 # How far a map's solvent spreads (cryores.spectral.solvent_spread: median absolute deviation over
 # the map's standard deviation inside its automatic mask) below which it is called faint. Maps
@@ -80,7 +86,7 @@ def faint_solvent(noise_reference: bool | None, solvent_spread: float | None) ->
 def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float, float],
                         card: dict, noise_reference: bool | None = None,
                         lowpass_cut_given: bool = False, scaled_to_cut: bool = False,
-                        solvent_spread: float | None = None) -> tuple[str, ...]:
+                        solvent_spread: float | None = None, found_cut: float | None = None) -> tuple[str, ...]:
     """Plain-language cautions for ``resolution`` (Å, on the map's grid) over ``mask``, read by
     the model of ``card`` from a map of ``voxel_size`` (Å per axis):
 
@@ -88,7 +94,8 @@ def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tu
       the v3 model's largest errors are whole maps read too fine or too coarse, and most of
       them are on such maps (``docs/evaluation.md``, maps with and without a noise reference);
       without the advice to give the map's low-pass cut when ``lowpass_cut_given``, and saying
-      that the cut set the map's scale when ``scaled_to_cut`` (:mod:`cryores.cut_scale`);
+      that the cut set the map's scale when ``scaled_to_cut`` (:mod:`cryores.cut_scale`), and
+      which cut when it was ``found_cut`` in the map's spectrum (:mod:`cryores.cut_finding`);
     * the map was read against a solvent whose values spread less than :data:`FAINT_SOLVENT`
       (``solvent_spread``; None: not measured), which may be a masked map's ringing;
     * a voxel size outside the trained range (any axis, beyond :data:`TOLERANCE`);
@@ -97,7 +104,8 @@ def prediction_cautions(resolution: np.ndarray, mask: np.ndarray, voxel_size: tu
       the voxel-size caution has said why);
     * at least :data:`SHARE` of the mask reading finer than the finest trained resolution.
     """
-    no_reference = (NO_REFERENCE_SCALED_TO_CUT if scaled_to_cut else NO_REFERENCE_GIVEN_CUT if lowpass_cut_given
+    no_reference = (NO_REFERENCE_SCALED_TO_FOUND_CUT.format(cut=found_cut) if scaled_to_cut and found_cut is not None
+                    else NO_REFERENCE_SCALED_TO_CUT if scaled_to_cut else NO_REFERENCE_GIVEN_CUT if lowpass_cut_given
                     else NO_REFERENCE)  # no advice already taken
     cautions = [no_reference] if noise_reference is False else []
     if faint_solvent(noise_reference, solvent_spread):

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "without a noise reference (masked) is also scaled so that its best-resolved fifth reads X. "
                         "Only for maps "
                         "so filtered; with --half-maps, the cut of the map you will read the values for")
+    p.add_argument("--no-cut-finding", dest="find_cut", action="store_false",
+                   help="do not look for the low-pass cut in the spectrum of a map without a noise reference "
+                        "(masked, flattened, zoned); by default a cut found there sets the map's scale as "
+                        "--lowpass-cut would")
     p.add_argument("--mask", help="mask MRC on the map's grid (> 0.5 is inside); default: automatic mask")
     p.add_argument("--uncertainty", metavar="STD_OUT",
                    help="also write the uncertainty σ (Å): v3 models: calibrated from the predicted 5-95 %% "
@@ -226,7 +230,8 @@ def _run_predict_batch(args: argparse.Namespace) -> int:
     options = BatchOptions(model=args.model, force=args.force, samples=args.samples, voxel_size=args.voxel_size,
                            device=args.device, patch_size=args.patch_size, overlap=args.overlap,
                            batch_size=args.batch_size, seed=args.seed, torch_threads=args.torch_threads,
-                           predict_options={} if args.lowpass_cut is None else {"lowpass_cut": args.lowpass_cut})
+                           predict_options=({} if args.lowpass_cut is None else {"lowpass_cut": args.lowpass_cut})
+                           | ({} if args.find_cut else {"find_cut": False}))
     finished: dict[str, MapRow] = {}
     try:
         rows = run_batch([m for m, _ in pairs], args.out_dir, options, scheduler=args.scheduler,
@@ -252,7 +257,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         samples=args.samples, voxel_size=args.voxel_size, force=args.force, model=args.model,
         device=args.device, patch_size=args.patch_size, overlap=args.overlap,
         batch_size=args.batch_size, seed=args.seed, progress=not args.quiet, report=args.report,
-        lowpass_cut=args.lowpass_cut)
+        lowpass_cut=args.lowpass_cut, find_cut=args.find_cut)
     print(f"{result.summary.line()} -> {output}")
     for caution in result.cautions:  # the output is written; these say where to read it with care
         print(f"cryores: caution: {caution}", file=sys.stderr)

@@ -19,6 +19,7 @@ import torch
 
 from .box_faces import mirror_pads, read_past_faces
 from .cautions import faint_solvent, prediction_cautions
+from .cut_finding import find_lowpass_cut
 from .cut_scale import scale_for_cut
 from .errors import CryoResError
 from .inference import resolve_device, sliding_window_predict
@@ -50,6 +51,8 @@ class Prediction:
     when nothing is. noise_reference: whether the map's solvent held noise for a v3 model to read
     the map against (False for masked, flattened or zoned maps); None for models that do not
     use one. lowpass_cut: the low-pass cut (Å) the caller gave, which no value reads finer than.
+    found_cut: where the caller gave none and the map has no noise reference, the low-pass cut (Å)
+    found in its spectrum (:mod:`cryores.cut_finding`) and used as if given; None otherwise.
     cut_scale: the factor a map without a noise reference was scaled by so that its
     best-resolved fifth reads the cut (:mod:`cryores.cut_scale`); None when it was not scaled.
     solvent_spread: where a v3 model read the map against its solvent, how far the solvent's
@@ -68,6 +71,7 @@ class Prediction:
     lowpass_cut: float | None = None
     cut_scale: float | None = None
     solvent_spread: float | None = None
+    found_cut: float | None = None
 
 
 def predict(
@@ -86,6 +90,7 @@ def predict(
     memory_limit: int | None = None,
     lowpass_cut: float | None = None,
     scale_to_cut: bool = True,
+    find_cut: bool = True,
 ) -> Prediction:
     """Local resolution (Å) of a density map given as a numpy array.
 
@@ -101,6 +106,9 @@ def predict(
     reference is also scaled so that its best-resolved fifth reads the cut (:mod:`cryores.cut_scale`;
     the uncertainty scales with it). scale_to_cut=False keeps only the floor: for a cut that belongs
     to another map than ``density`` (the half maps' average read for a filtered deposit).
+    find_cut: where no cut is given and a v3 model finds no noise reference, look for the cut in
+    the map's spectrum (:mod:`cryores.cut_finding`) and use one found as if given
+    (``Prediction.found_cut``); False reads such a map without it.
 
     Raises CryoResError for bad input (shape, NaN/Inf, constant map, bad voxel size, mask or
     lowpass_cut), a missing model, or a map too large for memory.
@@ -116,7 +124,7 @@ def predict(
         lowpass_cut = check_lowpass_cut(lowpass_cut, loaded.max_resolution)
     if loaded.spectral:
         return _predict_spectral(density, voxel, mask, loaded, device, progress, memory_limit, lowpass_cut,
-                                 scale_to_cut)
+                                 scale_to_cut, find_cut)
     grid = shape_for_voxel_size(density.shape, voxel, loaded.voxel_size)
     check_fits(density.size, int(np.prod(grid)), samples > 0, memory_limit)
     mask = automatic_mask(density, voxel) if mask is None else mask_from_array(mask, density.shape)
@@ -149,27 +157,32 @@ def predict(
 
 def _prediction(resolution: np.ndarray, std: np.ndarray | None, mask: np.ndarray, voxel: tuple[float, float, float],
                 loaded: LoadedModel, lowpass_cut: float | None, noise_reference: bool | None = None,
-                scale_to_cut: bool = True, solvent_spread: float | None = None) -> Prediction:
+                scale_to_cut: bool = True, solvent_spread: float | None = None,
+                found_cut: float | None = None) -> Prediction:
     """The last station of both model kinds: a map without a noise reference scaled to the
-    low-pass cut given (:mod:`cryores.cut_scale`), the reading clipped to [Nyquist, or the cut if
-    coarser; the model's upper end], both maps 0 outside the mask, the summary and cautions."""
+    low-pass cut given, or else found (:mod:`cryores.cut_scale`), the reading clipped to
+    [Nyquist, or the cut if coarser; the model's upper end], both maps 0 outside the mask, the
+    summary and cautions."""
     scale, refusal = None, None
-    if lowpass_cut is not None and noise_reference is False and scale_to_cut:
-        scale, refusal = scale_for_cut(resolution, mask, lowpass_cut, voxel)
+    cut = lowpass_cut if lowpass_cut is not None else found_cut
+    if cut is not None and noise_reference is False and scale_to_cut:
+        scale, refusal = scale_for_cut(resolution, mask, cut, voxel)
+        if scale is None and lowpass_cut is None:  # a found cut far finer than the reading: not its resolution
+            cut, found_cut, refusal = None, None, None
         if scale is not None:
             resolution *= np.float32(scale)
             if std is not None:
                 std *= np.float32(scale)  # the interval is relative: it scales with the reading
-    np.clip(resolution, max(2.0 * max(voxel), lowpass_cut or 0.0), loaded.max_resolution, out=resolution)
+    np.clip(resolution, max(2.0 * max(voxel), cut or 0.0), loaded.max_resolution, out=resolution)
     resolution[~mask] = 0.0
     if std is not None:
         std[~mask] = 0.0
     cautions = prediction_cautions(resolution, mask, voxel, loaded.card, noise_reference,
                                    lowpass_cut_given=lowpass_cut is not None, scaled_to_cut=scale is not None,
-                                   solvent_spread=solvent_spread)
+                                   solvent_spread=solvent_spread, found_cut=found_cut)
     cautions += (refusal,) if refusal else ()
     return Prediction(resolution, mask, std, summarise(resolution, mask), str(loaded.card["name"]), voxel,
-                      cautions, noise_reference, lowpass_cut, scale, solvent_spread)
+                      cautions, noise_reference, lowpass_cut, scale, solvent_spread, found_cut)
 
 
 def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
@@ -190,8 +203,9 @@ def check_lowpass_cut(lowpass_cut: float, max_resolution: float) -> float:
 
 def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], mask: np.ndarray | None,
                       loaded: LoadedModel, device: str, progress: ProgressArg, memory_limit: int | None,
-                      lowpass_cut: float | None, scale_to_cut: bool = True) -> Prediction:
-    """v3 models: mask -> spectral features on the map's own grid -> network -> floor -> grid.
+                      lowpass_cut: float | None, scale_to_cut: bool = True, find_cut: bool = True) -> Prediction:
+    """v3 models: mask -> spectral features on the map's own grid -> network -> floor -> grid,
+    then, for a map without a noise reference given no cut, the cut found in its spectrum.
 
     The uncertainty (from the predicted 5-95 % interval, calibrated) is always returned.
     """
@@ -216,21 +230,25 @@ def _predict_spectral(density: np.ndarray, voxel: tuple[float, float, float], ma
 
         resolution, std, has_reference, spread = spectral_predict(density, voxel, mask, loaded,
                                                                   resolve_device(device), on_progress, reference)
-    return _prediction(resolution, std, mask, voxel, loaded, lowpass_cut, has_reference, scale_to_cut, spread)
+    looked = find_cut and scale_to_cut and lowpass_cut is None and not has_reference  # scale_to_cut: see predict
+    found = find_lowpass_cut(density, voxel) if looked else None
+    return _prediction(resolution, std, mask, voxel, loaded, lowpass_cut, has_reference, scale_to_cut, spread, found)
 
 
 NO_REFERENCE_LABEL = "no noise reference"
 NO_REFERENCE_LINE = f"cryores: {NO_REFERENCE_LABEL}"  # a line of its own: a long model name cannot cut it
 LOWPASS_CUT_LABEL = "cryores low-pass cut"  # a label line: "cryores low-pass cut 3.2 A"
 CUT_SCALE_LABEL = "cryores scaled to the cut by"  # when the cut set the scale: "... by 0.87"
+FOUND_CUT_LABEL = "cryores found low-pass cut"  # a cut found in the map's spectrum: "... cut 3.21 A"
 FAINT_SOLVENT_LABEL = "cryores: faint solvent, spread"  # when cautioned: "... spread 0.000653"
 
 
 def resolution_label(result: Prediction) -> str:
     """The resolution map's MRC header labels (one per line, each at most 80 characters): what made
-    it, whether the map had no noise reference, the low-pass cut it was given and the factor that
-    cut scaled it by, and a faint solvent's spread where it was cautioned (so that a batch rerun
-    that keeps the file can repeat its cautions, and does not keep a file read with another cut).
+    it, whether the map had no noise reference, the low-pass cut it was given or found in its
+    spectrum and the factor that cut scaled it by, and a faint solvent's spread where it was
+    cautioned (so that a batch rerun that keeps the file can repeat its cautions, and does not
+    keep a file read with another cut).
     Each fact has its own line, so that cutting the first line at 80 characters (a long model
     name) loses no other fact."""
     label = f"cryores local resolution (A), model {result.model_name}"
@@ -238,6 +256,8 @@ def resolution_label(result: Prediction) -> str:
         label += f"\n{NO_REFERENCE_LINE}"
     if result.lowpass_cut is not None:
         label += f"\n{LOWPASS_CUT_LABEL} {result.lowpass_cut!r} A"
+    if result.found_cut is not None:
+        label += f"\n{FOUND_CUT_LABEL} {result.found_cut:.6g} A"
     if result.cut_scale is not None:
         label += f"\n{CUT_SCALE_LABEL} {result.cut_scale:.6g}"
     if faint_solvent(result.noise_reference, result.solvent_spread):
@@ -250,9 +270,10 @@ class LabelFacts:
     """What a resolution map's labels (:func:`resolution_label`) say: the model that made it,
     whether its map had a noise reference (False: none; True: a faint solvent, whose spread they
     record; None when they do not say), the low-pass cut it was given (None: none), the factor
-    that cut scaled it by (None: none) and a faint solvent's spread (None: not faint, or not
-    said). ``garbled``: a line starts as one of cryores' facts but its value is not a number
-    (an edited header): the other facts may then be wrong, so a batch rerun does not keep it."""
+    that cut scaled it by (None: none), a faint solvent's spread (None: not faint, or not
+    said) and the cut found in the map's spectrum (None: none found, or not looked for).
+    ``garbled``: a line starts as one of cryores' facts but its value is not a number (an edited
+    header): the other facts may then be wrong, so a batch rerun does not keep it."""
 
     model_name: str | None
     noise_reference: bool | None
@@ -260,6 +281,7 @@ class LabelFacts:
     cut_scale: float | None = None
     solvent_spread: float | None = None
     garbled: bool = False
+    found_cut: float | None = None
 
 
 _MODEL_LABEL = re.compile(r"cryores local resolution.*model ([^\s,]+)")
@@ -267,9 +289,10 @@ _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 _CUT_LABEL = re.compile(re.escape(LOWPASS_CUT_LABEL) + " " + _NUMBER + " A$")
 _CUT_SCALE_LABEL = re.compile(re.escape(CUT_SCALE_LABEL) + " " + _NUMBER + "$")
 _FAINT_SOLVENT_LABEL = re.compile(re.escape(FAINT_SOLVENT_LABEL) + " " + _NUMBER + "$")
+_FOUND_CUT_LABEL = re.compile(re.escape(FOUND_CUT_LABEL) + " " + _NUMBER + " A$")
 # each numeric fact's line start and its pattern: a line that starts so but does not match is garbled
 _NUMERIC_FACTS = ((LOWPASS_CUT_LABEL + " ", _CUT_LABEL), (CUT_SCALE_LABEL + " ", _CUT_SCALE_LABEL),
-                  (FAINT_SOLVENT_LABEL + " ", _FAINT_SOLVENT_LABEL))
+                  (FAINT_SOLVENT_LABEL + " ", _FAINT_SOLVENT_LABEL), (FOUND_CUT_LABEL + " ", _FOUND_CUT_LABEL))
 
 
 def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
@@ -282,12 +305,13 @@ def read_resolution_labels(labels: Sequence[str]) -> LabelFacts:
     cuts = [float(m.group(1)) for m in map(_CUT_LABEL.search, labels) if m]
     scales = [float(m.group(1)) for m in map(_CUT_SCALE_LABEL.search, labels) if m]
     spreads = [float(m.group(1)) for m in map(_FAINT_SOLVENT_LABEL.search, labels) if m]
+    found = [float(m.group(1)) for m in map(_FOUND_CUT_LABEL.search, labels) if m]
     model_name, model_label = models[-1] if models else (None, "")
     # files written before the flag had its own line carry it at the end of the model's line
     no_reference = NO_REFERENCE_LINE in labels or NO_REFERENCE_LABEL in model_label
     return LabelFacts(model_name, False if no_reference else True if spreads else None,
                       cuts[-1] if cuts else None, scales[-1] if scales else None,
-                      spreads[-1] if spreads else None, garbled)
+                      spreads[-1] if spreads else None, garbled, found[-1] if found else None)
 
 
 def default_output_path(map_path: str | os.PathLike, suffix: str = "_locres") -> Path:

@@ -106,6 +106,8 @@ def report_facts(density: DensityMap, result: Prediction, title: str | None = No
                   "  compare regions within it"]
     if result.lowpass_cut is not None:
         facts.append(f"low-pass cut given: {result.lowpass_cut:g} Å (nothing reads finer)")
+    if result.found_cut is not None:
+        facts.append(f"low-pass cut found in its spectrum: {result.found_cut:.2f} Å")
     if result.cut_scale is not None:
         facts.append(f"  scaled x{result.cut_scale:.3f}: its best fifth reads the cut")
     if result.uncertainty is not None:
@@ -116,8 +118,8 @@ def report_facts(density: DensityMap, result: Prediction, title: str | None = No
 def prediction_from_files(density: DensityMap, locres: DensityMap,
                           uncertainty: DensityMap | None = None) -> Prediction:
     """A local-resolution map from any tool as a Prediction (voxels > 0 are inside its mask); what
-    cryores' own labels say (model, no noise reference or a faint solvent's spread, low-pass cut,
-    the scale the cut set) is carried over.
+    cryores' own labels say (model, no noise reference or a faint solvent's spread, low-pass cut
+    given or found, the scale the cut set) is carried over.
 
     Raises CryoResError when the maps differ in shape or the resolution map has no value > 0.
     """
@@ -133,7 +135,7 @@ def prediction_from_files(density: DensityMap, locres: DensityMap,
     return Prediction(locres.data, mask, uncertainty.data if uncertainty is not None else None,
                       summarise(locres.data, mask), estimator, density.voxel_size,
                       noise_reference=made.noise_reference, lowpass_cut=made.lowpass_cut,
-                      cut_scale=made.cut_scale, solvent_spread=made.solvent_spread)
+                      cut_scale=made.cut_scale, solvent_spread=made.solvent_spread, found_cut=made.found_cut)
 
 
 def report_for_files(density: DensityMap, locres: DensityMap, output: str | os.PathLike, *,
