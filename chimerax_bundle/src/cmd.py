@@ -148,11 +148,13 @@ def _half_map_average(cryores, half_maps, geometry, volume):
 
 def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0, device: str = "auto",
                     palette: str = DEFAULT_PALETTE, range=None, key: bool = True, model: str | None = None,
-                    lowpass_cut: float | None = None):
+                    lowpass_cut: float | None = None, find_cut: bool = True):
     """Predict local resolution of ``volume`` (or of its two half maps' average, ``half_maps``), open
     it (hidden) on the same grid, colour the surface. ``lowpass_cut``: the Å the map was low-passed
     at, so that nothing reads finer and a map without a noise reference is scaled to it; with
-    half maps it only floors their average (``cryores.predict``, ``cryores.cut_scale``)."""
+    half maps it only floors their average (``cryores.predict``, ``cryores.cut_scale``).
+    ``find_cut``: without a cut, look for it in the spectrum of a map without a noise reference
+    (``cryores.cut_finding``); False reads such a map without it."""
     command_start = time.monotonic()
     cryores = import_cryores()
     with user_errors(cryores):
@@ -177,7 +179,7 @@ def cryores_predict(session, volume, mask=None, half_maps=None, samples: int = 0
                               f"device {device}, {samples or 1} pass(es))...", log=True)
         start = time.monotonic()
         result = cryores.predict(density, geometry.voxel_size_zyx, mask_array, model=model, samples=samples,
-                                 device=device, lowpass_cut=lowpass_cut,
+                                 device=device, lowpass_cut=lowpass_cut, find_cut=find_cut,
                                  scale_to_cut=half_maps is None,  # the deposit's cut only floors the average
                                  progress=_progress(cryores.predict, session, f"cryores {volume.atomspec}", ""))
         elapsed = time.monotonic() - start
@@ -274,7 +276,7 @@ predict_desc = CmdDesc(
     required=[("volume", MapArg)],
     keyword=[("mask", MapArg), ("half_maps", MapsArg), ("samples", IntArg),
              ("device", EnumOf(("auto", "cpu", "cuda"))), ("model", OpenFileNameArg),
-             ("lowpass_cut", FloatArg)] + _COLORING,
+             ("lowpass_cut", FloatArg), ("find_cut", BoolArg)] + _COLORING,
     synopsis="estimate local resolution of a map with cryores and colour its surface")
 
 color_desc = CmdDesc(

@@ -504,6 +504,27 @@ def test_predict_on_half_maps_reads_their_average_and_colours_the_map(session, t
     run(session, f"close {a} {b} {c} {result_spec} {floored.atomspec} {scaled.atomspec}")
 
 
+def test_a_masked_map_is_scaled_to_the_cut_found_in_its_spectrum_unless_told_not_to(session, shared):
+    """EMD-3488 (masked, low-passed near 3.1 Å): the command finds its cut as cryores.predict does,
+    says so in the log, and ``findCut false`` reads it without the search."""
+    path = shared / "data" / "maps" / "emd_3488.mrc"
+    spec = open_volume(session, path).atomspec
+    density = volume_by_spec(session, spec).full_matrix().astype(np.float32)
+    voxel = tuple(float(v) for v in reversed(volume_by_spec(session, spec).data.step))  # z, y, x as ChimeraX reads it
+    found, plain = cryores.predict(density, voxel), cryores.predict(density, voxel, find_cut=False)
+    assert found.found_cut == pytest.approx(3.2, rel=0.05) and plain.found_cut is None
+    log = log_text(run(session, f"cryores predict {spec}"))
+    assert f"low-pass cut found in its spectrum: {found.found_cut:.2f} Å" in log, log
+    scaled = volume_by_spec(session, re.search(r"opened (#\d+)", log)[1])
+    np.testing.assert_allclose(scaled.full_matrix(), found.resolution, rtol=1e-5, atol=1e-4)
+    log = log_text(run(session, f"cryores predict {spec} findCut false"))
+    assert "found in its spectrum" not in log, log
+    unscaled = volume_by_spec(session, re.search(r"opened (#\d+)", log)[1])
+    np.testing.assert_allclose(unscaled.full_matrix(), plain.resolution, rtol=1e-5, atol=1e-4)
+    assert plain.summary.median > found.summary.median * 1.1  # the found cut moved the whole map
+    run(session, f"close {spec} {scaled.atomspec} {unscaled.atomspec}")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

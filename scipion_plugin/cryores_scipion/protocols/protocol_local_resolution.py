@@ -92,7 +92,9 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                       help="Voxels > 0.5 are inside. Empty: cryores computes its automatic molecular mask.")
         form.addParam("lowpassCut", params.FloatParam, default=0.0, condition=DEEP,
                       label="Map low-passed at (Å)",
-                      help="0: not given. The Å your map was low-pass filtered at, its global FSC resolution, "
+                      help="0: not given (a map without a noise reference is then searched for its cut, and one "
+                           "found in its spectrum is used as if given). The Å your map was low-pass filtered at, "
+                           "its global FSC resolution, "
                            "as post-processing does: nothing finer is left in it, so no voxel reads finer. A "
                            "map without a noise reference (masked, flattened) is also scaled so that its "
                            "best-resolved fifth reads the cut, since the network reads such a map's overall "
