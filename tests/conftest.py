@@ -101,6 +101,18 @@ def make_random_spectral_model(folder: Path, seed: int = 0) -> Path:
     return save_model(SpectralNet(N_FEATURES, (16,)), card, folder / "card.json")
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Put torch's thread count back after each test: a batch worker (``predict_one``) sets it for
+    the whole process, and float sums depend on it, so a test that compares two readings bit for
+    bit would otherwise pass or fail with the tests that ran before it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def spectral_model_card(tmp_path_factory) -> Path:
     return make_random_spectral_model(tmp_path_factory.mktemp("spectral-model"))
