@@ -77,7 +77,7 @@ def lowpass_cut_problem(model_card: str | None, cut: float | None) -> str | None
 def run_deep_learning(map_file: str, output: str, *, voxel_size: float, mask_file: str | None = None,
                       samples: int = 0, uncertainty: str | None = None, device: str = "auto",
                       model_card: str | None = None, half_map2: str | None = None,
-                      lowpass_cut: float | None = None) -> Prediction:
+                      lowpass_cut: float | None = None, find_cut: bool = True) -> Prediction:
     """Local resolution of one map with the network; writes ``output`` (and ``uncertainty``).
 
     voxel_size is Scipion's sampling rate, which wins over the file header (as in every
@@ -85,6 +85,7 @@ def run_deep_learning(map_file: str, output: str, *, voxel_size: float, mask_fil
     it; U-Net models take the standard deviation of ``samples`` MC-dropout passes (10 when 0).
     With ``half_map2``, ``map_file`` is half map 1 and the network reads the two half maps' average.
     ``lowpass_cut``: the Å the map was low-passed at; no voxel reads finer (``cryores.predict``).
+    ``find_cut``: without one, look for it in the spectrum of a map without a noise reference.
     """
     import cryores
 
@@ -92,7 +93,7 @@ def run_deep_learning(map_file: str, output: str, *, voxel_size: float, mask_fil
         plain_path(map_file), output, half_map2=plain_path(half_map2) if half_map2 else None,
         mask=plain_path(mask_file) if mask_file else None,
         uncertainty=uncertainty, samples=samples or None, voxel_size=voxel_size,
-        model=model_card or None, device=device, force=True, lowpass_cut=lowpass_cut)
+        model=model_card or None, device=device, force=True, lowpass_cut=lowpass_cut, find_cut=find_cut)
     return result
 
 

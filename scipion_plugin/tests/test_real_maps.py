@@ -82,6 +82,31 @@ class TestRealMaps(BaseTest):
                 self._check_map(path)
 
 
+    def test_a_masked_deposit_is_scaled_to_the_cut_found_in_its_spectrum(self):
+        """EMD-3488 (masked, low-passed near 3.1 Å, 3.2 Å reported): the protocol stores the cut
+        cryores finds in its spectrum and the scale it set, and its methods text says so; with
+        'Look for the low-pass cut' off, neither."""
+        local = self._local_copy(SHARED_MAPS / "emd_3488.mrc")
+        volume = self.launchProtocol(self.newProtocol(
+            ProtImportVolumes, filesPath=local, samplingRate=1.05, objLabel="import EMD-3488")).outputVolume
+        runs = {}
+        for find_cut in (True, False):
+            # the installed model: a random one may read the map so coarse that a found cut is dropped
+            prot = self.newProtocol(ProtCryoResLocalResolution, estimationMethod=METHOD_DEEP_LEARNING,
+                                    computeDevice=1, findCut=find_cut, objLabel=f"cryores EMD-3488 findCut {find_cut}")
+            prot.inputVolume.set(volume)
+            self.launchProtocol(prot)
+            runs[find_cut] = prot
+        found, plain = runs[True], runs[False]
+        self.assertAlmostEqual(found.foundCut.get() / 3.2, 1.0, delta=0.05)
+        self.assertTrue(found.cutScale.hasValue())
+        self.assertIn("low-pass cut found in its spectrum", "\n".join(found.methods()))
+        self.assertFalse(plain.foundCut.hasValue() or plain.cutScale.hasValue())
+        self.assertNotIn("found in its spectrum", "\n".join(plain.methods()))
+        values = read_mrc(found.resolution_Volume.getFileName())
+        self.assertGreaterEqual(values[values > 0].min(), found.foundCut.get() * (1 - 1e-5))
+
+
 def test_corpus_is_there():
     missing = [str(p) for p in MAPS if not p.is_file()]
     assert not missing, missing

@@ -62,6 +62,7 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         self.estimatorName = String()
         self.uncertaintySource = String()
         self.cutScale = Float()  # the factor the low-pass cut scaled a map without a noise reference by
+        self.foundCut = Float()  # the low-pass cut found in the spectrum of a map without a noise reference
 
     # --------------------------------------------------------------------------- form
     def _defineParams(self, form) -> None:
@@ -100,6 +101,12 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                            "best-resolved fifth reads the cut, since the network reads such a map's overall "
                            "scale least well. Give it only for a map so filtered; with the half maps, the cut "
                            "of the map whose values you read.")
+        form.addParam("findCut", params.BooleanParam, default=True, condition=DEEP,
+                      expertLevel=params.LEVEL_ADVANCED, label="Look for the low-pass cut",
+                      help="With no low-pass cut given, look for it in the spectrum of a map without a noise "
+                           "reference (masked, flattened, zoned), where the spectrum's slope turns sharply "
+                           "down, and use a cut found there as if given (cryores.cut_finding). No: read such "
+                           "a map without it.")
         form.addParam("computeUncertainty", params.BooleanParam, default=False, condition=DEEP,
                       label="Uncertainty map",
                       help="Also write σ (Å), how far each voxel's resolution may be off. The installed "
@@ -141,7 +148,7 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
                 samples=self.mcSamples.get(),
                 uncertainty=self._getExtraPath(UNCERTAINTY_FILE) if self._wantsUncertainty() else None,
                 device=self.getEnumText("computeDevice"), model_card=self.modelCard.get() or None,
-                half_map2=second, lowpass_cut=self._lowpassCut())
+                half_map2=second, lowpass_cut=self._lowpassCut(), find_cut=self.findCut.get())
         self.info(result.summary.line())
         for caution in getattr(result, "cautions", ()):  # local FSC results have none
             self.info(f"caution: {caution}")
@@ -153,8 +160,9 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
             self.uncertaintySource.set(estimate.uncertainty_source(self.modelCard.get() or None,
                                                                    self.mcSamples.get()))
         self.cutScale.set(getattr(result, "cut_scale", None))  # None: no scale (cleared on a rerun)
+        self.foundCut.set(getattr(result, "found_cut", None))
         self._store(self.resolutionMedian, self.resolutionP5, self.resolutionP95, self.estimatorName,
-                    self.uncertaintySource, self.cutScale)
+                    self.uncertaintySource, self.cutScale, self.foundCut)
 
     def createOutputStep(self) -> None:
         """Register the maps as Volumes on the input's sampling rate and origin."""
@@ -280,6 +288,10 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
             if self.cutScale.hasValue():  # a map without a noise reference: the cut set its scale
                 how += (f" and its overall scale set from that cut, taken as its global resolution (its "
                         f"best-resolved fifth reads the cut; values x{self.cutScale.get():.3f})")
+        elif not self._isLocalFsc() and self.foundCut.hasValue():  # no cut given: the one in its spectrum
+            how += (f", its overall scale set from the low-pass cut found in its spectrum, "
+                    f"{self.foundCut.get():.2f} Å, taken as its global resolution (its best-resolved fifth "
+                    f"reads the cut; values x{self.cutScale.get():.3f})")
         return [f"The local resolution of {self.getObjectTag('inputVolume')} was estimated {how} "
                 f"[cryores] ({self.estimatorName.get()}): median {self.resolutionMedian.get():.2f} Å, "
                 f"5-95 % of the voxels inside the mask between {self.resolutionP5.get():.2f} and "
