@@ -43,8 +43,8 @@ def shell_power(density: np.ndarray, voxel_size: tuple[float, float, float]) -> 
     removed, up to :data:`BEYOND_NYQUIST` x the coarsest axis's Nyquist frequency. Shells with
     fewer than :data:`MIN_SHELL_COEFFICIENTS` coefficients or no power are left out.
 
-    The spectrum is single precision and its shells are summed a slab at a time, so a large map
-    costs one complex64 spectrum and no full-size temporaries beyond it."""
+    The spectrum is single precision and its shells are summed one plane at a time, so a large
+    map costs one complex64 spectrum and no full-size temporaries beyond it."""
     spectrum = map_spectrum(density)
     width = 1.0 / max(n * v for n, v in zip(density.shape, voxel_size))
     last = int(np.floor(BEYOND_NYQUIST * 0.5 / max(voxel_size) / width))
