@@ -44,22 +44,21 @@ def _voxel_text(voxel_size: tuple[float, float, float]) -> str:
 # 0.36 Å, the half maps' average 0.39 Å, half-map local FSC 0.60 Å), hence the advice
 _HALF_MAP_ADVICE = ("if you hold the unmasked map or its unmasked half maps, read that map or the half maps' average "
                     "instead (the half-map option of cryores predict, ChimeraX and Scipion)")
-NO_REFERENCE_GIVEN_CUT = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read "
-                          "without a noise reference: the map as a whole may read too fine or too coarse; compare "
+_READ_WITHOUT_REFERENCE = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read "
+                           "without a noise reference")
+NO_REFERENCE_GIVEN_CUT = (_READ_WITHOUT_REFERENCE + ": the map as a whole may read too fine or too coarse; compare "
                           "regions within it rather than its absolute values with other maps, and " + _HALF_MAP_ADVICE)
 NO_REFERENCE = (NO_REFERENCE_GIVEN_CUT + "; where the map was low-passed at its global resolution X Å, give X (the "
                 "low-pass-cut option): the map's scale is then set from it")
 # the cut given and taken as the map's scale (cryores.cut_scale)
-NO_REFERENCE_SCALED_TO_CUT = ("the map's solvent holds no noise (a masked, flattened or zoned map), so it is read "
-                              "without a noise reference; its overall scale was set from the low-pass cut you gave, "
+NO_REFERENCE_SCALED_TO_CUT = (_READ_WITHOUT_REFERENCE + "; its overall scale was set from the low-pass cut you gave, "
                               "taken as its global resolution (its best-resolved fifth reads the cut), so a cut that "
                               "is not the map's global resolution moves every value with it; " + _HALF_MAP_ADVICE)
 # the cut found in the map's spectrum and taken as its scale (cryores.cut_finding)
-NO_REFERENCE_SCALED_TO_FOUND_CUT = (
-    "the map's solvent holds no noise (a masked, flattened or zoned map), so it is read without a noise reference; "
-    "its overall scale was set from the low-pass cut found in its spectrum, {cut:.2f} Å, taken as its global "
-    "resolution (its best-resolved fifth reads the cut); if the map was filtered at another resolution, give that "
-    "(the low-pass-cut option); " + _HALF_MAP_ADVICE)
+NO_REFERENCE_SCALED_TO_FOUND_CUT = (_READ_WITHOUT_REFERENCE + "; its overall scale was set from the low-pass cut "
+                                    "found in its spectrum, {cut:.2f} Å, taken as its global resolution (its "
+                                    "best-resolved fifth reads the cut); if the map was filtered at another "
+                                    "resolution, give that (the low-pass-cut option); " + _HALF_MAP_ADVICE)
 
 # How far a map's solvent spreads (cryores.spectral.solvent_spread: median absolute deviation over
 # the map's standard deviation inside its automatic mask) below which it is called faint. Maps

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fourier import shell_means, shell_width
 from .spectral import map_spectrum
 
 HALF_WIDTH = 0.12  # ln-frequency span of each of the two fitted lines (12 %)
@@ -39,25 +40,12 @@ MIN_SHELL_COEFFICIENTS = 20  # fewer Fourier coefficients than this: the shell's
 
 
 def shell_power(density: np.ndarray, voxel_size: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """(frequency 1/Å, mean power) of the map's Fourier shells, one box frequency wide, the mean
-    removed, up to :data:`BEYOND_NYQUIST` x the coarsest axis's Nyquist frequency. Shells with
-    fewer than :data:`MIN_SHELL_COEFFICIENTS` coefficients or no power are left out.
-
-    The spectrum is single precision and its shells are summed one plane at a time, so a large
-    map costs one complex64 spectrum and no full-size temporaries beyond it."""
-    spectrum = map_spectrum(density)
-    width = 1.0 / max(n * v for n, v in zip(density.shape, voxel_size))
+    """(frequency 1/Å, mean power) of the map's Fourier shells (:func:`cryores.fourier.shell_means`,
+    the mean removed), up to :data:`BEYOND_NYQUIST` x the coarsest axis's Nyquist frequency. Shells
+    with fewer than :data:`MIN_SHELL_COEFFICIENTS` coefficients or no power are left out."""
+    width = shell_width(density.shape, voxel_size)
     last = int(np.floor(BEYOND_NYQUIST * 0.5 / max(voxel_size) / width))
-    counts = np.zeros(last + 1)
-    sums = np.zeros(last + 1)
-    rest = np.add.outer(np.square(np.fft.fftfreq(density.shape[1], voxel_size[1])),
-                        np.square(np.fft.rfftfreq(density.shape[2], voxel_size[2])))
-    for plane, f0 in zip(spectrum, np.fft.fftfreq(density.shape[0], voxel_size[0])):
-        shell = np.rint(np.sqrt(rest + f0 * f0) / width).astype(np.int64).ravel()
-        keep = shell <= last
-        counts += np.bincount(shell[keep], minlength=last + 1)
-        sums += np.bincount(shell[keep], weights=np.square(np.abs(plane)).ravel()[keep], minlength=last + 1)
-    mean = sums / np.maximum(counts, 1)
+    counts, mean = shell_means(map_spectrum(density), density.shape, voxel_size, last)
     f = np.arange(last + 1) * width
     usable = (counts >= MIN_SHELL_COEFFICIENTS) & (f > 0) & (mean > 0)
     return f[usable], mean[usable]

@@ -19,3 +19,22 @@ def spatial_frequency(shape: Sequence[int], voxel_size: Sequence[float], dtype=n
     squared = s0[:, None, None] + s1[None, :, None]
     squared = squared + s2[None, None, :]
     return np.sqrt(squared, out=squared)
+
+
+def shell_width(shape: Sequence[int], voxel_size: Sequence[float]) -> float:
+    """Width (1/Å) of a Fourier shell one box frequency wide: 1 / the largest box edge in Å."""
+    return 1.0 / max(n * v for n, v in zip(shape, voxel_size))
+
+
+def shell_means(spectrum: np.ndarray, shape: Sequence[int], voxel_size: Sequence[float],
+                last: int) -> tuple[np.ndarray, np.ndarray]:
+    """(coefficients per shell, mean power per shell) of ``spectrum``, the ``rfftn`` of a ``shape``
+    array, over shells 0..``last`` of :func:`shell_width` (coefficients beyond ``last`` are left
+    out; a shell with no coefficient has mean 0)."""
+    shell = np.rint(spatial_frequency(shape, voxel_size) / np.float32(shell_width(shape, voxel_size)))
+    shell = shell.astype(np.int64).ravel()
+    power = np.square(np.abs(spectrum)).ravel()
+    keep = shell <= last
+    counts = np.bincount(shell[keep], minlength=last + 1)
+    mean = np.bincount(shell[keep], weights=power[keep], minlength=last + 1) / np.maximum(counts, 1)
+    return counts, mean

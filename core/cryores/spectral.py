@@ -56,7 +56,7 @@ from scipy import ndimage
 
 from .box_faces import back_on_grid, mirror_pads, mirrored, read_past_faces
 from .errors import CryoResError
-from .fourier import spatial_frequency
+from .fourier import shell_means, shell_width, spatial_frequency
 from .masking import automatic_mask, dilate
 from .resample import linear_resample, resize_spectrum, shape_for_voxel_size
 
@@ -198,13 +198,9 @@ def content_edge(spectrum: np.ndarray, shape: tuple[int, ...], voxel_size: tuple
     when the content reaches it (or when the box is too small to hold a 6-26 Å shell).
     """
     nyquist = 2.0 * max(voxel_size)
-    width = 1.0 / max(n * v for n, v in zip(shape, voxel_size))
-    shell = np.rint(spatial_frequency(shape, voxel_size) / np.float32(width)).astype(np.int64).ravel()
-    power = np.square(np.abs(spectrum)).ravel()
+    width = shell_width(shape, voxel_size)
     last = int(np.floor(1.0 / (nyquist * width)))
-    keep = shell <= last
-    counts = np.bincount(shell[keep], minlength=last + 1)
-    mean = np.bincount(shell[keep], weights=power[keep], minlength=last + 1) / np.maximum(counts, 1)
+    counts, mean = shell_means(spectrum, shape, voxel_size, last)
     frequency = np.arange(last + 1) * width
     reference = (counts > 0) & (frequency >= 1.0 / BANDS_A[-1]) & (frequency <= 1.0 / SCALE_BANDS_FROM_A)
     if not reference.any() or mean[reference].mean() <= 0:

@@ -283,15 +283,16 @@ class ProtCryoResLocalResolution(ProtAnalysis3D):
         how = {METHOD_DEEP_LEARNING: "from the map alone with the cryores network",
                METHOD_DEEP_HALF_MAPS: "with the cryores network from the average of its two half maps",
                METHOD_LOCAL_FSC: "from two half maps by local FSC (threshold 0.143)"}[self.estimationMethod.get()]
+        # a map without a noise reference: the cut, given or found in its spectrum, set its scale
+        scaled = (f"taken as its global resolution (its best-resolved fifth reads the cut; values "
+                  f"x{self.cutScale.get():.3f})" if self.cutScale.hasValue() else "")
         if not self._isLocalFsc() and self._lowpassCut():
             how += f", no value finer than the map's low-pass cut of {self._lowpassCut():g} Å"
-            if self.cutScale.hasValue():  # a map without a noise reference: the cut set its scale
-                how += (f" and its overall scale set from that cut, taken as its global resolution (its "
-                        f"best-resolved fifth reads the cut; values x{self.cutScale.get():.3f})")
-        elif not self._isLocalFsc() and self.foundCut.hasValue():  # no cut given: the one in its spectrum
+            if scaled:
+                how += f" and its overall scale set from that cut, {scaled}"
+        elif not self._isLocalFsc() and self.foundCut.hasValue():
             how += (f", its overall scale set from the low-pass cut found in its spectrum, "
-                    f"{self.foundCut.get():.2f} Å, taken as its global resolution (its best-resolved fifth "
-                    f"reads the cut; values x{self.cutScale.get():.3f})")
+                    f"{self.foundCut.get():.2f} Å, {scaled}")
         return [f"The local resolution of {self.getObjectTag('inputVolume')} was estimated {how} "
                 f"[cryores] ({self.estimatorName.get()}): median {self.resolutionMedian.get():.2f} Å, "
                 f"5-95 % of the voxels inside the mask between {self.resolutionP5.get():.2f} and "
