@@ -19,7 +19,7 @@ from conftest import write_mrc
 from cryores import cli, predict
 from cryores.batch import _found_cut_matches
 from cryores.cautions import NO_REFERENCE
-from cryores.cut_finding import find_lowpass_cut, shell_power
+from cryores.cut_finding import HALF_WIDTH, MIN_SHELLS, find_lowpass_cut, shell_power
 from cryores.fourier import spatial_frequency
 from cryores.local_filter import raised_cosine
 from cryores.mrc_io import header_labels, read_map
@@ -64,6 +64,33 @@ def test_a_cut_is_found_whatever_the_map_scale_and_offset():
     deposit = masked_deposit(5.0)
     found = find_lowpass_cut(deposit, (1.0,) * 3)
     assert find_lowpass_cut(deposit * 250.0 - 3.0, (1.0,) * 3) == pytest.approx(found, rel=1e-3)
+
+
+def _coarse_molecule(n: int, voxel: float, cut: float | None, seed: int = 0) -> np.ndarray:
+    """A soft-masked molecule (ellipsoid of radius 28 Å) on n³ voxels of ``voxel`` Å, low-passed at
+    ``cut`` Å (None: never): a coarse deposit in a small box, where a cut lies near shell 10."""
+    rng = np.random.default_rng(seed)
+    frequency = spatial_frequency((n,) * 3, (voxel,) * 3)
+    texture = scipy.fft.irfftn(scipy.fft.rfftn(rng.standard_normal((n,) * 3)) * np.exp(-150.0 * frequency ** 2 / 4),
+                               s=(n,) * 3)
+    z, y, x = (np.indices((n,) * 3) - n / 2) * voxel
+    inside = x ** 2 + y ** 2 + (z / 1.3) ** 2 < 28.0 ** 2
+    density = texture * ndimage.gaussian_filter(inside.astype(float), 2.0 / voxel)
+    if cut is not None:
+        gain = raised_cosine(frequency, 1.0 / cut, 0.05 / cut)
+        density = scipy.fft.irfftn(scipy.fft.rfftn(density) * gain, s=(n,) * 3)
+    grown = ndimage.binary_dilation(inside, iterations=max(1, round(5.0 / voxel))).astype(float)
+    return (density * ndimage.gaussian_filter(grown, 2.0 / voxel)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n, voxel, cut", [(40, 2.5, 10.0), (48, 2.0, 9.0)])
+def test_a_coarse_cut_in_a_small_box_is_found_within_5_percent(n, voxel, cut):
+    # there 12 % of the cut's frequency spans about one shell: the lines are fitted over 4 shells
+    frequency, _ = shell_power(_coarse_molecule(n, voxel, cut), (voxel,) * 3)
+    width = frequency[1] - frequency[0]
+    assert np.log1p(MIN_SHELLS * width * cut) > HALF_WIDTH
+    assert find_lowpass_cut(_coarse_molecule(n, voxel, cut), (voxel,) * 3) == pytest.approx(cut, rel=0.05)
+    assert find_lowpass_cut(_coarse_molecule(n, voxel, None), (voxel,) * 3) is None  # never low-passed
 
 
 def test_no_cut_is_found_in_maps_never_low_passed():

@@ -9,19 +9,22 @@ falls only a decade or two there, then keeps falling smoothly. What stays sharp 
 the shell where the spectrum's slope turns downward.
 
 The finder fits one straight line to log10 shell power against ln frequency over
-:data:`HALF_WIDTH` below each shell and one above it. The knee is the shell where the slope falls
-most. It is taken as a cut when the slope falls by at least :data:`MIN_DROP` (decades per unit of
-ln frequency). The cut is placed between the knee, where the filter starts to fall, and the
-steepest step within :data:`HALF_WIDTH` beyond it, where it ends: the middle of the filter's edge,
-where post-processing puts the resolution it filters at.
+:data:`HALF_WIDTH` below each shell (or :data:`MIN_SHELLS` shells, where the shells are sparser)
+and one above it. The knee is the shell where the slope falls most. It is taken as a cut when the
+slope falls by at least :data:`MIN_DROP` (decades per unit of ln frequency). The cut is placed
+between the knee, where the filter starts to fall, and the steepest step within the same span
+beyond it, where it ends: the middle of the filter's edge, where post-processing puts the
+resolution it filters at.
 
 Measured on 320 validation maps (``benchmarks/cut_detection.py``, ``docs/benchmarks.md``): a cut
-is found in 44 of the 104 masked deposits, 43 of them within 5 % of the true cut (mid-edge, it
-reads 0-7 % finer than the simulator's cut, which starts its fall there). Most of the rest are
-filtered at 8-13 Å, where the mask's edge spreads the power as far as the cut's own frequency.
-No cut is found in any of the 160 raw maps. Candidates are searched from
-:data:`COARSEST_A` to :data:`NYQUIST_MARGIN` x Nyquist: closer to Nyquist, the box's corners and
-the roll-off of resampled maps make knees of their own.
+is found in 65 of the 104 masked deposits, all within 5 % of the true cut (mid-edge, it reads
+0.95-1.03 x the simulator's cut, which starts its fall there), and in every one of the 56
+unmasked deposits. No cut is found in any of the 160 raw maps. Most masked deposits it
+misses are cut at 8-14 Å, where the spectrum of a strongly sharpened map already falls and the
+mask's edge fills in the rest: no knee shows. Candidates are searched from :data:`COARSEST_A` to
+:data:`NYQUIST_MARGIN` x Nyquist: closer to Nyquist, the box's corners and the roll-off of
+resampled maps make knees of their own (searched up to Nyquist, EMD-5625 and β-galactosidase
+show knees falling by 12-13 decades there).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import numpy as np
 from .fourier import shell_means, shell_width
 from .spectral import map_spectrum
 
-HALF_WIDTH = 0.12  # ln-frequency span of each of the two fitted lines (12 %)
+HALF_WIDTH = 0.12  # ln-frequency span of each of the two fitted lines (12 %) ...
+MIN_SHELLS = 4  # ... or of this many shells, where the shells are sparser (coarse cuts in small boxes)
 MIN_DROP = 6.0  # fall of the slope (log10 power per unit ln f) that makes a knee a cut
 COARSEST_A = 20.0  # no cut is looked for coarser than this
 NYQUIST_MARGIN = 1.1  # nor finer than this x Nyquist (1.05 finds 2 more of 104 masked validation deposits)
@@ -51,18 +55,30 @@ def shell_power(density: np.ndarray, voxel_size: tuple[float, float, float]) -> 
     return f[usable], mean[usable]
 
 
+def fit_half_width(frequency: np.ndarray) -> np.ndarray:
+    """The ln-frequency span of the lines fitted on either side of each shell: :data:`HALF_WIDTH`,
+    or :data:`MIN_SHELLS` shells where that holds fewer. Why: a cut at 10 Å in a 36-voxel box
+    lies near shell 10, where 12 % spans one shell, and a line through one shell is no slope;
+    with at least 4 shells a side the finder reads 65 rather than 44 of 104 masked validation
+    deposits, all within 5 % of the true cut, and still no raw map (``benchmarks/cut_detection.py``)."""
+    width = float(np.min(np.diff(frequency)))  # the shells are multiples of one width
+    # half a shell more, so that the last shell is inside whatever the rounding of ln f
+    return np.maximum(HALF_WIDTH, np.log1p((MIN_SHELLS + 0.5) * width / frequency))
+
+
 def spectrum_knee(frequency: np.ndarray, power: np.ndarray, nyquist: float) -> tuple[int | None, float]:
     """(index of the knee shell, slope change there): the shell between :data:`COARSEST_A` and
     :data:`NYQUIST_MARGIN` x ``nyquist`` (Å) where the slope of log10 ``power`` against ln
-    ``frequency``, fitted over :data:`HALF_WIDTH` on either side, falls most. (None, 0.0) when
-    no shell has room on both sides or the slope nowhere falls."""
+    ``frequency``, fitted over :func:`fit_half_width` on either side, falls most. (None, 0.0)
+    when no shell has room on both sides or the slope nowhere falls."""
     log_f, log_p = np.log(frequency), np.log10(power)
+    half = fit_half_width(frequency)
     finest = 1.0 / (NYQUIST_MARGIN * nyquist)
     best, knee = 0.0, None
     for i in np.flatnonzero((frequency >= 1.0 / COARSEST_A) & (frequency <= finest)):
-        below = (log_f >= log_f[i] - HALF_WIDTH) & (log_f <= log_f[i])
-        above = (log_f >= log_f[i]) & (log_f <= log_f[i] + HALF_WIDTH)
-        if below.sum() < 3 or above.sum() < 3 or log_f[-1] < log_f[i] + HALF_WIDTH:
+        below = (log_f >= log_f[i] - half[i]) & (log_f <= log_f[i])
+        above = (log_f >= log_f[i]) & (log_f <= log_f[i] + half[i])
+        if below.sum() < 3 or above.sum() < 3 or log_f[-1] < log_f[i] + half[i]:
             continue
         change = float(np.polyfit(log_f[above], log_p[above], 1)[0] - np.polyfit(log_f[below], log_p[below], 1)[0])
         if change < best:
@@ -74,7 +90,7 @@ def find_lowpass_cut(density: np.ndarray, voxel_size: tuple[float, float, float]
     """The low-pass cut (Å) ``density`` was filtered at, or None where its spectrum shows none
     (no knee falling by :data:`MIN_DROP`, or a cut within :data:`NYQUIST_MARGIN` of Nyquist): the
     middle, in ln frequency, between the knee and the steepest step of the spectrum within
-    :data:`HALF_WIDTH` beyond it."""
+    :func:`fit_half_width` beyond it."""
     frequency, power = shell_power(density, voxel_size)
     if frequency.size < 8:
         return None
@@ -82,7 +98,7 @@ def find_lowpass_cut(density: np.ndarray, voxel_size: tuple[float, float, float]
     if knee is None or change > -MIN_DROP:
         return None
     log_f, log_p = np.log(frequency), np.log10(power)
-    edge = np.flatnonzero((log_f >= log_f[knee]) & (log_f <= log_f[knee] + HALF_WIDTH))
+    edge = np.flatnonzero((log_f >= log_f[knee]) & (log_f <= log_f[knee] + fit_half_width(frequency)[knee]))
     steps = np.diff(log_p[edge]) / np.diff(log_f[edge])
     steepest = edge[int(np.argmin(steps))]
     end = 0.5 * (log_f[steepest] + log_f[steepest + 1])  # the steepest step's middle
