@@ -19,7 +19,7 @@ from conftest import write_mrc
 from cryores import cli, predict
 from cryores.batch import _found_cut_matches
 from cryores.cautions import NO_REFERENCE
-from cryores.cut_finding import HALF_WIDTH, MIN_SHELLS, find_lowpass_cut, shell_power
+from cryores.cut_finding import HALF_WIDTH, MIN_SHELLS, find_lowpass_cut, shell_power, spectrum_knee
 from cryores.fourier import spatial_frequency
 from cryores.local_filter import raised_cosine
 from cryores.mrc_io import header_labels, read_map
@@ -99,6 +99,12 @@ def test_no_cut_is_found_in_maps_never_low_passed():
     assert find_lowpass_cut(noisy, (1.0,) * 3) is None  # a raw map: noise up to Nyquist
     assert find_lowpass_cut(density * mask, (1.0,) * 3) is None  # masked, its spectrum falling smoothly
     assert find_lowpass_cut(_molecule(2, bfactor=300.0)[0], (1.0,) * 3) is None  # strongly blurred
+
+
+def test_a_map_too_small_for_a_knee_has_none():
+    frequency, power = shell_power(masked_deposit(5.0)[:6, :6, :6], (1.0,) * 3)
+    assert spectrum_knee(frequency, power, 2.0) == (None, 0.0)
+    assert spectrum_knee(frequency[:1], power[:1], 2.0) == (None, 0.0)
 
 
 def test_a_knee_at_nyquist_is_not_a_cut():

@@ -71,6 +71,8 @@ def spectrum_knee(frequency: np.ndarray, power: np.ndarray, nyquist: float) -> t
     :data:`NYQUIST_MARGIN` x ``nyquist`` (Å) where the slope of log10 ``power`` against ln
     ``frequency``, fitted over :func:`fit_half_width` on either side, falls most. (None, 0.0)
     when no shell has room on both sides or the slope nowhere falls."""
+    if frequency.size < 8:  # too few shells for two lines of 3
+        return None, 0.0
     log_f, log_p = np.log(frequency), np.log10(power)
     half = fit_half_width(frequency)
     finest = 1.0 / (NYQUIST_MARGIN * nyquist)
