@@ -28,23 +28,26 @@ from cryores.predict import read_resolution_labels, resolution_label
 N = 112
 
 
-def _molecule(seed: int = 0, bfactor: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
-    """(map, soft mask): textured density inside an ellipsoid on N³ voxels of 1 Å, its amplitudes
-    falling as a B-factor does, and a deposit's soft mask around it (extended 5 Å, 2 Å edge)."""
+def _molecule(seed: int = 0, bfactor: float = 60.0, n: int = N, voxel: float = 1.0,
+              radius: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """(map, soft mask): textured density inside an ellipsoid of ``radius`` Å on n³ voxels of
+    ``voxel`` Å, its amplitudes falling as a B-factor does, and a deposit's soft mask around it
+    (extended 5 Å, 2 Å edge)."""
     rng = np.random.default_rng(seed)
-    frequency = spatial_frequency((N,) * 3, (1.0,) * 3)
-    texture = scipy.fft.irfftn(scipy.fft.rfftn(rng.standard_normal((N,) * 3)) * np.exp(-bfactor * frequency ** 2 / 4),
-                               s=(N,) * 3)
-    z, y, x = np.indices((N,) * 3) - N / 2
-    inside = x ** 2 + y ** 2 + (z / 1.3) ** 2 < 30 ** 2
-    density = texture * ndimage.gaussian_filter(inside.astype(float), 2.0)
-    mask = ndimage.gaussian_filter(ndimage.binary_dilation(inside, iterations=5).astype(float), 2.0)
+    frequency = spatial_frequency((n,) * 3, (voxel,) * 3)
+    texture = scipy.fft.irfftn(scipy.fft.rfftn(rng.standard_normal((n,) * 3)) * np.exp(-bfactor * frequency ** 2 / 4),
+                               s=(n,) * 3)
+    z, y, x = (np.indices((n,) * 3) - n / 2) * voxel
+    inside = x ** 2 + y ** 2 + (z / 1.3) ** 2 < radius ** 2
+    density = texture * ndimage.gaussian_filter(inside.astype(float), 2.0 / voxel)
+    grown = ndimage.binary_dilation(inside, iterations=max(1, round(5.0 / voxel)))
+    mask = ndimage.gaussian_filter(grown.astype(float), 2.0 / voxel)
     return density.astype(np.float32), mask.astype(np.float32)
 
 
-def _lowpass(density: np.ndarray, cut: float) -> np.ndarray:
+def _lowpass(density: np.ndarray, cut: float, voxel: float = 1.0) -> np.ndarray:
     """Low-passed at ``cut`` Å as deposits are: gain 1 up to 1/cut, a raised cosine to 0 at 1.05/cut."""
-    frequency = spatial_frequency(density.shape, (1.0,) * 3)
+    frequency = spatial_frequency(density.shape, (voxel,) * 3)
     gain = raised_cosine(frequency, 1.0 / cut, 0.05 / cut)
     return scipy.fft.irfftn(scipy.fft.rfftn(density) * gain, s=density.shape).astype(np.float32)
 
@@ -66,31 +69,22 @@ def test_a_cut_is_found_whatever_the_map_scale_and_offset():
     assert find_lowpass_cut(deposit * 250.0 - 3.0, (1.0,) * 3) == pytest.approx(found, rel=1e-3)
 
 
-def _coarse_molecule(n: int, voxel: float, cut: float | None, seed: int = 0) -> np.ndarray:
-    """A soft-masked molecule (ellipsoid of radius 28 Å) on n³ voxels of ``voxel`` Å, low-passed at
-    ``cut`` Å (None: never): a coarse deposit in a small box, where a cut lies near shell 10."""
-    rng = np.random.default_rng(seed)
-    frequency = spatial_frequency((n,) * 3, (voxel,) * 3)
-    texture = scipy.fft.irfftn(scipy.fft.rfftn(rng.standard_normal((n,) * 3)) * np.exp(-150.0 * frequency ** 2 / 4),
-                               s=(n,) * 3)
-    z, y, x = (np.indices((n,) * 3) - n / 2) * voxel
-    inside = x ** 2 + y ** 2 + (z / 1.3) ** 2 < 28.0 ** 2
-    density = texture * ndimage.gaussian_filter(inside.astype(float), 2.0 / voxel)
-    if cut is not None:
-        gain = raised_cosine(frequency, 1.0 / cut, 0.05 / cut)
-        density = scipy.fft.irfftn(scipy.fft.rfftn(density) * gain, s=(n,) * 3)
-    grown = ndimage.binary_dilation(inside, iterations=max(1, round(5.0 / voxel))).astype(float)
-    return (density * ndimage.gaussian_filter(grown, 2.0 / voxel)).astype(np.float32)
+def _coarse_deposit(n: int, voxel: float, cut: float | None) -> np.ndarray:
+    """A strongly blurred, soft-masked molecule (radius 28 Å) on n³ voxels of ``voxel`` Å, low-passed
+    at ``cut`` Å (None: never): a coarse deposit in a small box, where a cut lies near shell 10."""
+    density, mask = _molecule(bfactor=150.0, n=n, voxel=voxel, radius=28.0)
+    return (density if cut is None else _lowpass(density, cut, voxel)) * mask
 
 
 @pytest.mark.parametrize("n, voxel, cut", [(40, 2.5, 10.0), (48, 2.0, 9.0)])
 def test_a_coarse_cut_in_a_small_box_is_found_within_5_percent(n, voxel, cut):
     # there 12 % of the cut's frequency spans about one shell: the lines are fitted over 4 shells
-    frequency, _ = shell_power(_coarse_molecule(n, voxel, cut), (voxel,) * 3)
+    deposit = _coarse_deposit(n, voxel, cut)
+    frequency, _ = shell_power(deposit, (voxel,) * 3)
     width = frequency[1] - frequency[0]
     assert np.log1p(MIN_SHELLS * width * cut) > HALF_WIDTH
-    assert find_lowpass_cut(_coarse_molecule(n, voxel, cut), (voxel,) * 3) == pytest.approx(cut, rel=0.05)
-    assert find_lowpass_cut(_coarse_molecule(n, voxel, None), (voxel,) * 3) is None  # never low-passed
+    assert find_lowpass_cut(deposit, (voxel,) * 3) == pytest.approx(cut, rel=0.05)
+    assert find_lowpass_cut(_coarse_deposit(n, voxel, None), (voxel,) * 3) is None  # never low-passed
 
 
 def test_no_cut_is_found_in_maps_never_low_passed():

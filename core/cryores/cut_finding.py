@@ -94,8 +94,6 @@ def find_lowpass_cut(density: np.ndarray, voxel_size: tuple[float, float, float]
     middle, in ln frequency, between the knee and the steepest step of the spectrum within
     :func:`fit_half_width` beyond it."""
     frequency, power = shell_power(density, voxel_size)
-    if frequency.size < 8:
-        return None
     knee, change = spectrum_knee(frequency, power, 2.0 * max(voxel_size))
     if knee is None or change > -MIN_DROP:
         return None
